@@ -1,0 +1,250 @@
+"""Where vLLM's argv lives in an InferenceService, and editing it there.
+
+Three layouts occur in practice:
+- a list command (`vllm serve ...`, `python -m vllm.entrypoints...`), with
+  more of vLLM's argv possibly in `args`;
+- a shell (`bash -c SCRIPT [$0 [args...]]`) whose script runs vLLM, with
+  list items after the script reaching vLLM only through `"$@"`;
+- no command at all: KServe takes the runtime's command and appends the
+  InferenceService's `args` after the runtime's, so flags go to `args`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from webhook import argv, launch, shell
+from webhook.argv import Arg, Want
+from webhook.errors import Denied
+
+CommandArgs = tuple[tuple[str, ...] | None, tuple[str, ...] | None]
+
+
+@dataclass(frozen=True)
+class Container:
+    """The predictor container the webhook edits."""
+
+    pointer: str
+    where: str
+    command: tuple[str, ...] | None
+    args: tuple[str, ...] | None
+    resources: object
+    custom: bool
+
+
+def _string_list(value: object, where: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Denied(f"{where} must be a list of strings")
+    return tuple(value)
+
+
+def locate(obj: dict[str, object]) -> Container:
+    """Find `spec.predictor.model`, else the `kserve-container` entry."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise Denied("the InferenceService has no spec; expert parallelism needs spec.predictor.model")
+    predictor = spec.get("predictor")
+    if not isinstance(predictor, dict):
+        raise Denied("the InferenceService has no spec.predictor; expert parallelism needs spec.predictor.model")
+    model = predictor.get("model")
+    if model is not None:
+        if not isinstance(model, dict):
+            raise Denied("spec.predictor.model must be an object")
+        return _container(model, "/spec/predictor/model", "spec.predictor.model", custom=False)
+    containers = predictor.get("containers")
+    if isinstance(containers, list):
+        for i, c in enumerate(containers):
+            if isinstance(c, dict) and c.get("name") == "kserve-container":
+                return _container(
+                    c, f"/spec/predictor/containers/{i}", f"spec.predictor.containers[{i}]", custom=True
+                )
+    raise Denied(
+        "no predictor container found: expert parallelism needs spec.predictor.model "
+        "or a spec.predictor.containers entry named kserve-container"
+    )
+
+
+def _container(c: dict[str, object], pointer: str, where: str, custom: bool) -> Container:
+    command = _string_list(c.get("command"), f"{where}.command")
+    args = _string_list(c.get("args"), f"{where}.args")
+    return Container(pointer, where, command or None, args, c.get("resources"), custom)
+
+
+# -- locations ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A list item (`field`, `index`), or a span inside that item's script."""
+
+    field: str
+    index: int
+    span: tuple[int, int] | None = None
+
+
+@dataclass
+class _Edits:
+    """Concrete edits collected from one or more plans, applied at once."""
+
+    items: dict[tuple[str, int], str] = field(default_factory=dict)
+    deleted: set[tuple[str, int]] = field(default_factory=set)
+    appended: dict[str, list[str]] = field(default_factory=dict)
+    script: dict[tuple[str, int], list[tuple[int, int, str]]] = field(default_factory=dict)
+
+    def apply(self, command: tuple[str, ...] | None, args: tuple[str, ...] | None, scripts: dict[tuple[str, int], str]) -> CommandArgs:
+        lists = {"command": list(command or ()), "args": list(args or ())}
+        for key, edits in self.script.items():
+            lists[key[0]][key[1]] = shell.splice(scripts[key], sorted(set(edits)))
+        for key, value in self.items.items():
+            lists[key[0]][key[1]] = value
+        out: dict[str, tuple[str, ...]] = {}
+        for name, items in lists.items():
+            kept = [v for i, v in enumerate(items) if (name, i) not in self.deleted]
+            out[name] = tuple(kept + self.appended.get(name, []))
+        new_command = out["command"] if command is not None else None
+        new_args = out["args"] if (args is not None or out["args"]) else None
+        return new_command, new_args
+
+
+def _apply_plan(
+    plan: argv.Plan,
+    locs: Sequence[Loc],
+    scripts: dict[tuple[str, int], str],
+    edits: _Edits,
+    append_at: Loc,
+) -> None:
+    for k, value in plan.replace.items():
+        loc = locs[k]
+        if loc.span is None:
+            edits.items[(loc.field, loc.index)] = value
+        else:
+            edits.script.setdefault((loc.field, loc.index), []).append((loc.span[0], loc.span[1], shell.quote(value)))
+    for k in plan.delete:
+        loc = locs[k]
+        if loc.span is None:
+            edits.deleted.add((loc.field, loc.index))
+        else:
+            script = scripts[(loc.field, loc.index)]
+            start = shell.blank_start(script, loc.span[0])
+            edits.script.setdefault((loc.field, loc.index), []).append((start, loc.span[1], ""))
+    if plan.append:
+        if append_at.span is None:
+            edits.appended.setdefault(append_at.field, []).extend(plan.append)
+        else:
+            text = " " + " ".join(shell.quote(v) for v in plan.append)
+            pos = append_at.span[1]
+            edits.script.setdefault((append_at.field, append_at.index), []).append((pos, pos, text))
+
+
+# -- rewriting -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    command: tuple[str, ...] | None
+    args: tuple[str, ...] | None
+    warnings: tuple[str, ...]
+
+
+def rewrite(c: Container, command: tuple[str, ...] | None, args: tuple[str, ...] | None, wants: Sequence[Want], reject: bool) -> Rewrite:
+    """Edit command/args so that vLLM gets exactly the wanted flags."""
+    edits = _Edits()
+    scripts: dict[tuple[str, int], str] = {}
+    warnings: list[str] = []
+    if not command:
+        items = args or ()
+        locs = [Loc("args", i) for i in range(len(items))]
+        plan = argv.plan([Arg.item(v) for v in items], wants, reject)
+        _apply_plan(plan, locs, scripts, edits, Loc("args", len(items)))
+        warnings.extend(plan.warnings)
+        if c.custom and plan.append:
+            warnings.append("no command: the flags go to args, assuming the image's entrypoint starts vLLM")
+        new_command, new_args = edits.apply(None, args, scripts)
+        return Rewrite(new_command, new_args, tuple(warnings))
+
+    full_locs = [Loc("command", i) for i in range(len(command))] + [Loc("args", i) for i in range(len(args or ()))]
+    full = list(command) + list(args or ())
+    words = [launch.Word(v, v) for v in full]
+    call = launch.shell_call(words)
+    if call is not None:
+        _rewrite_script(c, full, full_locs, call.script_index, wants, reject, edits, scripts, warnings)
+    else:
+        start = launch.vllm_args_start(words)
+        if start is None:
+            raise Denied(
+                f"{c.where}.command runs {launch.describe(words)}, which is not a recognisable vLLM launch; "
+                f"expected {launch.EXPECTED}"
+            )
+        plan = argv.plan([Arg.item(v) for v in full[start:]], wants, reject)
+        end_field = "args" if args else "command"
+        _apply_plan(plan, full_locs[start:], scripts, edits, Loc(end_field, len(args or command)))
+        warnings.extend(plan.warnings)
+    new_command, new_args = edits.apply(command, args, scripts)
+    return Rewrite(new_command, new_args, tuple(warnings))
+
+
+def _rewrite_script(
+    c: Container,
+    full: list[str],
+    full_locs: list[Loc],
+    script_index: int,
+    wants: Sequence[Want],
+    reject: bool,
+    edits: _Edits,
+    scripts: dict[tuple[str, int], str],
+    warnings: list[str],
+) -> None:
+    script_loc = full_locs[script_index]
+    script = full[script_index]
+    scripts[(script_loc.field, script_loc.index)] = script
+    where = f"{c.where}.{script_loc.field}[{script_loc.index}]"
+    try:
+        commands = shell.parse(script)
+    except shell.ShellSyntaxError as e:
+        raise Denied(f"the script in {where} cannot be edited safely: {e}; fix the script or edit it by hand") from e
+    positional = list(range(script_index + 2, len(full)))
+    launches = []
+    seen: list[str] = []
+    for cmd in commands:
+        words = [launch.Word(w.literal, w.prefix) for w in cmd.words]
+        start = None if cmd.compound else launch.vllm_args_start(words)
+        if start is None:
+            if len(seen) < 4:
+                seen.append(launch.describe(words, 2))
+            continue
+        launches.append((cmd, start))
+    if not launches:
+        found = ", ".join(seen) if seen else "nothing"
+        raise Denied(
+            f"the script in {where} runs {found}, but no recognisable vLLM launch; expected {launch.EXPECTED}"
+        )
+    forwards = False
+    for cmd, start in launches:
+        args: list[Arg] = []
+        locs: list[Loc] = []
+        for w in cmd.words[start:]:
+            span_loc = Loc(script_loc.field, script_loc.index, (w.start, w.end))
+            if w.all_positional:
+                forwards = True
+                for p in positional:
+                    args.append(Arg.item(full[p]))
+                    locs.append(full_locs[p])
+                # also stands for runtime args the webhook cannot see
+                args.append(Arg(None, "", w.text, opaque=True))
+                locs.append(span_loc)
+            else:
+                args.append(Arg(w.literal, w.prefix, w.text))
+                locs.append(span_loc)
+        plan = argv.plan(args, wants, reject)
+        last = cmd.words[-1]
+        _apply_plan(plan, locs, scripts, edits, Loc(script_loc.field, script_loc.index, (last.start, last.end)))
+        warnings.extend(plan.warnings)
+    if not forwards and positional:
+        stray = [full[p] for p in positional if argv.scan([Arg.item(full[p])])]
+        if stray:
+            warnings.append(
+                argv.shorten(f'ignored {" ".join(stray)} after the script: without "$@" it never reaches vLLM', 119)
+            )

@@ -1,0 +1,144 @@
+"""The pure core: an InferenceService in, a verdict out.
+
+`mutate` never performs I/O and never raises: every problem with the object
+becomes a denial whose message says what is wrong and how to fix it. The
+HTTP server and the offline CLI both call it.
+"""
+
+from __future__ import annotations
+
+from webhook import flags, patch, state
+from webhook.argv import Want
+from webhook.container import Container, locate, rewrite
+from webhook.errors import Denied
+from webhook.gpus import count_gpus
+from webhook.settings import STATE, Options, Request, ep_enabled, read_request
+from webhook.verdict import Verdict
+
+KIND = "InferenceService"
+API_GROUP = "serving.kserve.io"
+
+
+def wants_for(request: Request, data_parallel_size: int) -> list[Want]:
+    """The flags that make vLLM run EP with the requested layout."""
+    wants = [
+        Want(flags.ENABLE_EP, negation=flags.DISABLE_EP),
+        Want(flags.TP, str(request.tensor_parallel_size)),
+        Want(flags.DP, str(data_parallel_size)),
+    ]
+    if request.all2all_backend is not None:
+        wants.append(Want(flags.ALL2ALL, request.all2all_backend))
+    if request.eplb is True:
+        wants.append(Want(flags.ENABLE_EPLB, negation=flags.DISABLE_EPLB))
+    elif request.eplb is False:
+        wants.append(Want(flags.ENABLE_EPLB, present=False))
+    if request.eplb_config is not None:
+        wants.append(Want(flags.EPLB_CONFIG, request.eplb_config))
+    return wants
+
+
+def mutate(obj: object, options: Options | None = None) -> Verdict:
+    """Decide on one InferenceService: allow, allow with a patch, or deny."""
+    try:
+        return _mutate(obj, options or Options())
+    except Denied as denied:
+        return Verdict.deny(denied.message)
+
+
+def _annotations(obj: dict[str, object]) -> dict[str, object]:
+    metadata = obj.get("metadata")
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise Denied("metadata must be an object")
+    annotations = metadata.get("annotations")
+    if annotations is None:
+        return {}
+    if not isinstance(annotations, dict):
+        raise Denied("metadata.annotations must be a map of strings")
+    return annotations
+
+
+def _mutate(obj: object, options: Options) -> Verdict:
+    if not isinstance(obj, dict):
+        raise Denied("the object is not a JSON object; expected an InferenceService")
+    annotations = _annotations(obj)
+    enabled = ep_enabled(annotations)
+    stored = state.read(annotations)
+    if not enabled and stored is None:
+        return Verdict.allow()
+
+    container = locate(obj)
+    current = (container.command, container.args)
+    untouched_since = (
+        stored is not None
+        and stored.container == container.pointer
+        and stored.applied == state.digest(*current)
+    )
+
+    if not enabled:
+        if stored is not None and untouched_since:
+            return _result(obj, container, current, (stored.command, stored.args), None).with_warnings(
+                ["EP is off: restored the command and args the webhook had changed"]
+            )
+        return _result(obj, container, current, current, None).with_warnings(
+            ["EP is off; command/args were edited after the webhook changed them, so they stay as they are"]
+        )
+
+    request = read_request(annotations, options)
+    gpus = count_gpus(container.resources, container.where, options.gpu_resources)
+    tp = request.tensor_parallel_size
+    if gpus % tp:
+        raise Denied(
+            f"the pod gets {gpus} GPUs, which tensor parallel size {tp} does not divide; "
+            f"set ep.tensor-parallel-size to a divisor of {gpus} or change the GPU limit"
+        )
+    dp = gpus // tp
+    if options.max_data_parallel_size is not None and dp > options.max_data_parallel_size:
+        raise Denied(
+            f"data parallel size {dp} ({gpus} GPUs / TP {tp}) exceeds the policy's maximum of "
+            f"{options.max_data_parallel_size}; request fewer GPUs or a larger ep.tensor-parallel-size"
+        )
+    wants = wants_for(request, dp)
+    reject = options.on_conflict == "reject"
+
+    if stored is not None and untouched_since:
+        base = (stored.command, stored.args)
+    else:
+        base = current
+    result = rewrite(container, base[0], base[1], wants, reject)
+    new = (result.command, result.args)
+    new_state = None if new == base else state.State(container.pointer, base[0], base[1], state.digest(*new))
+    verdict = _result(obj, container, current, new, new_state)
+    if not verdict.patch:
+        return Verdict.allow()
+    warnings = result.warnings
+    if base != current and new != current:
+        # describe the change against what is deployed, not the stored original
+        warnings = rewrite(container, current[0], current[1], wants, reject).warnings
+    return verdict.with_warnings(warnings)
+
+
+def _result(
+    obj: dict[str, object],
+    container: Container,
+    current: tuple[tuple[str, ...] | None, tuple[str, ...] | None],
+    new: tuple[tuple[str, ...] | None, tuple[str, ...] | None],
+    new_state: state.State | None,
+) -> Verdict:
+    ops: list[dict[str, object]] = []
+    changed: list[str] = []
+    for name, old_value, new_value in (("command", current[0], new[0]), ("args", current[1], new[1])):
+        step = patch.set_value(
+            f"{container.pointer}/{name}",
+            None if old_value is None else list(old_value),
+            None if new_value is None else list(new_value),
+        )
+        if step:
+            ops.extend(step)
+            changed.append(f"{container.where}.{name}")
+    state_ops = patch.set_annotation(obj, STATE, None if new_state is None else state.dump(new_state))
+    if state_ops:
+        ops.extend(state_ops)
+        changed.append(f"metadata.annotations[{STATE}]")
+    return Verdict.patched(tuple(ops), tuple(changed))

@@ -1,0 +1,105 @@
+"""vLLM's command-line grammar, as far as the webhook depends on it.
+
+vLLM parses its flags with argparse through a parser that turns underscores
+into dashes in `--long` names before matching (`--tensor_parallel_size=2`
+equals `--tensor-parallel-size 2`); the last occurrence of a flag wins and
+command-line flags beat values from `--config` files. The spellings below are
+the ones current vLLM documents for the flags this webhook sets or must not
+leave contradicting what it sets.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ENABLE_EP = "--enable-expert-parallel"
+DISABLE_EP = "--no-enable-expert-parallel"
+TP = "--tensor-parallel-size"
+DP = "--data-parallel-size"
+PP = "--pipeline-parallel-size"
+ALL2ALL = "--all2all-backend"
+ENABLE_EPLB = "--enable-eplb"
+DISABLE_EPLB = "--no-enable-eplb"
+EPLB_CONFIG = "--eplb-config"
+
+# Short spellings vLLM registers next to the long names.
+SHORT_ALIASES: dict[str, str] = {
+    "-tp": TP,
+    "-dp": DP,
+    "-pp": PP,
+    "-ep": ENABLE_EP,
+    "-dpl": "--data-parallel-size-local",
+    "-dpr": "--data-parallel-start-rank",
+    "-dpa": "--data-parallel-address",
+    "-dpp": "--data-parallel-rpc-port",
+}
+
+# Flags whose presence means the pod is one member of a multi-node
+# data-parallel deployment: a single-pod DP size derived from this pod's GPUs
+# would be wrong there, so the engine refuses rather than guessing.
+MULTI_NODE_FLAGS = frozenset(
+    {
+        "--data-parallel-size-local",
+        "--data-parallel-start-rank",
+        "--data-parallel-address",
+        "--data-parallel-rpc-port",
+        "--data-parallel-rank",
+        "--headless",
+        "--nnodes",
+        "--node-rank",
+    }
+)
+
+# The all2all backends current vLLM accepts for `--all2all-backend`.
+# Kept here, in one place; the policy may narrow it down further.
+ALL2ALL_BACKENDS: tuple[str, ...] = (
+    "allgather_reducescatter",
+    "deepep_high_throughput",
+    "deepep_low_latency",
+    "flashinfer_all2allv",
+    "mori",
+    "naive",
+    "pplx",
+)
+
+_NEGATIVE_NUMBER = re.compile(r"-\d+$|-\d*\.\d+$")
+
+
+@dataclass(frozen=True)
+class FlagWord:
+    """A word read as a flag: its canonical long name and any `=value` part.
+
+    `value` is None when there is no `=`; `value_dynamic` is True when the
+    part after `=` expands at run time (its text is then unknown).
+    """
+
+    name: str
+    spelling: str
+    value: str | None
+    value_dynamic: bool = False
+
+
+def canonical(spelling: str) -> str:
+    """The long name argparse would match for a flag spelling."""
+    if spelling.startswith("--"):
+        return spelling.replace("_", "-")
+    return SHORT_ALIASES.get(spelling, spelling)
+
+
+def looks_like_flag(text: str) -> bool:
+    """Would argparse take this word as an option rather than a value?"""
+    return text.startswith("-") and len(text) > 1 and not _NEGATIVE_NUMBER.match(text)
+
+
+def read_flag(literal: str | None, prefix: str) -> FlagWord | None:
+    """Read a word as a flag, if it is one; dynamic words only via `--x=$V`."""
+    if literal is not None:
+        if not looks_like_flag(literal) or literal == "--":
+            return None
+        spelling, eq, value = literal.partition("=")
+        return FlagWord(canonical(spelling), spelling, value if eq else None)
+    if prefix.startswith("-") and "=" in prefix:
+        spelling = prefix.partition("=")[0]
+        return FlagWord(canonical(spelling), spelling, None, value_dynamic=True)
+    return None

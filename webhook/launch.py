@@ -1,0 +1,160 @@
+"""Recognising how a container starts vLLM.
+
+A launch is a word sequence: optional prefixes (`exec`, `env A=b`, `A=b`,
+`nohup`), a program, and the words that select vLLM's server. What follows
+those words is vLLM's own argv, the part the webhook edits.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh"})
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=")
+_PYTHON = re.compile(r"python(\d+(\.\d+)*)?")
+_API_SERVER = "vllm.entrypoints.openai.api_server"
+_CLI_MAIN = "vllm.entrypoints.cli.main"
+# python options that take a separate argument
+_PYTHON_OPTS_WITH_ARG = frozenset({"-W", "-X", "-Q", "--check-hash-based-pycs"})
+# env options that take a separate argument
+_ENV_OPTS_WITH_ARG = frozenset({"-u", "--unset", "-C", "--chdir", "-S", "--split-string"})
+
+EXPECTED = (
+    "`vllm serve MODEL ...`, `python -m vllm.entrypoints.openai.api_server ...`, "
+    "`python -m vllm.entrypoints.cli.main serve ...`, or a `bash -c` script that runs one of them"
+)
+
+
+@dataclass(frozen=True)
+class Word:
+    """What launch detection needs of a word: its static value and prefix."""
+
+    literal: str | None
+    prefix: str
+
+
+def _is_assignment(word: Word) -> bool:
+    text = word.literal if word.literal is not None else word.prefix
+    return bool(_ASSIGNMENT.match(text))
+
+
+def skip_prefixes(words: Sequence[Word], i: int = 0) -> int:
+    """Index of the program word after `exec`, `env ...`, `nohup` and `A=b`."""
+    n = len(words)
+    while i < n:
+        w = words[i].literal
+        if w is None:
+            if _is_assignment(words[i]):
+                i += 1
+                continue
+            return i
+        if w in ("exec", "nohup", "command"):
+            i += 1
+            while i < n and (words[i].literal or "").startswith("-") and words[i].literal != "--":
+                i += 2 if words[i].literal == "-a" else 1
+            continue
+        if posixpath.basename(w) == "env":
+            i += 1
+            while i < n:
+                a = words[i].literal
+                if a is not None and a.startswith("-") and a != "-":
+                    i += 2 if a in _ENV_OPTS_WITH_ARG else 1
+                elif _is_assignment(words[i]):
+                    i += 1
+                else:
+                    break
+            continue
+        if _is_assignment(words[i]):
+            i += 1
+            continue
+        return i
+    return i
+
+
+def vllm_args_start(words: Sequence[Word]) -> int | None:
+    """Index where vLLM's own argv begins, or None if this is not a vLLM launch."""
+    i = skip_prefixes(words)
+    n = len(words)
+    if i >= n or words[i].literal is None:
+        return None
+    prog = posixpath.basename(words[i].literal or "")
+
+    def lit(k: int) -> str | None:
+        return words[k].literal if k < n else None
+
+    if prog == "vllm":
+        return i + 2 if lit(i + 1) == "serve" else None
+    if not _PYTHON.fullmatch(prog):
+        return None
+    j = i + 1
+    while j < n:
+        a = lit(j)
+        if a is None:
+            return None
+        if a == "-m":
+            module, after = lit(j + 1), j + 2
+        elif a.startswith("-m") and len(a) > 2:
+            module, after = a[2:], j + 1
+        elif a.startswith("-") and a != "-":
+            j += 2 if a in _PYTHON_OPTS_WITH_ARG else 1
+            continue
+        else:
+            return None
+        if module == _API_SERVER:
+            return after
+        if module == _CLI_MAIN and lit(after) == "serve":
+            return after + 1
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class ShellCall:
+    """`SHELL [options] -c SCRIPT [$0 [args...]]`: where the script word sits."""
+
+    shell: str
+    script_index: int
+
+
+def shell_call(words: Sequence[Word]) -> ShellCall | None:
+    """Recognise a shell started with -c; None for anything else."""
+    i = skip_prefixes(words)
+    n = len(words)
+    if i >= n or words[i].literal is None:
+        return None
+    shell = posixpath.basename(words[i].literal or "")
+    if shell not in SHELLS:
+        return None
+    j = i + 1
+    has_c = False
+    while j < n:
+        a = words[j].literal
+        if a is None:
+            break
+        if a == "--":
+            j += 1
+            break
+        if a.startswith("--") and len(a) > 2:
+            j += 1
+            continue
+        if len(a) > 1 and a[0] in "-+":
+            if a[0] == "-" and "c" in a[1:]:
+                has_c = True
+            j += 2 if a[1:] in ("o", "O") else 1
+            continue
+        break
+    if not has_c or j >= n:
+        return None
+    return ShellCall(shell, j)
+
+
+def describe(words: Sequence[Word], limit: int = 3) -> str:
+    """A short, quoted rendering of a command's first words for messages."""
+    shown = [w.literal if w.literal is not None else (w.prefix + "…") for w in words[:limit]]
+    text = " ".join(shown) + (" …" if len(words) > limit else "")
+    if len(text) > 60:
+        text = text[:59] + "…"
+    return f"`{text}`"
