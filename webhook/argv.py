@@ -88,7 +88,7 @@ class Occurrence:
 class Plan:
     replace: dict[int, str] = field(default_factory=dict)
     delete: set[int] = field(default_factory=set)
-    append: list[str] = field(default_factory=list)
+    append: list[tuple[str, ...]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -211,9 +211,7 @@ def plan(args: Sequence[Arg], wants: Sequence[Want], reject_conflicts: bool) -> 
             if first is not None and not _matches(first, want):
                 result.warnings.append(f"replaced {first.display} with {_new_value(want)}")
             rest = mine
-            result.append.append(want.name)
-            if want.value is not None:
-                result.append.append(want.value)
+            result.append.append((want.name,) if want.value is None else (want.name, want.value))
         for o in rest:
             result.delete.update(o.indices)
             if o is not first:
@@ -238,10 +236,11 @@ def _replace_in_place(result: Plan, o: Occurrence, want: Want) -> None:
         result.replace[o.flag_index] = f"{o.spelling}={want.value}"
 
 
-def _added_summary(appended: Sequence[str], wants: Sequence[Want], occurrences: Sequence[Occurrence]) -> str:
+def _added_summary(appended: Sequence[tuple[str, ...]], wants: Sequence[Want], occurrences: Sequence[Occurrence]) -> str:
     """One short warning listing flags that were not there before at all."""
     present = {o.name for o in occurrences}
-    new = [_rendered(w) for w in wants if w.present and w.name not in present and w.name in appended]
+    names = {group[0] for group in appended}
+    new = [_rendered(w) for w in wants if w.present and w.name not in present and w.name in names]
     if not new:
         return ""
     text = "added " + " ".join(new)

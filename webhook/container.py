@@ -132,10 +132,12 @@ def _apply_plan(
             edits.script.setdefault((loc.field, loc.index), []).append((start, loc.span[1], ""))
     if plan.append:
         if append_at.span is None:
-            edits.appended.setdefault(append_at.field, []).extend(plan.append)
+            edits.appended.setdefault(append_at.field, []).extend(v for group in plan.append for v in group)
         else:
-            text = " " + " ".join(shell.quote(v) for v in plan.append)
+            script = scripts[(append_at.field, append_at.index)]
             pos = append_at.span[1]
+            separator = shell.continuation_style(script, append_at.span[0])
+            text = "".join(separator + " ".join(shell.quote(v) for v in group) for group in plan.append)
             edits.script.setdefault((append_at.field, append_at.index), []).append((pos, pos, text))
 
 
@@ -242,8 +244,9 @@ def _rewrite_script(
         last = cmd.words[-1]
         _apply_plan(plan, locs, scripts, edits, Loc(script_loc.field, script_loc.index, (last.start, last.end)))
         warnings.extend(plan.warnings)
-    if not forwards and positional:
-        stray = [full[p] for p in positional if argv.scan([Arg.item(full[p])])]
+    after_script = range(script_index + 1, len(full))
+    if not forwards and after_script:
+        stray = [full[p] for p in after_script if argv.scan([Arg.item(full[p])])]
         if stray:
             warnings.append(
                 argv.shorten(f'ignored {" ".join(stray)} after the script: without "$@" it never reaches vLLM', 119)

@@ -419,6 +419,21 @@ def blank_start(script: str, pos: int) -> int:
     return j
 
 
+def continuation_style(script: str, word_start: int) -> str:
+    """How to separate a new argument appended after the word at `word_start`.
+
+    When that word sits on a line continued from the one before (the usual
+    one-flag-per-line layout), new flags get their own continued lines with
+    the same indentation; otherwise a single space.
+    """
+    line_start = script.rfind("\n", 0, word_start) + 1
+    line = script[line_start:word_start]
+    indent = line[: len(line) - len(line.lstrip(_BLANKS))]
+    if line_start >= 2 and script[line_start - 2 : line_start] == "\\\n":
+        return " \\\n" + indent
+    return " "
+
+
 def splice(script: str, edits: list[tuple[int, int, str]]) -> str:
     """Apply non-overlapping (start, end, replacement) edits."""
     out: list[str] = []

@@ -1,0 +1,84 @@
+"""A model of vLLM's server argument grammar, for checking edited argv.
+
+Built from vLLM's documented CLI (engine arguments and `vllm serve --help`):
+argparse with `--long`/short aliases (-tp, -dp, -pp, -ep), `--flag=value`
+forms, BooleanOptionalAction pairs (`--enable-expert-parallel` /
+`--no-enable-expert-parallel`), and the FlexibleArgumentParser rule that
+underscores in a `--long` name mean dashes. The last occurrence wins.
+Parsing the webhook's output with it checks what vLLM would actually see,
+instead of comparing strings with the test's own expectations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+ALL2ALL = [
+    "allgather_reducescatter",
+    "deepep_high_throughput",
+    "deepep_low_latency",
+    "flashinfer_all2allv",
+    "mori",
+    "naive",
+    "pplx",
+]
+
+
+class GrammarError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise GrammarError(message)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:  # type: ignore[override]
+        normalized = []
+        for a in args or []:
+            if a.startswith("--"):
+                key, eq, value = a.partition("=")
+                a = key.replace("_", "-") + eq + value
+            normalized.append(a)
+        return super().parse_args(normalized, namespace)  # type: ignore[arg-type]
+
+
+def parser(positional_model: bool) -> _Parser:
+    p = _Parser(prog="vllm", add_help=False, allow_abbrev=False)
+    if positional_model:
+        p.add_argument("model_tag", nargs="?")
+    p.add_argument("--model")
+    p.add_argument("--port", type=int)
+    p.add_argument("--host")
+    p.add_argument("--served-model-name", nargs="+")
+    p.add_argument("--dtype")
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--gpu-memory-utilization", type=float)
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--config")
+    p.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    p.add_argument("--data-parallel-size", "-dp", type=int, default=1)
+    p.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
+    p.add_argument("--enable-expert-parallel", "-ep", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--all2all-backend", choices=ALL2ALL)
+    p.add_argument("--enable-eplb", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--eplb-config", type=json.loads)
+    return p
+
+
+def parse_launch(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a whole launch (`vllm serve ...` or `python -m ...api_server ...`)."""
+    words = list(argv)
+    for i, w in enumerate(words[:-1]):
+        if (w == "vllm" or w.endswith("/vllm")) and words[i + 1] == "serve":
+            return parser(True).parse_args(words[i + 2 :])
+    if "-m" in words:
+        i = words.index("-m")
+        module = words[i + 1]
+        if module == "vllm.entrypoints.openai.api_server":
+            return parser(False).parse_args(words[i + 2 :])
+        if module == "vllm.entrypoints.cli.main" and words[i + 2] == "serve":
+            return parser(True).parse_args(words[i + 3 :])
+    raise GrammarError(f"not a vLLM launch: {words[:3]}")
