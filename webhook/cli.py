@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 import jsonpatch
@@ -81,6 +82,41 @@ def cmd_mutate(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Te
     return EXIT_ALLOWED
 
 
+def cmd_serve(ns: argparse.Namespace, stderr: TextIO) -> int:
+    from webhook import logs, server  # the server stack loads only when serving
+
+    logs.setup(ns.log_level)
+    cert_dir = Path(ns.cert_dir)
+    if ns.dev_certs:
+        server.ensure_dev_certs(cert_dir)
+    missing = [n for n in ("tls.crt", "tls.key") if not (cert_dir / n).is_file()]
+    if missing:
+        print(f"error: {cert_dir} has no {' or '.join(missing)}; mount a TLS Secret there or pass --dev-certs",
+              file=stderr)
+        return EXIT_USAGE
+    return server.serve(cert_dir, ns.host, ns.port)
+
+
+def cmd_certs_generate(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from webhook import certs
+
+    names: list[str] = []
+    if ns.service:
+        names += certs.service_names(ns.service, ns.namespace)
+    names += ns.san or []
+    if not names:
+        print("error: give --service NAME --namespace NS and/or --san NAME_OR_IP", file=stderr)
+        return EXIT_USAGE
+    if ns.days < 1:
+        print("error: --days must be at least 1", file=stderr)
+        return EXIT_USAGE
+    out = Path(ns.out_dir)
+    certs.write_bundle(out, certs.generate(names, days=ns.days))
+    print(f"wrote {out / certs.CA_FILE}, {out / certs.CERT_FILE}, {out / certs.KEY_FILE} for {', '.join(names)}",
+          file=stdout)
+    return EXIT_ALLOWED
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ep-webhook", description="vLLM expert-parallel webhook for KServe")
     sub = p.add_subparsers(dest="command", required=True)
@@ -93,6 +129,23 @@ def parser() -> argparse.ArgumentParser:
         default="override",
         help="hand-written TP/DP/EP flags that disagree: fix them (override) or deny (reject)",
     )
+
+    s = sub.add_parser("serve", help="serve the admission webhook over TLS")
+    s.add_argument("--cert-dir", required=True, help="folder with tls.crt and tls.key (a TLS Secret volume)")
+    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--port", type=int, default=8443)
+    s.add_argument("--dev-certs", action="store_true",
+                   help="generate a development CA and serving certificate in --cert-dir when absent")
+    s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+    c = sub.add_parser("certs", help="certificate tools")
+    csub = c.add_subparsers(dest="certs_command", required=True)
+    g = csub.add_parser("generate", help="write ca.crt, tls.crt and tls.key")
+    g.add_argument("--out-dir", required=True)
+    g.add_argument("--service", help="Service name: adds NAME, NAME.NS, NAME.NS.svc, NAME.NS.svc.cluster.local")
+    g.add_argument("--namespace", default="default")
+    g.add_argument("--san", action="append", help="extra DNS name or IP (repeatable)")
+    g.add_argument("--days", type=int, default=365)
     return p
 
 
@@ -109,4 +162,8 @@ def main(
         return EXIT_USAGE if e.code else EXIT_ALLOWED
     if ns.command == "mutate":
         return cmd_mutate(ns, stdin, stdout, stderr)
+    if ns.command == "serve":
+        return cmd_serve(ns, stderr)
+    if ns.command == "certs":
+        return cmd_certs_generate(ns, stdout, stderr)
     return EXIT_USAGE

@@ -1,0 +1,138 @@
+"""The ASGI application: /mutate, /healthz, /readyz, /metrics.
+
+/mutate reads the raw body once (bounded), decodes it with one JSON parse,
+runs the core and serialises the answer; no framework model validation of
+the whole review and no copies of the object on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import orjson
+from fastapi import FastAPI, Request, Response
+
+from webhook.admit import admit, outcome
+from webhook.metrics import Metrics
+from webhook.response import build_response, errored
+from webhook.review import MAX_BODY, AdmissionRequest, BadReview, decode
+from webhook.settings import Options
+from webhook.tls import CertReloader
+
+log = logging.getLogger("webhook.review")
+JSON = "application/json"
+KNOWN_OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+
+
+@dataclass
+class ServerState:
+    """What the app needs from the outside: options per request, certificates, readiness."""
+
+    options_for: Callable[[AdmissionRequest], Options] = lambda _request: Options()
+    reloader: CertReloader | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    reload_interval: float = 1.0
+    checks: list[Callable[[], bool]] = field(default_factory=list)
+
+    def ready(self) -> bool:
+        return self.reloader is not None and all(check() for check in self.checks)
+
+
+async def _read_body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise BadReview(413, f"request body is larger than {MAX_BODY} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BadReview(413, f"request body is larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(state: ServerState) -> FastAPI:
+    metrics = state.metrics
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_watch_certificates(state)) if state.reloader else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
+
+    @app.post("/mutate")
+    async def mutate_endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            review = decode(await _read_body(request), request.headers.get("content-type"))
+        except BadReview as bad:
+            elapsed = time.perf_counter() - started
+            metrics.observe("unknown", "rejected", elapsed)
+            log.warning("rejected review", extra={"fields": {"outcome": "rejected", "status": bad.status,
+                                                             "reason": bad.message[:200], "duration_ms": round(elapsed * 1000, 3)}})
+            return Response(orjson.dumps({"error": bad.message}), status_code=bad.status, media_type=JSON)
+        req = review.request
+        try:
+            verdict = admit(req, state.options_for(req))
+            answer = build_response(review.apiVersion, req.uid, verdict)
+            result = outcome(verdict)
+        except Exception:  # a bug must not become an HTTP 500 or take the server down
+            log.exception("review failed", extra={"fields": {"uid": req.uid}})
+            answer = errored(review.apiVersion, req.uid, 500, "the EP webhook failed on this object; see its logs")
+            result, verdict = "denied", None
+        elapsed = time.perf_counter() - started
+        operation = req.operation if req.operation in KNOWN_OPERATIONS else "unknown"
+        metrics.observe(operation, result, elapsed)
+        log.info("review", extra={"fields": {
+            "uid": req.uid, "namespace": req.namespace, "name": req.name, "operation": operation,
+            "kind": req.kind.kind, "dryRun": req.dryRun, "outcome": result,
+            "warnings": len(verdict.warnings) if verdict else 0, "duration_ms": round(elapsed * 1000, 3),
+        }})
+        return Response(orjson.dumps(answer), media_type=JSON)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type=JSON)
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if state.ready():
+            return Response(b'{"status":"ready"}', media_type=JSON)
+        return Response(b'{"status":"not ready"}', status_code=503, media_type=JSON)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    if state.reloader is not None:
+        reloader = state.reloader
+        metrics.gauge("ep_webhook_certificate_not_after_seconds",
+                      "Expiry of the serving certificate, Unix time.", lambda: reloader.not_after)
+        metrics.gauge("ep_webhook_certificate_reloads_total",
+                      "Serving certificate reloads since start.", lambda: float(reloader.reloads), "counter")
+        metrics.gauge("ep_webhook_certificate_reload_failures_total",
+                      "Certificate changes that could not be loaded.", lambda: float(reloader.failures), "counter")
+    return app
+
+
+async def _watch_certificates(state: ServerState) -> None:
+    reloader = state.reloader
+    if reloader is None:
+        return
+    while True:
+        await asyncio.sleep(state.reload_interval)
+        try:
+            reloader.check()
+        except Exception:  # keep watching whatever happens to one check
+            logging.getLogger("webhook.tls").exception("certificate check failed")

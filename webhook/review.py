@@ -1,0 +1,112 @@
+"""AdmissionReview wire types and decoding of the HTTP body.
+
+The dataclasses mirror the Kubernetes fields by name (`uid`, `oldObject`,
+`dryRun`) and hold no logic. `decode` checks in a fixed order — empty,
+too big, wrong content type, not JSON, not an AdmissionReview, bad field
+types — and raises `BadReview` with the HTTP status for the first failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+V1 = "admission.k8s.io/v1"
+V1BETA1 = "admission.k8s.io/v1beta1"
+API_VERSIONS = (V1, V1BETA1)
+MAX_BODY = 3 * 1024 * 1024
+JsonValue = object  # any decoded JSON value
+
+
+class BadReview(Exception):
+    """A malformed webhook request: answered with an HTTP 4xx, not a verdict."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class GroupVersionKind:
+    group: str
+    version: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class AdmissionRequest:
+    uid: str
+    kind: GroupVersionKind
+    operation: str
+    namespace: str
+    name: str
+    object: JsonValue
+    oldObject: JsonValue  # noqa: N815 - the Kubernetes field name
+    dryRun: bool  # noqa: N815
+
+
+@dataclass(frozen=True)
+class AdmissionReview:
+    apiVersion: str  # noqa: N815
+    request: AdmissionRequest
+
+
+def _str(data: dict[str, object], key: str, where: str, required: bool = False) -> str:
+    value = data.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise BadReview(400, f"{where}.{key} must be a non-empty string" if required else f"{where}.{key} must be a string")
+    return value
+
+
+def check_content_type(content_type: str | None) -> None:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise BadReview(400, f"content type {media or 'none'!r} is not supported; send application/json")
+
+
+def decode(body: bytes, content_type: str | None) -> AdmissionReview:
+    if not body:
+        raise BadReview(400, "empty request body; expected an AdmissionReview")
+    if len(body) > MAX_BODY:
+        raise BadReview(413, f"request body is larger than {MAX_BODY} bytes")
+    check_content_type(content_type)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BadReview(400, f"request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise BadReview(400, "request body is not a JSON object; expected an AdmissionReview")
+    api_version = data.get("apiVersion")
+    if data.get("kind") != "AdmissionReview" or api_version not in API_VERSIONS:
+        raise BadReview(400, f"expected kind AdmissionReview with apiVersion {V1} or {V1BETA1}")
+    request = data.get("request")
+    if not isinstance(request, dict):
+        raise BadReview(400, "AdmissionReview has no request object")
+    kind = request.get("kind")
+    if not isinstance(kind, dict):
+        raise BadReview(400, "request.kind must be an object with group, version and kind")
+    dry_run = request.get("dryRun", False)
+    if dry_run is None:
+        dry_run = False
+    if not isinstance(dry_run, bool):
+        raise BadReview(400, "request.dryRun must be a boolean")
+    return AdmissionReview(
+        apiVersion=str(api_version),
+        request=AdmissionRequest(
+            uid=_str(request, "uid", "request", required=True),
+            kind=GroupVersionKind(
+                _str(kind, "group", "request.kind"), _str(kind, "version", "request.kind"),
+                _str(kind, "kind", "request.kind", required=True),
+            ),
+            operation=_str(request, "operation", "request", required=True),
+            namespace=_str(request, "namespace", "request"),
+            name=_str(request, "name", "request"),
+            object=request.get("object"),
+            oldObject=request.get("oldObject"),
+            dryRun=dry_run,
+        ),
+    )

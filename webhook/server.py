@@ -1,0 +1,63 @@
+"""Running the app on uvicorn over TLS.
+
+TLS only: the listener gets the reloadable context from `tls`, so there is
+no plaintext port. uvicorn handles SIGTERM/SIGINT: it stops accepting,
+finishes the requests in flight, and `serve` returns 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+
+from webhook import certs
+from webhook.app import ServerState, create_app
+from webhook.tls import CertReloader
+
+log = logging.getLogger("webhook.server")
+GRACEFUL_SECONDS = 20
+
+
+def ensure_dev_certs(cert_dir: Path) -> bool:
+    """Create a dev CA and serving pair in `cert_dir` unless one is there."""
+    if (cert_dir / certs.CERT_FILE).exists() and (cert_dir / certs.KEY_FILE).exists():
+        return False
+    names = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
+    certs.write_bundle(cert_dir, certs.generate(names, days=365))
+    log.info("generated development certificates", extra={"fields": {"cert_dir": str(cert_dir)}})
+    return True
+
+
+def serve(cert_dir: Path, host: str, port: int, state: ServerState | None = None) -> int:
+    state = state or ServerState()
+    state.reloader = CertReloader(cert_dir)
+    reloader = state.reloader
+
+    def context_factory(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        return reloader.context
+
+    config = uvicorn.Config(
+        create_app(state),
+        host=host,
+        port=port,
+        ssl_context_factory=context_factory,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        timeout_keep_alive=30,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    log.info("serving", extra={"fields": {"host": host, "port": port, "cert_dir": str(cert_dir)}})
+    server.run()
+    if not server.started:
+        log.error("server did not start", extra={"fields": {"host": host, "port": port}})
+        return 1
+    log.info("stopped")
+    return 0
