@@ -8,6 +8,7 @@ finishes the requests in flight, and `serve` returns 0.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import ssl
 from collections.abc import Callable
@@ -55,9 +56,20 @@ def serve(cert_dir: Path, host: str, port: int, state: ServerState | None = None
     )
     server = uvicorn.Server(config)
     log.info("serving", extra={"fields": {"host": host, "port": port, "cert_dir": str(cert_dir)}})
-    server.run()
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
+    # handler that was installed before it: make that one a clean exit with status 0.
+    signal.signal(signal.SIGTERM, _exit_zero)
+    try:
+        server.run()
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            raise
     if not server.started:
         log.error("server did not start", extra={"fields": {"host": host, "port": port}})
         return 1
     log.info("stopped")
     return 0
+
+
+def _exit_zero(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
