@@ -89,12 +89,57 @@ def cmd_serve(ns: argparse.Namespace, stderr: TextIO) -> int:
     cert_dir = Path(ns.cert_dir)
     if ns.dev_certs:
         server.ensure_dev_certs(cert_dir)
+    if ns.self_managed:
+        code = _start_self_managed(ns, cert_dir, stderr)
+        if code:
+            return code
     missing = [n for n in ("tls.crt", "tls.key") if not (cert_dir / n).is_file()]
     if missing:
         print(f"error: {cert_dir} has no {' or '.join(missing)}; mount a TLS Secret there or pass --dev-certs",
               file=stderr)
         return EXIT_USAGE
     return server.serve(cert_dir, ns.host, ns.port)
+
+
+def _start_self_managed(ns: argparse.Namespace, cert_dir: Path, stderr: TextIO) -> int:
+    import datetime as dt
+    import threading
+
+    from webhook import selfmanaged
+
+    namespace = ns.namespace or _pod_namespace()
+    if not (ns.service and namespace and ns.secret_name):
+        print("error: --self-managed needs --service, --secret-name and a namespace "
+              "(--namespace or the pod's service-account namespace)", file=stderr)
+        return EXIT_USAGE
+    settings = selfmanaged.Settings(
+        secret_name=ns.secret_name,
+        namespace=namespace,
+        names=selfmanaged.names_for(ns.service, namespace, ns.san or []),
+        mutating_configs=tuple(ns.mutating_webhook_config or []),
+        validating_configs=tuple(ns.validating_webhook_config or []),
+        renew_before=dt.timedelta(days=ns.renew_before_days),
+        cert_days=ns.cert_days,
+    )
+    try:
+        core, admission = selfmanaged.load_clients(ns.kubeconfig)
+        manager = selfmanaged.SelfManager(settings, cert_dir, core, admission)
+        manager.sync()
+    except Exception as e:  # noqa: BLE001 - reported, then exit non-zero
+        print(f"error: self-managed certificates failed: {type(e).__name__}: {str(e)[:300]}", file=stderr)
+        return 1
+    threading.Thread(
+        target=selfmanaged.run_forever, args=(manager, ns.sync_interval, 10.0, threading.Event()),
+        daemon=True, name="self-managed-certs",
+    ).start()
+    return 0
+
+
+def _pod_namespace() -> str:
+    try:
+        return Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
+    except OSError:
+        return ""
 
 
 def cmd_certs_generate(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
@@ -137,6 +182,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dev-certs", action="store_true",
                    help="generate a development CA and serving certificate in --cert-dir when absent")
     s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    sm = s.add_argument_group("self-managed certificates (a CA and serving pair kept in a Secret)")
+    sm.add_argument("--self-managed", action="store_true")
+    sm.add_argument("--secret-name", default="vllm-ep-webhook-tls")
+    sm.add_argument("--namespace", help="namespace of the Secret and Service (default: the pod's)")
+    sm.add_argument("--service", help="the webhook's Service name: its DNS names go into the certificate")
+    sm.add_argument("--san", action="append", help="extra DNS name or IP for the certificate (repeatable)")
+    sm.add_argument("--mutating-webhook-config", action="append",
+                    help="MutatingWebhookConfiguration whose caBundle to keep in sync (repeatable)")
+    sm.add_argument("--validating-webhook-config", action="append",
+                    help="ValidatingWebhookConfiguration whose caBundle to keep in sync (repeatable)")
+    sm.add_argument("--renew-before-days", type=int, default=30)
+    sm.add_argument("--cert-days", type=int, default=365)
+    sm.add_argument("--sync-interval", type=float, default=300.0, help="seconds between checks")
+    sm.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster configuration)")
 
     c = sub.add_parser("certs", help="certificate tools")
     csub = c.add_subparsers(dest="certs_command", required=True)
