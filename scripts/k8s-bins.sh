@@ -102,7 +102,15 @@ if bins_ok "$dest"; then
     exit 0
 fi
 
-tmp="$(mktemp -d "$cache_root/.build-${K8S_VERSION}-etcd${ETCD_VERSION}.XXXXXX")"
+# Builds only happen under the lock, so a temp dir for this entry that is
+# still there now was left by a run killed outright (SIGKILL, power loss).
+build_prefix="$cache_root/.build-${K8S_VERSION}-etcd${ETCD_VERSION}."
+for old in "$build_prefix"*; do
+    [[ -d "$old" ]] || continue
+    log "removing leftovers of an interrupted build: $old"
+    rm -rf "$old"
+done
+tmp="$(mktemp -d "${build_prefix}XXXXXX")"
 cleanup() { rm -rf "$tmp"; }
 trap cleanup EXIT
 trap 'exit 130' INT

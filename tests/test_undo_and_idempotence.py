@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import EXAMPLES, isvc, load_example, model, run
 from tests.vllm_grammar import parse_launch
 from webhook.engine import mutate
-from webhook.settings import STATE
+from webhook.settings import STATE, Options
 
 EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
 SCRIPT = "GPU_COUNT=$(nvidia-smi -L | wc -l)\nvllm serve /mnt/models \\\n  --tensor-parallel-size ${GPU_COUNT}\n"
@@ -117,3 +117,23 @@ def test_the_patch_touches_only_command_args_and_the_state_annotation() -> None:
                 "/spec/predictor/model/args",
                 "/metadata/annotations/vllm-ep-webhook.io~1original",
             )
+
+
+def test_another_webhook_touching_the_mutated_object_keeps_the_undo_state() -> None:
+    on, _ = run(CASES["python-args"])
+    model(on)["args"].append("--max-model-len=4096")  # a second mutating webhook runs after ours
+    again, verdict = run(on)
+    assert model(again)["args"] == model(on)["args"]  # nothing to fix, nothing duplicated
+    assert STATE in again["metadata"]["annotations"] and verdict.warnings == ()
+    assert mutate(copy.deepcopy(again)).patch == ()
+    off, _ = run(turn_off(again, "false"))
+    assert model(off) == model(CASES["python-args"])
+
+
+def test_reject_mode_still_follows_a_new_gpu_request_over_the_webhooks_own_flags() -> None:
+    options = Options(on_conflict="reject")
+    on, _ = run(CASES["args-only"], options)
+    on["spec"]["predictor"]["model"]["resources"]["limits"]["nvidia.com/gpu"] = "4"
+    updated, verdict = run(on, options)
+    assert verdict.allowed, verdict.message
+    assert model(updated)["args"][-2:] == ["--data-parallel-size", "4"]

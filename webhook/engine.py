@@ -102,21 +102,28 @@ def _mutate(obj: object, options: Options) -> Verdict:
     wants = wants_for(request, dp)
     reject = options.on_conflict == "reject"
 
+    # Flags the webhook wrote itself are never "hand-written conflicts".
+    on_current = rewrite(container, current[0], current[1], wants, reject and not untouched_since)
+    if (on_current.command, on_current.args) == current:
+        # Already EP-configured for this request. If the webhook changed it earlier and
+        # something else edited other words since (another mutating webhook, a hand edit),
+        # keep the original for undo and track the new digest.
+        if stored is None or stored.container != container.pointer or untouched_since:
+            return Verdict.allow()
+        tracked = state.State(stored.container, stored.command, stored.args, state.digest(*current))
+        return _result(obj, container, current, current, tracked)
+
+    # Recompute from the original while the webhook's last output is untouched, so that
+    # a new GPU request or TP gives a fresh layout and undo stays exact.
     if stored is not None and untouched_since:
         base = (stored.command, stored.args)
+        result = rewrite(container, base[0], base[1], wants, reject)
     else:
-        base = current
-    result = rewrite(container, base[0], base[1], wants, reject)
+        base, result = current, on_current
     new = (result.command, result.args)
     new_state = None if new == base else state.State(container.pointer, base[0], base[1], state.digest(*new))
-    verdict = _result(obj, container, current, new, new_state)
-    if not verdict.patch:
-        return Verdict.allow()
-    warnings = result.warnings
-    if base != current and new != current:
-        # describe the change against what is deployed, not the stored original
-        warnings = rewrite(container, current[0], current[1], wants, reject).warnings
-    return verdict.with_warnings(warnings)
+    # warnings describe the change against what is deployed
+    return _result(obj, container, current, new, new_state).with_warnings(on_current.warnings)
 
 
 def _result(

@@ -1,0 +1,142 @@
+"""Session fixtures: a real API server with KServe's CRDs and the webhook registered."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+
+from tests.e2e.cluster import Cluster, crds_dir, k8s_binaries
+from tests.server_harness import Server, running_server
+from webhook import certs
+
+WEBHOOK_CONFIG = "vllm-ep-webhook"
+MATCH_ANNOTATED = (
+    "has(object.metadata.annotations) && ('ep.enabled' in object.metadata.annotations"
+    " || 'vllm-ep-webhook.io/original' in object.metadata.annotations)"
+)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("cluster"), k8s_binaries())
+    try:
+        c.start()
+        install_crds(new_client(c.kubeconfig))
+        yield c
+    finally:
+        c.stop()
+
+
+def new_client(kubeconfig: Path) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def api(cluster: Cluster) -> client.ApiClient:
+    return new_client(cluster.kubeconfig)
+
+
+def install_crds(api: client.ApiClient) -> None:
+    ext = client.ApiextensionsV1Api(api)
+    folder = crds_dir()
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise RuntimeError(f"no CRDs in {folder}; set EP_WEBHOOK_CRDS_DIR to KServe's config/crd/full")
+    names = []
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "CustomResourceDefinition":
+                ext.create_custom_resource_definition(doc)
+                names.append(doc["metadata"]["name"])
+    deadline = time.monotonic() + 60
+    for name in names:
+        while True:
+            crd = ext.read_custom_resource_definition(name)
+            if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"CRD {name} not established")
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def webhook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("webhook")
+    cert_dir = base / "certs"
+    certs.write_bundle(cert_dir, certs.generate(["127.0.0.1", "localhost"]))
+    with running_server(cert_dir, base / "log") as server:
+        yield server
+
+
+def webhook_configuration(url: str, ca_pem: bytes, failure_policy: str = "Fail") -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK_CONFIG},
+        "webhooks": [{
+            "name": "ep.vllm-ep-webhook.io",
+            "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode()},
+            "rules": [{
+                "apiGroups": ["serving.kserve.io"], "apiVersions": ["v1beta1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["inferenceservices"], "scope": "Namespaced",
+            }],
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+            "failurePolicy": failure_policy,
+            "reinvocationPolicy": "IfNeeded",
+            "matchConditions": [{"name": "ep-annotated", "expression": MATCH_ANNOTATED}],
+        }],
+    }
+
+
+@pytest.fixture(scope="session")
+def registered(api: client.ApiClient, webhook_server: Server) -> Iterator[Server]:
+    adm = client.AdmissionregistrationV1Api(api)
+    adm.create_mutating_webhook_configuration(
+        webhook_configuration(f"https://127.0.0.1:{webhook_server.port}/mutate", webhook_server.ca().read_bytes()))
+    wait_for_webhook(api, webhook_server)
+    yield webhook_server
+    adm.delete_mutating_webhook_configuration(WEBHOOK_CONFIG)
+
+
+def wait_for_webhook(api: client.ApiClient, server: Server) -> None:
+    """The API server picks up webhook configurations asynchronously: poll with dry-run creates."""
+    objs = client.CustomObjectsApi(api)
+    core = client.CoreV1Api(api)
+    ns = "webhook-probe"
+    try:
+        core.create_namespace({"metadata": {"name": ns}})
+    except client.exceptions.ApiException as e:
+        if e.status != 409:
+            raise
+    deadline = time.monotonic() + 30
+    probe = {
+        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": "probe", "annotations": {"ep.enabled": "true"}},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "vllm"}, "command": ["vllm", "serve", "m"],
+                                         "resources": {"limits": {"nvidia.com/gpu": "2"}}}}},
+    }
+    while True:
+        out = objs.create_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", ns, "inferenceservices", probe, dry_run="All")
+        if "--data-parallel-size" in out["spec"]["predictor"]["model"]["command"]:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the API server never called the webhook")
+        time.sleep(0.3)
+
+
+@pytest.fixture()
+def namespace(api: client.ApiClient) -> str:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    return name
