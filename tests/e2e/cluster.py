@@ -89,9 +89,12 @@ class Cluster:
         self.server_ca = serving.ca.cert_pem
         self.client_ca = certs.new_ca("e2e-client-ca")
         certs.write_file(pki / "client-ca.crt", self.client_ca.cert_pem, 0o644)
-        sa_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        certs.write_file(pki / "sa.key", sa_key, 0o600)
+        sa = ec.generate_private_key(ec.SECP256R1())
+        certs.write_file(pki / "sa.key", sa.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption()), 0o600)
+        certs.write_file(pki / "sa.pub", sa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
         admin = client_pair(self.client_ca, "e2e-admin", ["system:masters"])
 
         etcd_port, peer_port = free_port(), free_port()
@@ -112,7 +115,7 @@ class Cluster:
             f"--tls-cert-file={pki / 'serving' / 'tls.crt'}", f"--tls-private-key-file={pki / 'serving' / 'tls.key'}",
             f"--client-ca-file={pki / 'client-ca.crt'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki / 'sa.key'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-cluster-ip-range=10.96.0.0/24", "--authorization-mode=RBAC",
             f"--cert-dir={self.workdir / 'apiserver-certs'}", "--profiling=false",
             "--enable-priority-and-fairness=false", "--disable-admission-plugins=ServiceAccount",
