@@ -99,3 +99,43 @@ def test_python_dash_m_webhook_is_the_same_program() -> None:
         "--max-model-len=8192", "--trust-remote-code", "--enable-expert-parallel", "--tensor-parallel-size", "1",
         "--data-parallel-size", "2", "--enable-eplb", "--eplb-config", '{"window_size":1000,"step_interval":3000}',
     ]
+
+
+POLICY = """
+defaults: {mode: optIn}
+rules:
+  - namespaces: ["prod-*"]
+    mode: enforce
+    allowOptOut: false
+  - namespaceSelector: {matchLabels: {ep.policy: forbid}}
+    mode: forbid
+"""
+
+
+def test_policy_check_accepts_a_valid_file_and_names_the_bad_field_otherwise(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(POLICY)
+    done = cli("policy", "check", str(good))
+    assert done.returncode == 0 and "2 rule(s)" in done.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(POLICY.replace("mode: forbid", "mode: forbidden"))
+    done = cli("policy", "check", str(bad))
+    assert done.returncode == 1 and "rules[1].mode" in done.stderr
+    assert cli("policy", "check", str(tmp_path / "missing.yaml")).returncode == 1
+
+
+def test_mutate_applies_the_policy_of_the_objects_namespace(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    plain = isvc(command=["vllm", "serve", "m"], enabled=None)
+    plain["metadata"]["namespace"] = "prod-eu"
+    done = cli("mutate", "--policy", str(policy), "-f", "-", "-o", "json", stdin=json.dumps(plain))
+    assert done.returncode == 0
+    assert parse_launch(json.loads(done.stdout)["spec"]["predictor"]["model"]["command"]).enable_expert_parallel
+    annotated = isvc(command=["vllm", "serve", "m"])
+    annotated["metadata"]["namespace"] = "team-x"
+    done = cli("mutate", "--policy", str(policy), "--namespace-labels", "ep.policy=forbid,team=x", "-f", "-",
+               stdin=json.dumps(annotated))
+    assert done.returncode == 1 and "forbidden" in done.stderr
+    assert cli("mutate", "--policy", str(policy), "--namespace-labels", "oops", "-f", "-",
+               stdin=json.dumps(annotated)).returncode == 2

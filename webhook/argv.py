@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from webhook import flags
-from webhook.errors import Denied
+from webhook.errors import Denied, NotApplicable
 
 VALUE_FLAGS = frozenset(
     {
@@ -141,12 +141,12 @@ def check_single_node(occurrences: Sequence[Occurrence]) -> None:
     """Refuse launches the single-pod EP layout would break."""
     for o in occurrences:
         if o.name in flags.MULTI_NODE_FLAGS:
-            raise Denied(
+            raise NotApplicable(
                 f"the vLLM command uses {o.display}, a multi-node data-parallel setting; the webhook only "
                 f"configures single-pod expert parallelism: remove that flag or the ep.enabled annotation"
             )
         if o.name == flags.PP and not (o.value_known and o.value is not None and o.value.strip() == "1"):
-            raise Denied(
+            raise NotApplicable(
                 f"the vLLM command uses {o.display}; expert parallelism from this webhook needs pipeline "
                 f"parallel size 1 (DP = GPUs / TP): remove {o.spelling} or the ep.enabled annotation"
             )

@@ -62,13 +62,59 @@ def render(obj: object, output: str) -> str:
     return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
+def _offline_options(ns: argparse.Namespace, obj: object) -> Options:
+    """Options for `mutate`: the policy applied to the object's namespace, or the defaults."""
+    from dataclasses import replace
+
+    from webhook import policy as policies
+
+    if ns.policy is None:
+        options = Options()
+    else:
+        try:
+            policy = policies.load(ns.policy)
+        except policies.PolicyError as e:
+            raise InputError(f"invalid policy: {e}") from None
+        labels: dict[str, str] = {}
+        for pair in filter(None, (ns.namespace_labels or "").split(",")):
+            key, eq, value = pair.partition("=")
+            if not eq or not key:
+                raise InputError(f"--namespace-labels: {pair!r} is not key=value")
+            labels[key.strip()] = value.strip()
+        metadata = obj.get("metadata") if isinstance(obj, dict) else None
+        namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+        options = policy.options_for(namespace if isinstance(namespace, str) else "default", labels)
+    if ns.on_conflict is not None:
+        options = replace(options, on_conflict=ns.on_conflict)
+    return options
+
+
+def cmd_policy_check(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from webhook import policy as policies
+
+    try:
+        policy = policies.load(ns.file)
+    except policies.PolicyError as e:
+        print(f"invalid: {e}", file=stderr)
+        return EXIT_DENIED
+    modes = sorted({policy.defaults.mode, *(str(r.overrides.get("mode", policy.defaults.mode)) for r in policy.rules)})
+    print(f"valid: {len(policy.rules)} rule(s); modes used: {', '.join(modes)}; "
+          f"opt-in only: {'yes' if policy.opt_in_only else 'no'}", file=stdout)
+    return EXIT_ALLOWED
+
+
 def cmd_mutate(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     try:
         obj = read_document(ns.file, stdin)
     except InputError as e:
         print(f"error: {e}", file=stderr)
         return EXIT_USAGE
-    verdict = mutate(obj, Options(on_conflict=ns.on_conflict))
+    try:
+        options = _offline_options(ns, obj)
+    except InputError as e:
+        print(f"error: {e}", file=stderr)
+        return EXIT_USAGE
+    verdict = mutate(obj, options)
     if not verdict.allowed:
         print(f"denied: {verdict.message}", file=stderr)
         return EXIT_DENIED
@@ -171,9 +217,15 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--on-conflict",
         choices=("override", "reject"),
-        default="override",
-        help="hand-written TP/DP/EP flags that disagree: fix them (override) or deny (reject)",
+        help="hand-written TP/DP/EP flags that disagree: fix them (override) or deny (reject); overrides the policy",
     )
+    m.add_argument("--policy", help="policy file applied to the object's namespace (metadata.namespace)")
+    m.add_argument("--namespace-labels", help="labels of that namespace for namespaceSelector rules: k=v,k2=v2")
+
+    pol = sub.add_parser("policy", help="policy tools")
+    psub = pol.add_subparsers(dest="policy_command", required=True)
+    pc = psub.add_parser("check", help="validate a policy file: exit 0 if valid, 1 naming the bad field")
+    pc.add_argument("file")
 
     s = sub.add_parser("serve", help="serve the admission webhook over TLS")
     s.add_argument("--cert-dir", required=True, help="folder with tls.crt and tls.key (a TLS Secret volume)")
@@ -225,4 +277,6 @@ def main(
         return cmd_serve(ns, stderr)
     if ns.command == "certs":
         return cmd_certs_generate(ns, stdout, stderr)
+    if ns.command == "policy":
+        return cmd_policy_check(ns, stdout, stderr)
     return EXIT_USAGE

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from webhook import argv, launch, shell
+from webhook import argv, flags, launch, shell
 from webhook.argv import Arg, Want
-from webhook.errors import Denied
+from webhook.errors import Denied, NotApplicable
 
 CommandArgs = tuple[tuple[str, ...] | None, tuple[str, ...] | None]
 
@@ -45,10 +45,10 @@ def locate(obj: dict[str, object]) -> Container:
     """Find `spec.predictor.model`, else the `kserve-container` entry."""
     spec = obj.get("spec")
     if not isinstance(spec, dict):
-        raise Denied("the InferenceService has no spec; expert parallelism needs spec.predictor.model")
+        raise NotApplicable("the InferenceService has no spec; expert parallelism needs spec.predictor.model")
     predictor = spec.get("predictor")
     if not isinstance(predictor, dict):
-        raise Denied("the InferenceService has no spec.predictor; expert parallelism needs spec.predictor.model")
+        raise NotApplicable("the InferenceService has no spec.predictor; expert parallelism needs spec.predictor.model")
     model = predictor.get("model")
     if model is not None:
         if not isinstance(model, dict):
@@ -61,7 +61,7 @@ def locate(obj: dict[str, object]) -> Container:
                 return _container(
                     c, f"/spec/predictor/containers/{i}", f"spec.predictor.containers[{i}]", custom=True
                 )
-    raise Denied(
+    raise NotApplicable(
         "no predictor container found: expert parallelism needs spec.predictor.model "
         "or a spec.predictor.containers entry named kserve-container"
     )
@@ -176,7 +176,7 @@ def rewrite(c: Container, command: tuple[str, ...] | None, args: tuple[str, ...]
     else:
         start = launch.vllm_args_start(words)
         if start is None:
-            raise Denied(
+            raise NotApplicable(
                 f"{c.where}.command runs {launch.describe(words)}, which is not a recognisable vLLM launch; "
                 f"expected {launch.EXPECTED}"
             )
@@ -206,7 +206,7 @@ def _rewrite_script(
     try:
         commands = shell.parse(script)
     except shell.ShellSyntaxError as e:
-        raise Denied(f"the script in {where} cannot be edited safely: {e}; fix the script or edit it by hand") from e
+        raise NotApplicable(f"the script in {where} cannot be edited safely: {e}; fix the script or edit it by hand") from e
     positional = list(range(script_index + 2, len(full)))
     launches = []
     seen: list[str] = []
@@ -220,7 +220,7 @@ def _rewrite_script(
         launches.append((cmd, start))
     if not launches:
         found = ", ".join(seen) if seen else "nothing"
-        raise Denied(
+        raise NotApplicable(
             f"the script in {where} runs {found}, but no recognisable vLLM launch; expected {launch.EXPECTED}"
         )
     forwards = False
@@ -251,3 +251,20 @@ def _rewrite_script(
             warnings.append(
                 argv.shorten(f'ignored {" ".join(stray)} after the script: without "$@" it never reaches vLLM', 119)
             )
+
+
+def find_ep_flag(command: tuple[str, ...] | None, args: tuple[str, ...] | None) -> str | None:
+    """A hand-written `--enable-expert-parallel` (any spelling) in command, args or a script."""
+    items = list(command or ()) + list(args or ())
+    candidates = [Arg.item(v) for v in items]
+    call = launch.shell_call([launch.Word(v, v) for v in items]) if command else None
+    if call is not None:
+        try:
+            commands = shell.parse(items[call.script_index])
+        except shell.ShellSyntaxError:
+            commands = []
+        candidates += [Arg(w.literal, w.prefix, w.text) for c in commands for w in c.words]
+    for o in argv.scan(candidates):
+        if o.name == flags.ENABLE_EP:
+            return o.display
+    return None

@@ -7,10 +7,14 @@ HTTP server and the offline CLI both call it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from webhook import flags, patch, state
-from webhook.argv import Want
-from webhook.container import Container, locate, rewrite
-from webhook.errors import Denied
+from webhook.argv import Want, shorten
+from webhook.container import Container, find_ep_flag, locate, rewrite
+from webhook.errors import Denied, NotApplicable
+from webhook.runtime import RuntimeSpec
+from webhook.runtime import check as check_runtime
 from webhook.gpus import count_gpus
 from webhook.settings import STATE, Options, Request, ep_enabled, read_request
 from webhook.verdict import Verdict
@@ -37,12 +41,31 @@ def wants_for(request: Request, data_parallel_size: int) -> list[Want]:
     return wants
 
 
-def mutate(obj: object, options: Options | None = None) -> Verdict:
-    """Decide on one InferenceService: allow, allow with a patch, or deny."""
+RuntimeLookup = Callable[[str], RuntimeSpec | None]
+
+
+def mutate(obj: object, options: Options | None = None, runtimes: RuntimeLookup | None = None) -> Verdict:
+    """Decide on one InferenceService: allow, allow with a patch, or deny.
+
+    `runtimes` finds a ServingRuntime by name (None: not known); without it
+    the runtime of an InferenceService that has no command is not checked.
+    """
     try:
-        return _mutate(obj, options or Options())
+        return _mutate(obj, options or Options(), runtimes)
     except Denied as denied:
         return Verdict.deny(denied.message)
+
+
+def runtime_name(obj: object) -> str | None:
+    """`spec.predictor.model.runtime`, the runtime KServe will use, if named."""
+    if isinstance(obj, dict):
+        spec = obj.get("spec")
+        predictor = spec.get("predictor") if isinstance(spec, dict) else None
+        model = predictor.get("model") if isinstance(predictor, dict) else None
+        name = model.get("runtime") if isinstance(model, dict) else None
+        if isinstance(name, str) and name:
+            return name
+    return None
 
 
 def _annotations(obj: dict[str, object]) -> dict[str, object]:
@@ -59,15 +82,80 @@ def _annotations(obj: dict[str, object]) -> dict[str, object]:
     return annotations
 
 
-def _mutate(obj: object, options: Options) -> Verdict:
+def _wants_ep(enabled: bool | None, options: Options) -> bool:
+    """Whether EP should be on, given the annotation and the namespace's policy."""
+    rule = f"policy rule {options.rule!r}"
+    if options.mode == "forbid":
+        if enabled:
+            raise Denied(f"expert parallelism is forbidden in this namespace ({rule}); remove the ep.enabled annotation")
+        return False
+    if options.mode == "enforce":
+        if enabled is False and not options.allow_opt_out:
+            raise Denied(
+                f'expert parallelism is required in this namespace ({rule}) and opting out is not allowed; '
+                f'remove ep.enabled: "false"'
+            )
+        return enabled is not False
+    return bool(enabled)
+
+
+def _mutate(obj: object, options: Options, runtimes: RuntimeLookup | None) -> Verdict:
     if not isinstance(obj, dict):
         raise Denied("the object is not a JSON object; expected an InferenceService")
     annotations = _annotations(obj)
     enabled = ep_enabled(annotations)
     stored = state.read(annotations)
-    if not enabled and stored is None:
-        return Verdict.allow()
+    want = _wants_ep(enabled, options)
+    if not want:
+        if stored is None and options.mode != "forbid":
+            return Verdict.allow()
+        return _turn_off(obj, stored, options)
+    try:
+        return _turn_on(obj, annotations, stored, options, runtimes)
+    except NotApplicable as na:
+        if enabled is None and options.mode == "enforce":
+            # enforced by policy on an object that did not ask and cannot have it: pass untouched
+            return Verdict.allow().with_warnings([shorten(f"EP not applied: {na.message}", 119)])
+        raise
 
+
+def _turn_off(obj: dict[str, object], stored: state.State | None, options: Options) -> Verdict:
+    """Undo an earlier change if there is one; in forbid mode also refuse hand-written EP."""
+    try:
+        container = locate(obj)
+    except NotApplicable:
+        if stored is None:
+            return Verdict.allow()
+        raise
+    current = (container.command, container.args)
+    new, verdict = current, Verdict.allow()
+    if stored is not None:
+        if stored.container == container.pointer and stored.applied == state.digest(*current):
+            new = (stored.command, stored.args)
+            verdict = _result(obj, container, current, new, None).with_warnings(
+                ["EP is off: restored the command and args the webhook had changed"]
+            )
+        else:
+            verdict = _result(obj, container, current, current, None).with_warnings(
+                ["EP is off; command/args were edited after the webhook changed them, so they stay as they are"]
+            )
+    if options.mode == "forbid":
+        found = find_ep_flag(*new)
+        if found:
+            raise Denied(
+                f"expert parallelism is forbidden in this namespace (policy rule {options.rule!r}), "
+                f"but the command sets {found}; remove it"
+            )
+    return verdict
+
+
+def _turn_on(
+    obj: dict[str, object],
+    annotations: dict[str, object],
+    stored: state.State | None,
+    options: Options,
+    runtimes: RuntimeLookup | None,
+) -> Verdict:
     container = locate(obj)
     current = (container.command, container.args)
     untouched_since = (
@@ -75,16 +163,6 @@ def _mutate(obj: object, options: Options) -> Verdict:
         and stored.container == container.pointer
         and stored.applied == state.digest(*current)
     )
-
-    if not enabled:
-        if stored is not None and untouched_since:
-            return _result(obj, container, current, (stored.command, stored.args), None).with_warnings(
-                ["EP is off: restored the command and args the webhook had changed"]
-            )
-        return _result(obj, container, current, current, None).with_warnings(
-            ["EP is off; command/args were edited after the webhook changed them, so they stay as they are"]
-        )
-
     request = read_request(annotations, options)
     gpus = count_gpus(container.resources, container.where, options.gpu_resources)
     tp = request.tensor_parallel_size
@@ -99,6 +177,9 @@ def _mutate(obj: object, options: Options) -> Verdict:
             f"data parallel size {dp} ({gpus} GPUs / TP {tp}) exceeds the policy's maximum of "
             f"{options.max_data_parallel_size}; request fewer GPUs or a larger ep.tensor-parallel-size"
         )
+    notes: list[str] = []
+    if not container.command and runtimes is not None:
+        notes.extend(_runtime_notes(obj, runtimes))
     wants = wants_for(request, dp)
     reject = options.on_conflict == "reject"
 
@@ -123,7 +204,17 @@ def _mutate(obj: object, options: Options) -> Verdict:
     new = (result.command, result.args)
     new_state = None if new == base else state.State(container.pointer, base[0], base[1], state.digest(*new))
     # warnings describe the change against what is deployed
-    return _result(obj, container, current, new, new_state).with_warnings(on_current.warnings)
+    return _result(obj, container, current, new, new_state).with_warnings([*on_current.warnings, *notes])
+
+
+def _runtime_notes(obj: dict[str, object], runtimes: RuntimeLookup) -> list[str]:
+    name = runtime_name(obj)
+    spec = runtimes(name) if name else None
+    if spec is None:
+        label = f"runtime {name!r} is unknown" if name else "no runtime is named"
+        return [f"{label}: could not check that args reach vLLM"]
+    note = check_runtime(spec)
+    return [shorten(note, 119)] if note else []
 
 
 def _result(

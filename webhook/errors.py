@@ -14,3 +14,11 @@ class Denied(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class NotApplicable(Denied):
+    """EP cannot be applied to this object (no vLLM launch, too few GPUs, ...).
+
+    A denial when the user asked for EP; when a policy enforces EP on an object
+    that did not ask, the object passes untouched instead.
+    """

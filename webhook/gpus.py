@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from fractions import Fraction
 
-from webhook.errors import Denied
+from webhook.errors import Denied, NotApplicable
 
 DEFAULT_GPU_RESOURCES: tuple[str, ...] = (
     "nvidia.com/gpu",
@@ -81,12 +81,12 @@ def count_gpus(resources: object, path: str, keys: Sequence[str] = DEFAULT_GPU_R
     requests = _gpu_entries(resources.get("requests"), f"{path}.resources.requests", keys)
     kinds = sorted(set(limits) | set(requests))
     if not kinds:
-        raise Denied(
+        raise NotApplicable(
             f"expert parallelism needs GPUs, but {path}.resources sets none of {', '.join(keys)}; "
             f"set resources.limits, e.g. nvidia.com/gpu: \"8\""
         )
     if len(kinds) > 1:
-        raise Denied(
+        raise NotApplicable(
             f"{path}.resources asks for two kinds of GPU ({', '.join(kinds)}); "
             f"expert parallelism runs on one kind: keep only one"
         )
@@ -100,10 +100,10 @@ def count_gpus(resources: object, path: str, keys: Sequence[str] = DEFAULT_GPU_R
             if q is None:
                 raise Denied(f"{field} is {raw!r}, which is not a quantity; write a whole number such as \"8\"")
             if q.denominator != 1:
-                raise Denied(f"{field} is {raw!r}, a fraction of a GPU; expert parallelism needs whole GPUs")
+                raise NotApplicable(f"{field} is {raw!r}, a fraction of a GPU; expert parallelism needs whole GPUs")
             counted[section] = q
     if "limits" in counted and "requests" in counted and counted["limits"] != counted["requests"]:
-        raise Denied(
+        raise NotApplicable(
             f"{path}.resources.limits[{key}] is {limits[key]!r} but requests[{key}] is {requests[key]!r}; "
             f"GPUs cannot be overcommitted: make them equal or drop the request"
         )
@@ -111,7 +111,7 @@ def count_gpus(resources: object, path: str, keys: Sequence[str] = DEFAULT_GPU_R
     count = int(counted[section])
     raw = (limits if section == "limits" else requests)[key]
     if count < 2:
-        raise Denied(
+        raise NotApplicable(
             f"{path}.resources.{section}[{key}] is {raw!r}; expert parallelism needs at least 2 GPUs "
             f"in the pod: raise the GPU limit or remove the ep.enabled annotation"
         )

@@ -24,12 +24,21 @@ EPLB_CONFIG = "ep.eplb-config"
 STATE = "vllm-ep-webhook.io/original"
 
 OnConflict = Literal["override", "reject"]
+Mode = Literal["optIn", "enforce", "forbid"]
 
 
 @dataclass(frozen=True)
 class Options:
-    """Cluster-side engine parameters (a policy picks them per namespace)."""
+    """Cluster-side engine parameters (a policy picks them per namespace).
 
+    `mode`: optIn (EP where annotated), enforce (EP wherever it applies; opting
+    out only with `allow_opt_out`), forbid (no EP at all). `rule` names the
+    policy rule that chose these options, for messages.
+    """
+
+    mode: Mode = "optIn"
+    allow_opt_out: bool = True
+    rule: str = "defaults"
     on_conflict: OnConflict = "override"
     tensor_parallel_size: int = 1
     gpu_resources: tuple[str, ...] = DEFAULT_GPU_RESOURCES

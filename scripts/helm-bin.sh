@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# helm-bin.sh - print the path of a folder holding a `helm` (v3) executable,
+# for the chart tests.
+#
+#   dir="$(scripts/helm-bin.sh)"
+#
+# Only that path goes to stdout (as the last line); progress goes to stderr.
+#
+# Resolution order:
+#   1. $HELM_BIN_DIR, if it names a folder with a `helm` executable: printed
+#      as is, nothing built (its version is not checked).
+#   2. The per-version cache
+#        ${XDG_CACHE_HOME:-$HOME/.cache}/vllm-ep-webhook/helm/<version>/
+#      reused when `helm version` there reports the pinned version.
+#   3. Otherwise helm is built from the Go module proxy (no other download
+#      source is used) into a temp dir beside the cache entry, checked, and
+#      renamed into place in one step, under an flock so that concurrent runs
+#      build once.
+#
+# Version (override with VLLM_EP_HELM_VERSION): module helm.sh/helm/v3 at
+# v$HELM_VERSION, package helm.sh/helm/v3/cmd/helm, with the -X version flags
+# that helm's own Makefile sets (the helm version, and the Kubernetes version
+# that `helm template`/`helm lint` assume, taken from the release's k8s.io/client-go).
+set -euo pipefail
+
+HELM_VERSION="${VLLM_EP_HELM_VERSION:-3.22.0}"
+
+log() { printf '[helm-bin] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+semver_re='^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$'
+[[ "$HELM_VERSION" =~ $semver_re ]] || die "bad helm version '$HELM_VERSION' (want e.g. 3.22.0)"
+[[ "$HELM_VERSION" == 3.* ]] || die "helm version must be 3.x (module helm.sh/helm/v3), got '$HELM_VERSION'"
+
+# has_bin DIR: the executable is present in DIR.
+has_bin() {
+    [[ -f "$1/helm" && -x "$1/helm" ]]
+}
+
+# bin_ok DIR: helm runs and reports the pinned version.
+bin_ok() {
+    local dir="$1" out
+    has_bin "$dir" || return 1
+    out="$(HELM_CONFIG_HOME="${TMPDIR:-/tmp}" "$dir/helm" version --template '{{.Version}}' 2>/dev/null)" || return 1
+    [[ "$out" == "v$HELM_VERSION" ]] || return 1
+}
+
+# 1. An explicit helm.
+if [[ -n "${HELM_BIN_DIR:-}" ]]; then
+    if has_bin "$HELM_BIN_DIR"; then
+        log "using HELM_BIN_DIR=$HELM_BIN_DIR"
+        printf '%s\n' "$HELM_BIN_DIR"
+        exit 0
+    fi
+    log "HELM_BIN_DIR=$HELM_BIN_DIR has no helm executable; using the cache"
+fi
+
+# 2. Cache hit, without taking the lock.
+cache_root="${XDG_CACHE_HOME:-${HOME:?set HOME or XDG_CACHE_HOME}/.cache}/vllm-ep-webhook/helm"
+dest="$cache_root/$HELM_VERSION"
+if bin_ok "$dest"; then
+    printf '%s\n' "$dest"
+    exit 0
+fi
+
+# 3. Build. First make sure the few tools needed are there.
+apt_updated=0
+ensure_cmd() { # ensure_cmd COMMAND DEBIAN-PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return 0
+    command -v apt-get >/dev/null 2>&1 || die "'$1' is missing (Debian package $2)"
+    [[ "$(id -u)" == 0 ]] || die "'$1' is missing; install the Debian package $2"
+    log "installing $2 for '$1'"
+    if [[ "$apt_updated" == 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >&2
+}
+ensure_cmd flock util-linux
+ensure_cmd awk mawk
+command -v go >/dev/null 2>&1 || die "Go is required (helm v$HELM_VERSION needs a recent Go toolchain)"
+if [[ ! -e /etc/ssl/certs/ca-certificates.crt ]] && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+    ensure_cmd update-ca-certificates ca-certificates
+fi
+
+mkdir -p "$cache_root"
+exec 9>"$dest.lock"
+if ! flock -n 9; then
+    log "another run is building $dest; waiting for it"
+    flock 9
+fi
+# The run holding the lock before us may have finished the job.
+if bin_ok "$dest"; then
+    log "built by a concurrent run"
+    printf '%s\n' "$dest"
+    exit 0
+fi
+
+# Builds only happen under the lock, so a temp dir for this entry that is
+# still there now was left by a run killed outright (SIGKILL, power loss).
+build_prefix="$cache_root/.build-${HELM_VERSION}."
+for old in "$build_prefix"*; do
+    [[ -d "$old" ]] || continue
+    log "removing leftovers of an interrupted build: $old"
+    rm -rf "$old"
+done
+tmp="$(mktemp -d "${build_prefix}XXXXXX")"
+cleanup() { rm -rf "$tmp"; }
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+out="$tmp/out"
+mkdir -p "$out"
+
+# Our own settings for every go command: a module-mode build that may update
+# the throwaway go.mod/go.sum, never a workspace, a static binary.
+export GO111MODULE=on GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0
+start=$SECONDS
+log "building into $tmp with $(go version)"
+
+helm_mod=helm.sh/helm/v3
+mkdir -p "$tmp/helm"
+(
+    cd "$tmp/helm"
+    log "helm: fetching $helm_mod@v$HELM_VERSION"
+    info="$(go mod download -json "$helm_mod@v$HELM_VERSION")"
+    upstream_mod="$(printf '%s\n' "$info" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+    [[ -f "$upstream_mod" ]] || die "could not find the go.mod of $helm_mod@v$HELM_VERSION"
+
+    # The Kubernetes version helm assumes without a cluster: one above the
+    # release's k8s.io/client-go v0.<minor>, as helm's Makefile computes it.
+    client_go="$(awk '$1 == "k8s.io/client-go" && $2 ~ /^v0\./ { print $2; exit }' "$upstream_mod")"
+    [[ "$client_go" =~ ^v0\.([0-9]+)\. ]] || die "no k8s.io/client-go requirement in $upstream_mod"
+    k8s_minor="${BASH_REMATCH[1]}"
+
+    {
+        printf 'module vllm-ep-webhook.local/helm-bin\n\n'
+        # Same language version and GODEBUG defaults as the release's own build.
+        awk '/^go[[:space:]]/ { print; print "" }' "$upstream_mod"
+        awk '/^godebug[[:space:]]*\(/ { blk = 1 } blk || /^godebug[[:space:]]/ { print } blk && /\)/ { blk = 0 }' "$upstream_mod"
+    } >go.mod
+    if grep -qE '^replace([[:space:]]|\()' "$upstream_mod"; then
+        log "helm: warning: $helm_mod@v$HELM_VERSION has replace directives, which a dependent build ignores"
+    fi
+
+    log "helm: resolving dependencies (client-go $client_go)"
+    go get "$helm_mod/cmd/helm@v$HELM_VERSION" >&2
+
+    ldflags="-s -w"
+    ldflags+=" -X $helm_mod/internal/version.version=v$HELM_VERSION"
+    ldflags+=" -X $helm_mod/internal/version.gitTreeState=clean"
+    for pkg in "$helm_mod/pkg/lint/rules" "$helm_mod/pkg/chartutil"; do
+        ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
+    done
+    log "helm: go build (a few minutes on 2 cores from a cold Go build cache)"
+    go build -trimpath -ldflags "$ldflags" -o "$out/helm" "$helm_mod/cmd/helm"
+)
+log "helm: done after $((SECONDS - start))s"
+
+bin_ok "$out" || die "the built helm does not report v$HELM_VERSION"
+chmod 0755 "$out" "$out/helm"
+
+# Swap into place: a stale or broken entry is moved aside first, then the new
+# folder is renamed in one step (same filesystem), so readers never see half.
+if [[ -e "$dest" || -L "$dest" ]]; then
+    mv -T "$dest" "$tmp/stale"
+fi
+mv -T "$out" "$dest"
+log "cached in $dest ($(du -sh "$dest" | cut -f1), built in $((SECONDS - start))s)"
+printf '%s\n' "$dest"

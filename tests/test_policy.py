@@ -1,0 +1,261 @@
+"""Policy files, per-namespace resolution, and the engine's three modes."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from tests.helpers import isvc, model, run
+from tests.vllm_grammar import parse_launch
+from webhook.engine import mutate
+from webhook.policy import LabelsUnknown, PolicyError, parse
+from webhook.runtime import RuntimeSpec
+from webhook.settings import Options
+
+EXAMPLE = """
+defaults:
+  mode: optIn
+  allowOptOut: true
+  onConflict: override
+  tensorParallelSize: 1
+  maxDataParallelSize: 64
+  gpuResources: [nvidia.com/gpu, amd.com/gpu, intel.com/gpu, habana.ai/gaudi, nvidia.com/gpualloc]
+  all2allBackends: [pplx, deepep_low_latency]
+rules:
+  - namespaces: ["prod-*"]
+    mode: enforce
+    allowOptOut: false
+  - name: forbidden-by-label
+    namespaceSelector:
+      matchLabels: {ep.policy: forbid}
+    mode: forbid
+  - namespaces: [research]
+    namespaceSelector:
+      matchExpressions: [{key: tier, operator: In, values: [gpu, big-gpu]}]
+    onConflict: reject
+    tensorParallelSize: 2
+"""
+
+
+def test_the_documented_shape_parses_and_resolves_first_match_wins() -> None:
+    policy = parse(EXAMPLE)
+    prod = policy.options_for("prod-eu", {"ep.policy": "forbid"})
+    assert (prod.mode, prod.allow_opt_out, prod.rule) == ("enforce", False, "rules[0]")
+    assert policy.options_for("dev", {"ep.policy": "forbid"}).mode == "forbid"
+    research = policy.options_for("research", {"tier": "gpu"})
+    assert (research.on_conflict, research.tensor_parallel_size, research.mode) == ("reject", 2, "optIn")
+    assert policy.options_for("research", {"tier": "cpu"}) == policy.defaults
+    assert policy.defaults.all2all_backends == ("pplx", "deepep_low_latency")
+    assert not policy.opt_in_only and policy.uses_labels
+
+
+def test_a_rule_overrides_only_the_keys_it_sets() -> None:
+    policy = parse(EXAMPLE)
+    prod = policy.options_for("prod-1", {})
+    assert prod.on_conflict == "override" and prod.max_data_parallel_size == 64
+
+
+def test_label_rules_need_known_labels() -> None:
+    with pytest.raises(LabelsUnknown):
+        parse(EXAMPLE).options_for("dev", None)
+    assert parse(EXAMPLE).options_for("prod-x", None).mode == "enforce"  # decided before any label rule
+
+
+def test_an_empty_policy_is_the_default_opt_in() -> None:
+    policy = parse("")
+    assert policy.defaults == Options() and policy.opt_in_only
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("defaults: {mode: always}", "defaults.mode"),
+        ("defaults: {allowOptOut: 'yes'}", "defaults.allowOptOut"),
+        ("defaults: {onConflict: ignore}", "defaults.onConflict"),
+        ("defaults: {tensorParallelSize: 0}", "defaults.tensorParallelSize"),
+        ("defaults: {maxDataParallelSize: two}", "defaults.maxDataParallelSize"),
+        ("defaults: {gpuResources: []}", "defaults.gpuResources"),
+        ("defaults: {gpuResources: ['bad name!']}", "defaults.gpuResources"),
+        ("defaults: {all2allBackends: [nccl]}", "defaults.all2allBackends"),
+        ("defaults: {tensorParalelSize: 2}", "defaults.tensorParalelSize"),
+        ("rules: [{mode: enforce}]", "rules[0]"),
+        ("rules: [{namespaces: prod, mode: enforce}]", "rules[0].namespaces"),
+        ("rules: [{namespaces: [a], mode: on}]", "rules[0].mode"),
+        ("rules: [{namespaces: [a]}, {namespaceSelector: {matchLabels: {a: 1}}}]", "rules[1].namespaceSelector.matchLabels"),
+        ("rules: [{namespaceSelector: {matchExpressions: [{key: a, operator: Has}]}}]",
+         "rules[0].namespaceSelector.matchExpressions[0].operator"),
+        ("rules: [{namespaceSelector: {matchExpressions: [{key: a, operator: In}]}}]",
+         "rules[0].namespaceSelector.matchExpressions[0].values"),
+        ("rules: [{namespaceSelector: {}}]", "rules[0].namespaceSelector"),
+        ("rules: [{namespaces: [a], colour: red}]", "rules[0].colour"),
+        ("rules: {a: b}", "rules"),
+        ("extra: 1", "policy.extra"),
+        ("- a list", "policy"),
+        ("defaults: [", "policy"),
+    ],
+)
+def test_invalid_policies_name_the_bad_field(text: str, field: str) -> None:
+    with pytest.raises(PolicyError) as err:
+        parse(text)
+    assert str(err.value).startswith(field + ":"), str(err.value)
+
+
+# -- modes in the engine -------------------------------------------------------------------------
+
+ENFORCE = Options(mode="enforce", allow_opt_out=False, rule="prod")
+ENFORCE_OPT_OUT = replace(ENFORCE, allow_opt_out=True)
+FORBID = Options(mode="forbid", rule="no-ep")
+SERVE = ["vllm", "serve", "/mnt/models", "-tp", "8"]
+
+
+def test_enforce_gives_ep_without_the_annotation() -> None:
+    out, verdict = run(isvc(command=SERVE, enabled=None), ENFORCE)
+    ns = parse_launch(model(out)["command"])
+    assert verdict.allowed and (ns.enable_expert_parallel, ns.tensor_parallel_size, ns.data_parallel_size) == (True, 1, 8)
+
+
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        (isvc(command=["python", "app.py"], enabled=None), "not a recognisable vLLM launch"),
+        (isvc(command=SERVE, limits={"nvidia.com/gpu": "1"}, enabled=None), "at least 2 GPUs"),
+        (isvc(command=SERVE, limits={"cpu": "4"}, enabled=None), "sets none of"),
+        (isvc(command=SERVE + ["--headless"], enabled=None), "multi-node"),
+    ],
+)
+def test_enforce_passes_objects_ep_cannot_apply_to_untouched(obj: dict[str, Any], reason: str) -> None:
+    verdict = mutate(copy.deepcopy(obj), ENFORCE)
+    assert verdict.allowed and verdict.patch == ()
+    assert len(verdict.warnings) == 1 and reason in verdict.warnings[0] and len(verdict.warnings[0]) < 120
+
+
+def test_enforce_still_denies_an_annotated_object_that_cannot_have_ep() -> None:
+    verdict = mutate(isvc(command=SERVE, limits={"nvidia.com/gpu": "1"}), ENFORCE)
+    assert not verdict.allowed and "at least 2 GPUs" in verdict.message
+
+
+def test_enforce_opt_out_is_honoured_only_where_allowed() -> None:
+    obj = isvc(command=SERVE, enabled="false")
+    denied = mutate(copy.deepcopy(obj), ENFORCE)
+    assert not denied.allowed and "opting out is not allowed" in denied.message and "prod" in denied.message
+    allowed = mutate(copy.deepcopy(obj), ENFORCE_OPT_OUT)
+    assert allowed.allowed and allowed.patch == ()
+
+
+def test_enforce_keeps_ep_when_the_annotation_is_removed() -> None:
+    on, _ = run(isvc(command=SERVE), ENFORCE)
+    del on["metadata"]["annotations"]["ep.enabled"]
+    again = mutate(copy.deepcopy(on), ENFORCE)
+    assert again.allowed and again.patch == ()
+
+
+def test_forbid_denies_the_annotation() -> None:
+    verdict = mutate(isvc(command=SERVE), FORBID)
+    assert not verdict.allowed and "forbidden" in verdict.message and "no-ep" in verdict.message
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        isvc(command=["vllm", "serve", "m", "--enable-expert-parallel"], enabled=None),
+        isvc(command=["vllm", "serve", "m"], args=["-ep"], enabled=None),
+        isvc(args=["--enable_expert_parallel"], enabled=None),
+        isvc(command=["bash", "-c", "GPU=8\nexec vllm serve m \\\n  -ep -tp 1 -dp $GPU"], enabled=None),
+        isvc(command=["vllm", "serve", "m", "-ep"], enabled="false"),
+    ],
+)
+def test_forbid_denies_hand_written_expert_parallel_flags(obj: dict[str, Any]) -> None:
+    verdict = mutate(copy.deepcopy(obj), FORBID)
+    assert not verdict.allowed and "forbidden" in verdict.message
+    assert "-ep" in verdict.message or "expert" in verdict.message
+
+
+def test_forbid_allows_plain_objects_and_undoes_an_earlier_change() -> None:
+    assert mutate(isvc(command=["vllm", "serve", "m"], enabled=None), FORBID).allowed
+    original = isvc(command=SERVE)
+    on, _ = run(original)
+    del on["metadata"]["annotations"]["ep.enabled"]
+    off, verdict = run(on, FORBID)
+    assert verdict.allowed and model(off)["command"] == SERVE
+
+
+# -- runtime awareness ------------------------------------------------------------------------------
+
+
+def runtime(command: list[str] | None, args: list[str] | None = None, image: str = "vllm/vllm-openai:v0.11.0") -> RuntimeSpec:
+    return RuntimeSpec("ServingRuntime", "rt", image, tuple(command) if command else None, tuple(args) if args else None)
+
+
+def no_command(name: str | None = "rt") -> dict[str, Any]:
+    obj = isvc(args=["--max-model-len=4096"])
+    if name:
+        model(obj)["runtime"] = name
+    return obj
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        runtime(["python3", "-m", "vllm.entrypoints.openai.api_server"], ["--port=8080", "--model=/mnt/models"]),
+        runtime(["bash", "-c", 'exec vllm serve /mnt/models --port 8080 "$@"', "--"]),
+        runtime(None),
+    ],
+)
+def test_runtimes_that_pass_args_to_vllm_are_accepted(spec: RuntimeSpec) -> None:
+    verdict = mutate(no_command(), runtimes=lambda name: spec if name == "rt" else None)
+    assert verdict.allowed and verdict.patch
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        (runtime(["bash", "-c", "exec vllm serve /mnt/models --port 8080"]), 'does not forward "$@"'),
+        (runtime(["python", "-m", "huggingfaceserver"], ["--model_dir=/mnt/models"]), "does not take vLLM's data-parallel"),
+        (runtime(["sh", "-c", "echo hi"]), "starts no vLLM server"),
+    ],
+)
+def test_runtimes_that_drop_args_are_denied(spec: RuntimeSpec, needle: str) -> None:
+    verdict = mutate(no_command(), runtimes=lambda name: spec)
+    assert not verdict.allowed and needle in verdict.message and "rt" in verdict.message
+
+
+def test_an_unknown_runtime_keeps_todays_behaviour_with_a_warning() -> None:
+    verdict = mutate(no_command("missing"), runtimes=lambda name: None)
+    assert verdict.allowed and verdict.patch
+    assert any("'missing' is unknown" in w for w in verdict.warnings)
+
+
+def test_an_image_entrypoint_runtime_that_is_not_vllm_warns() -> None:
+    spec = runtime(None, image="example.com/custom-server:1")
+    verdict = mutate(no_command(), runtimes=lambda name: spec)
+    assert verdict.allowed and any("entrypoint" in w for w in verdict.warnings)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import yaml  # noqa: E402
+
+from webhook.policy import Policy  # noqa: E402
+
+_scalars = st.none() | st.booleans() | st.integers(-3, 70) | st.sampled_from(
+    ["optIn", "enforce", "forbid", "override", "reject", "prod-*", "nvidia.com/gpu", "In", "Exists", "pplx", ""])
+_keys = st.sampled_from(["defaults", "rules", "mode", "allowOptOut", "onConflict", "tensorParallelSize",
+                         "maxDataParallelSize", "gpuResources", "all2allBackends", "namespaces", "namespaceSelector",
+                         "matchLabels", "matchExpressions", "key", "operator", "values", "name", "x"])
+_docs = st.recursive(_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(_keys, c, max_size=4), max_leaves=25)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_docs)
+def test_any_document_either_parses_or_fails_with_a_named_field(doc: Any) -> None:
+    try:
+        policy = parse(yaml.safe_dump(doc))
+    except PolicyError as e:
+        assert ":" in str(e)
+    else:
+        assert isinstance(policy, Policy)
+        policy.options_for("prod-a", {"tier": "gpu"})
