@@ -41,7 +41,7 @@ has_bin() {
 bin_ok() {
     local dir="$1" out
     has_bin "$dir" || return 1
-    out="$(HELM_CONFIG_HOME="${TMPDIR:-/tmp}" "$dir/helm" version --template '{{.Version}}' 2>/dev/null)" || return 1
+    out="$("$dir/helm" version --template '{{.Version}}' 2>/dev/null)" || return 1
     [[ "$out" == "v$HELM_VERSION" ]] || return 1
 }
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from webhook.engine import API_GROUP, KIND, mutate
+from collections.abc import Callable
+
+from webhook.engine import API_GROUP, KIND, RuntimeLookup, mutate
+from webhook.policy import LabelsUnknown
 from webhook.review import AdmissionRequest
 from webhook.settings import Options
 from webhook.verdict import Verdict
@@ -10,14 +13,27 @@ from webhook.verdict import Verdict
 OPERATIONS = ("CREATE", "UPDATE")
 
 
-def admit(request: AdmissionRequest, options: Options) -> Verdict:
+def admit(
+    request: AdmissionRequest,
+    options_for: Callable[[str], Options],
+    runtimes_for: Callable[[str], RuntimeLookup] | None = None,
+) -> Verdict:
     """Run the engine on InferenceService creates and updates; allow the rest untouched.
 
-    Dry-run requests are treated like any other: the webhook has no side effects.
+    `options_for(namespace)` applies the policy; `runtimes_for(namespace)` finds
+    runtimes. Dry-run requests are treated like any other: the webhook has no
+    side effects.
     """
     if request.kind.group != API_GROUP or request.kind.kind != KIND or request.operation not in OPERATIONS:
         return Verdict.allow()
-    return mutate(request.object, options)
+    try:
+        options = options_for(request.namespace)
+    except LabelsUnknown:
+        return Verdict.deny(
+            f"the webhook's policy depends on the labels of namespace {request.namespace!r}, which it does not "
+            f"know yet (it may not reach the API server); retry in a few seconds"
+        )
+    return mutate(request.object, options, runtimes_for(request.namespace) if runtimes_for else None)
 
 
 def outcome(verdict: Verdict) -> str:

@@ -18,9 +18,13 @@ import orjson
 from fastapi import FastAPI, Request, Response
 
 from webhook.admit import admit, outcome
+from webhook.engine import RuntimeLookup
+from webhook.kubecache import ClusterView
 from webhook.metrics import Metrics
+from webhook.policy import DEFAULT, Policy
+from webhook.reloader import Reloading
 from webhook.response import build_response, errored
-from webhook.review import MAX_BODY, AdmissionRequest, BadReview, decode
+from webhook.review import MAX_BODY, BadReview, decode
 from webhook.settings import Options
 from webhook.tls import CertReloader
 
@@ -31,16 +35,26 @@ KNOWN_OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 
 @dataclass
 class ServerState:
-    """What the app needs from the outside: options per request, certificates, readiness."""
+    """What the app needs from the outside: policy, cluster caches, certificates."""
 
-    options_for: Callable[[AdmissionRequest], Options] = lambda _request: Options()
+    policy: Reloading[Policy] | None = None
+    cluster: ClusterView | None = None
     reloader: CertReloader | None = None
     metrics: Metrics = field(default_factory=Metrics)
     reload_interval: float = 1.0
-    checks: list[Callable[[], bool]] = field(default_factory=list)
+
+    def options_for(self, namespace: str) -> Options:
+        policy = self.policy.value if self.policy else DEFAULT
+        labels = self.cluster.labels(namespace) if self.cluster else None
+        return policy.options_for(namespace, labels)
+
+    def runtimes_for(self, namespace: str) -> RuntimeLookup:
+        if self.cluster is None:
+            raise LookupError("no cluster view")
+        return self.cluster.runtime_lookup(namespace)
 
     def ready(self) -> bool:
-        return self.reloader is not None and all(check() for check in self.checks)
+        return self.reloader is not None and (self.cluster is None or self.cluster.synced())
 
 
 async def _read_body(request: Request) -> bytes:
@@ -62,12 +76,11 @@ def create_app(state: ServerState) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_watch_certificates(state)) if state.reloader else None
+        task = asyncio.create_task(_watch_files(state))
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
+            task.cancel()
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
 
@@ -84,7 +97,7 @@ def create_app(state: ServerState) -> FastAPI:
             return Response(orjson.dumps({"error": bad.message}), status_code=bad.status, media_type=JSON)
         req = review.request
         try:
-            verdict = admit(req, state.options_for(req))
+            verdict = admit(req, state.options_for, state.runtimes_for if state.cluster else None)
             answer = build_response(review.apiVersion, req.uid, verdict)
             result = outcome(verdict)
         except Exception:  # a bug must not become an HTTP 500 or take the server down
@@ -115,6 +128,19 @@ def create_app(state: ServerState) -> FastAPI:
     async def metrics_endpoint() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    if state.policy is not None:
+        policy = state.policy
+        metrics.gauge("ep_webhook_policy_reloads_total", "Policy reloads since start.",
+                      lambda: float(policy.reloads), "counter")
+        metrics.gauge("ep_webhook_policy_reload_failures_total",
+                      "Policy changes rejected as invalid (the last good policy stays).",
+                      lambda: float(policy.failures), "counter")
+    if state.cluster is not None:
+        cluster = state.cluster
+        metrics.gauge("ep_webhook_cluster_cache_synced", "1 when namespace and runtime caches have listed once.",
+                      lambda: 1.0 if cluster.synced() else 0.0)
+        metrics.gauge("ep_webhook_cluster_watch_errors_total", "Failed list/watch calls to the API server.",
+                      lambda: float(sum(c.errors for c in cluster.caches)), "counter")
     if state.reloader is not None:
         reloader = state.reloader
         metrics.gauge("ep_webhook_certificate_not_after_seconds",
@@ -126,13 +152,14 @@ def create_app(state: ServerState) -> FastAPI:
     return app
 
 
-async def _watch_certificates(state: ServerState) -> None:
-    reloader = state.reloader
-    if reloader is None:
-        return
+async def _watch_files(state: ServerState) -> None:
+    """Poll the certificate and policy files; both reload in place."""
     while True:
         await asyncio.sleep(state.reload_interval)
-        try:
-            reloader.check()
-        except Exception:  # keep watching whatever happens to one check
-            logging.getLogger("webhook.tls").exception("certificate check failed")
+        for watched in (state.reloader, state.policy):
+            if watched is None:
+                continue
+            try:
+                watched.check()
+            except Exception:  # keep watching whatever happens to one check
+                logging.getLogger("webhook.reload").exception("file check failed")

@@ -129,14 +129,40 @@ def cmd_mutate(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Te
 
 
 def cmd_serve(ns: argparse.Namespace, stderr: TextIO) -> int:
+    import os
+
     from webhook import logs, server  # the server stack loads only when serving
+    from webhook import policy as policies
+    from webhook.app import ServerState
+    from webhook.kubecache import ClusterView, api_client
+    from webhook.reloader import Reloading
 
     logs.setup(ns.log_level)
+    state = ServerState()
+    if ns.policy:
+        try:
+            state.policy = Reloading(ns.policy, policies.load, "policy")
+        except policies.PolicyError as e:
+            print(f"error: invalid policy: {e}", file=stderr)
+            return EXIT_DENIED
+    api = None
+    if ns.kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            api = api_client(ns.kubeconfig)
+        except Exception as e:  # noqa: BLE001 - reported, then exit non-zero
+            print(f"error: cannot configure the Kubernetes client: {type(e).__name__}: {str(e)[:300]}", file=stderr)
+            return EXIT_DENIED
+        state.cluster = ClusterView(api)
+        state.cluster.start()
     cert_dir = Path(ns.cert_dir)
     if ns.dev_certs:
         server.ensure_dev_certs(cert_dir)
     if ns.self_managed:
-        code = _start_self_managed(ns, cert_dir, stderr)
+        if api is None:
+            print("error: --self-managed needs a Kubernetes API server: run in a cluster or pass --kubeconfig",
+                  file=stderr)
+            return EXIT_USAGE
+        code = _start_self_managed(ns, cert_dir, api, stderr)
         if code:
             return code
     missing = [n for n in ("tls.crt", "tls.key") if not (cert_dir / n).is_file()]
@@ -144,10 +170,10 @@ def cmd_serve(ns: argparse.Namespace, stderr: TextIO) -> int:
         print(f"error: {cert_dir} has no {' or '.join(missing)}; mount a TLS Secret there or pass --dev-certs",
               file=stderr)
         return EXIT_USAGE
-    return server.serve(cert_dir, ns.host, ns.port)
+    return server.serve(cert_dir, ns.host, ns.port, state)
 
 
-def _start_self_managed(ns: argparse.Namespace, cert_dir: Path, stderr: TextIO) -> int:
+def _start_self_managed(ns: argparse.Namespace, cert_dir: Path, api: object, stderr: TextIO) -> int:
     import datetime as dt
     import threading
 
@@ -168,7 +194,7 @@ def _start_self_managed(ns: argparse.Namespace, cert_dir: Path, stderr: TextIO) 
         cert_days=ns.cert_days,
     )
     try:
-        core, admission = selfmanaged.load_clients(ns.kubeconfig)
+        core, admission = selfmanaged.load_clients(api)
         manager = selfmanaged.SelfManager(settings, cert_dir, core, admission)
         manager.sync()
     except Exception as e:  # noqa: BLE001 - reported, then exit non-zero
@@ -234,6 +260,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dev-certs", action="store_true",
                    help="generate a development CA and serving certificate in --cert-dir when absent")
     s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    s.add_argument("--policy", help="policy file (reloaded when it changes); default: opt-in everywhere")
+    s.add_argument("--kubeconfig", help="kubeconfig for namespace labels, runtimes and self-managed "
+                                        "certificates (default: in-cluster when running in a pod)")
     sm = s.add_argument_group("self-managed certificates (a CA and serving pair kept in a Secret)")
     sm.add_argument("--self-managed", action="store_true")
     sm.add_argument("--secret-name", default="vllm-ep-webhook-tls")
@@ -247,7 +276,6 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument("--renew-before-days", type=int, default=30)
     sm.add_argument("--cert-days", type=int, default=365)
     sm.add_argument("--sync-interval", type=float, default=300.0, help="seconds between checks")
-    sm.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster configuration)")
 
     c = sub.add_parser("certs", help="certificate tools")
     csub = c.add_subparsers(dest="certs_command", required=True)

@@ -262,14 +262,10 @@ def run_forever(manager: SelfManager, interval: float, retry: float, stop: threa
                 return
 
 
-def load_clients(kubeconfig: str | None) -> tuple[Any, Any]:
-    from kubernetes import client, config
+def load_clients(api: Any) -> tuple[Any, Any]:
+    from kubernetes import client
 
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    else:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    return client.CoreV1Api(), client.AdmissionregistrationV1Api()
+    return client.CoreV1Api(api), client.AdmissionregistrationV1Api(api)
 
 
 def names_for(service: str, namespace: str, extra: Sequence[str]) -> tuple[str, ...]:
