@@ -94,6 +94,8 @@ def webhook_configuration(url: str, ca_pem: bytes, failure_policy: str = "Fail")
             "failurePolicy": failure_policy,
             "reinvocationPolicy": "IfNeeded",
             "matchConditions": [{"name": "ep-annotated", "expression": MATCH_ANNOTATED}],
+            # namespaces labelled e2e-policy belong to the policy tests' own webhook
+            "namespaceSelector": {"matchExpressions": [{"key": "e2e-policy", "operator": "DoesNotExist"}]},
         }],
     }
 

@@ -26,17 +26,29 @@ Full name: the name of the Service, the webhook configuration, the RBAC objects 
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/*
+Labels of every object except the test Pod: the standard ones, component included.
+*/}}
 {{- define "vllm-ep-webhook.labels" -}}
-helm.sh/chart: {{ include "vllm-ep-webhook.chart" . }}
-{{ include "vllm-ep-webhook.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{ include "vllm-ep-webhook.baseLabels" . }}
 app.kubernetes.io/component: admission-webhook
 {{- end }}
 
+{{- define "vllm-ep-webhook.baseLabels" -}}
+helm.sh/chart: {{ include "vllm-ep-webhook.chart" . }}
+app.kubernetes.io/name: {{ include "vllm-ep-webhook.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+The server Pods. The component keeps the test Pod out of the Service, the PDB and the spread.
+*/}}
 {{- define "vllm-ep-webhook.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "vllm-ep-webhook.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: admission-webhook
 {{- end }}
 
 {{- define "vllm-ep-webhook.serviceAccountName" -}}
@@ -105,5 +117,22 @@ so that `helm template`, `helm lint` and `helm install` all stop with the messag
 {{- if or (has "enforce" $modes) (has "forbid" $modes) }}
 {{- fail "policy.config has enforce/forbid modes, which concern InferenceServices without the ep.enabled annotation: set policy.optInOnly=false so that every InferenceService reaches the webhook" }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where a client finds the CA as a key `ca.crt`: the ConfigMap made from certificates.caBundle
+(existingSecret), else the TLS Secret (the server, Helm and cert-manager's CA issuer all write
+ca.crt). As a SecretOrConfigMap selector.
+*/}}
+{{- define "vllm-ep-webhook.caSource" -}}
+{{- if eq .Values.certificates.mode "existingSecret" }}
+configMap:
+  name: {{ include "vllm-ep-webhook.fullname" . }}-ca
+  key: ca.crt
+{{- else }}
+secret:
+  name: {{ include "vllm-ep-webhook.tlsSecretName" . }}
+  key: ca.crt
 {{- end }}
 {{- end }}
