@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,23 @@ class Helm:
             raise HelmFailed(list(args), done.returncode, done.stderr)
         return done.stdout
 
-    def template(self, *args: str, release: str = "ep", namespace: str = "ml-system") -> list[dict[str, Any]]:
+    def values_file(self, values: dict[str, Any]) -> str:
+        """A values file with `values` (a fresh one for every call)."""
+        fd, path = tempfile.mkstemp(prefix="values-", suffix=".yaml", dir=self.home)
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(values, f)
+        return path
+
+    def template(self, values: dict[str, Any] | None = None, *args: str, release: str = "ep",
+                 namespace: str = "ml-system") -> list[dict[str, Any]]:
         """Every object `helm template` renders (test hooks included), in order."""
-        out = self.run("template", release, str(CHART), "--namespace", namespace, *args)
-        return [d for d in yaml.load_all(out, Loader=StrictLoader) if d]
+        out = self.run("template", release, str(CHART), "--namespace", namespace,
+                       "--values", self.values_file(values or {}), *args)
+        return parse(out)
+
+
+def parse(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.load_all(text, Loader=StrictLoader) if d]
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -79,17 +93,6 @@ def _mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -
 
 
 StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
-def set_args(values: dict[str, Any]) -> list[str]:
-    """`--set key=value` for each entry; strings as --set-string so 'true' stays a string."""
-    out: list[str] = []
-    for key, value in values.items():
-        if isinstance(value, str):
-            out += ["--set-string", f"{key}={value}"]
-        else:
-            out += ["--set", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"]
-    return out
 
 
 def one(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
