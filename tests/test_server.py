@@ -309,3 +309,20 @@ def test_sigterm_answers_requests_in_flight_then_exits_0(tmp_path: Path) -> None
             conn.close()
         assert answers == [(200, "in-flight")] * 5
         assert server.proc.wait(timeout=30) == 0
+
+
+def test_idle_keep_alive_connections_do_not_delay_shutdown(tmp_path: Path) -> None:
+    cert_dir = tmp_path / "certs"
+    certs.write_bundle(cert_dir, certs.generate(["localhost"]))
+    with running_server(cert_dir, tmp_path / "log") as server:
+        idle = []
+        for _ in range(3):  # like an API server's connection pool: used once, then left open
+            conn = server.connect()
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            idle.append(conn)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+        took = time.monotonic() - started
+        assert took < 5, f"shutdown took {took:.1f}s with idle connections open"

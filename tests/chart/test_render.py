@@ -23,6 +23,7 @@ from tests.chart.helmtool import CHART, Helm, HelmFailed, b64, kinds, one
 from tests.e2e.conftest import MATCH_ANNOTATED
 from tests.server_harness import running_server
 from webhook import certs
+from webhook import policy as policies
 from webhook.cli import parser
 
 RELEASE, NAMESPACE = "ep", "ml-system"
@@ -264,6 +265,36 @@ def test_enforce_or_forbid_rules_need_opt_in_only_turned_off(helm: Helm) -> None
     assert "set policy.optInOnly=false" in failure(helm, enforce)
     hook = webhook(render(helm, {"policy": {**enforce["policy"], "optInOnly": False}}))
     assert "matchConditions" not in hook
+
+
+def test_the_default_policy_is_one_the_server_loads(helm: Helm, tmp_path: Path) -> None:
+    objs = render(helm)
+    text = one(objs, "ConfigMap", f"{FULLNAME}-policy")["data"]["policy.yaml"]
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    policy = policies.load(str(path))
+    assert policy.opt_in_only
+
+
+@pytest.mark.parametrize("rules", [
+    [],
+    [{"namespaces": ["research-*"], "onConflict": "reject"}],
+    [{"namespaces": ["prod"], "mode": "enforce"}],
+    [{"namespaceSelector": {"matchLabels": {"ep": "off"}}, "mode": "forbid"}],
+])
+def test_the_chart_refuses_opt_in_only_exactly_when_the_server_says_the_policy_is_not(
+    helm: Helm, tmp_path: Path, rules: list[dict[str, Any]]
+) -> None:
+    config = {"defaults": {"mode": "optIn"}, "rules": rules}
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(config))
+    server_says = policies.load(str(tmp_path / "policy.yaml")).opt_in_only
+    try:
+        render(helm, {"policy": {"config": config}})
+        chart_accepts = True
+    except HelmFailed as e:
+        assert "policy.optInOnly=false" in e.stderr
+        chart_accepts = False
+    assert chart_accepts == server_says
 
 
 # --- the webhook configuration ------------------------------------------------------------
