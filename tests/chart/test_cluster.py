@@ -205,10 +205,14 @@ def test_existing_secret_mode_installs_with_the_given_ca_bundle(
         assert ca.data["ca.crt"].strip() == EXISTING_CA.decode().strip()
 
 
-def service_account_kubeconfig(cluster: Cluster, namespace: str, name: str) -> Path:
+def service_account_kubeconfig(cluster: Cluster, namespace: str, name: str, out: Path) -> Path:
     """A kubeconfig that authenticates as the ServiceAccount (the identity RBAC sees in a pod)."""
-    return cluster.user_kubeconfig(f"system:serviceaccount:{namespace}:{name}",
-                                   ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"])
+    written = cluster.user_kubeconfig(f"system:serviceaccount:{namespace}:{name}",
+                                      ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"])
+    # The Kubernetes client splits a kubeconfig path at ':' (a path list), so copy it to a plain name.
+    out.write_bytes(written.read_bytes())
+    out.chmod(0o600)
+    return out
 
 
 def server_args(deployment_args: list[str], policy_file: Path, kubeconfig: Path) -> list[str]:
@@ -252,7 +256,7 @@ def test_self_managed_mode_works_with_exactly_the_charts_rbac_and_upgrades_keep_
         container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
         policy_file = tmp_path / "policy.yaml"
         policy_file.write_text(one(objs, "ConfigMap", f"{r.fullname}-policy")["data"]["policy.yaml"])
-        kubeconfig = service_account_kubeconfig(cluster, namespace, r.fullname)
+        kubeconfig = service_account_kubeconfig(cluster, namespace, r.fullname, tmp_path / "sa.kubeconfig")
         as_sa = new_client(kubeconfig)
 
         cert_dir = tmp_path / "certs"
