@@ -15,11 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
+from starlette.types import Receive, Scope, Send
 
 from webhook.admit import admit, outcome
 from webhook.engine import RuntimeLookup
 from webhook.kubecache import ClusterView
+from webhook.logs import review_log
 from webhook.metrics import Metrics
 from webhook.policy import DEFAULT, Policy
 from webhook.reloader import Reloading
@@ -27,6 +29,7 @@ from webhook.response import build_response, errored
 from webhook.review import MAX_BODY, BadReview, decode
 from webhook.settings import Options
 from webhook.tls import CertReloader
+from webhook.verdict import Verdict
 
 log = logging.getLogger("webhook.review")
 JSON = "application/json"
@@ -57,21 +60,91 @@ class ServerState:
         return self.reloader is not None and (self.cluster is None or self.cluster.synced())
 
 
-async def _read_body(request: Request) -> bytes:
-    length = request.headers.get("content-length")
+async def _read_body(headers: dict[bytes, bytes], receive: Receive) -> bytes:
+    length = headers.get(b"content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY:
         raise BadReview(413, f"request body is larger than {MAX_BODY} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise BadReview(400, "the client went away before sending the whole body")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
             raise BadReview(413, f"request body is larger than {MAX_BODY} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
-def create_app(state: ServerState) -> FastAPI:
+async def _respond(send: Send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class WebhookApp:
+    """The ASGI entry point: POST /mutate is answered here, everything else by FastAPI.
+
+    /mutate runs on every InferenceService create and update, so it skips the
+    framework's per-request machinery (routing, dependency solving, middleware
+    layers): the raw body is read once, parsed once, and the answer written
+    directly. Health, readiness and metrics stay ordinary FastAPI routes.
+    """
+
+    def __init__(self, state: ServerState, api: FastAPI) -> None:
+        self.state = state
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/mutate":
+            if scope["method"] == "POST":
+                await self.mutate(scope, receive, send)
+            else:
+                await _respond(send, 405, b'{"error":"use POST"}')
+            return
+        await self.api(scope, receive, send)
+
+    async def mutate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.state
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        try:
+            body = await _read_body(headers, receive)
+            content_type = headers.get(b"content-type")
+            review = decode(body, content_type.decode("latin-1") if content_type is not None else None)
+        except BadReview as bad:
+            elapsed = time.perf_counter() - started
+            state.metrics.observe("unknown", "rejected", elapsed)
+            review_log.write("rejected review", "warning", {
+                "outcome": "rejected", "status": bad.status, "reason": bad.message[:200],
+                "duration_ms": round(elapsed * 1000, 3)})
+            await _respond(send, bad.status, orjson.dumps({"error": bad.message}))
+            return
+        req = review.request
+        verdict: Verdict | None = None
+        try:
+            verdict = admit(req, state.options_for, state.runtimes_for if state.cluster else None)
+            answer = build_response(review.apiVersion, req.uid, verdict)
+            result = outcome(verdict)
+        except Exception:  # a bug must not become an HTTP 500 or take the server down
+            log.exception("review failed", extra={"fields": {"uid": req.uid}})
+            answer = errored(review.apiVersion, req.uid, 500, "the EP webhook failed on this object; see its logs")
+            result = "denied"
+        elapsed = time.perf_counter() - started
+        operation = req.operation if req.operation in KNOWN_OPERATIONS else "unknown"
+        state.metrics.observe(operation, result, elapsed)
+        review_log.write("review", "info", {
+            "uid": req.uid, "namespace": req.namespace, "name": req.name, "operation": operation,
+            "kind": req.kind.kind, "dryRun": req.dryRun, "outcome": result,
+            "warnings": len(verdict.warnings) if verdict else 0, "duration_ms": round(elapsed * 1000, 3),
+        })
+        await _respond(send, 200, orjson.dumps(answer))
+
+
+def create_app(state: ServerState) -> WebhookApp:
     metrics = state.metrics
 
     @contextlib.asynccontextmanager
@@ -83,36 +156,6 @@ def create_app(state: ServerState) -> FastAPI:
             task.cancel()
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
-
-    @app.post("/mutate")
-    async def mutate_endpoint(request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            review = decode(await _read_body(request), request.headers.get("content-type"))
-        except BadReview as bad:
-            elapsed = time.perf_counter() - started
-            metrics.observe("unknown", "rejected", elapsed)
-            log.warning("rejected review", extra={"fields": {"outcome": "rejected", "status": bad.status,
-                                                             "reason": bad.message[:200], "duration_ms": round(elapsed * 1000, 3)}})
-            return Response(orjson.dumps({"error": bad.message}), status_code=bad.status, media_type=JSON)
-        req = review.request
-        try:
-            verdict = admit(req, state.options_for, state.runtimes_for if state.cluster else None)
-            answer = build_response(review.apiVersion, req.uid, verdict)
-            result = outcome(verdict)
-        except Exception:  # a bug must not become an HTTP 500 or take the server down
-            log.exception("review failed", extra={"fields": {"uid": req.uid}})
-            answer = errored(review.apiVersion, req.uid, 500, "the EP webhook failed on this object; see its logs")
-            result, verdict = "denied", None
-        elapsed = time.perf_counter() - started
-        operation = req.operation if req.operation in KNOWN_OPERATIONS else "unknown"
-        metrics.observe(operation, result, elapsed)
-        log.info("review", extra={"fields": {
-            "uid": req.uid, "namespace": req.namespace, "name": req.name, "operation": operation,
-            "kind": req.kind.kind, "dryRun": req.dryRun, "outcome": result,
-            "warnings": len(verdict.warnings) if verdict else 0, "duration_ms": round(elapsed * 1000, 3),
-        }})
-        return Response(orjson.dumps(answer), media_type=JSON)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -149,7 +192,7 @@ def create_app(state: ServerState) -> FastAPI:
                       "Serving certificate reloads since start.", lambda: float(reloader.reloads), "counter")
         metrics.gauge("ep_webhook_certificate_reload_failures_total",
                       "Certificate changes that could not be loaded.", lambda: float(reloader.failures), "counter")
-    return app
+    return WebhookApp(state, app)
 
 
 async def _watch_files(state: ServerState) -> None:

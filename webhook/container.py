@@ -11,6 +11,7 @@ Three layouts occur in practice:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -145,14 +146,39 @@ def _apply_plan(
 
 
 @dataclass(frozen=True)
+class _Where:
+    """What rewriting needs of the container besides command and args (for messages)."""
+
+    where: str
+    custom: bool
+
+
+@dataclass(frozen=True)
 class Rewrite:
     command: tuple[str, ...] | None
     args: tuple[str, ...] | None
     warnings: tuple[str, ...]
 
 
+_CACHEABLE_CHARS = 64 * 1024
+
+
 def rewrite(c: Container, command: tuple[str, ...] | None, args: tuple[str, ...] | None, wants: Sequence[Want], reject: bool) -> Rewrite:
-    """Edit command/args so that vLLM gets exactly the wanted flags."""
+    """Edit command/args so that vLLM gets exactly the wanted flags.
+
+    Pure, so results are memoised: the same command comes back on every
+    update, on reinvocation after other webhooks, and from templated
+    InferenceServices; re-lexing a script each time would dominate the review.
+    Very large commands are not kept.
+    """
+    size = sum(map(len, command or ())) + sum(map(len, args or ()))
+    if size > _CACHEABLE_CHARS:
+        return _rewrite(c.where, c.custom, command, args, tuple(wants), reject)
+    return _rewrite_cached(c.where, c.custom, command, args, tuple(wants), reject)
+
+
+def _rewrite(where_: str, custom: bool, command: tuple[str, ...] | None, args: tuple[str, ...] | None, wants: tuple[Want, ...], reject: bool) -> Rewrite:
+    c = _Where(where_, custom)
     edits = _Edits()
     scripts: dict[tuple[str, int], str] = {}
     warnings: list[str] = []
@@ -189,7 +215,7 @@ def rewrite(c: Container, command: tuple[str, ...] | None, args: tuple[str, ...]
 
 
 def _rewrite_script(
-    c: Container,
+    c: _Where,
     full: list[str],
     full_locs: list[Loc],
     script_index: int,
@@ -268,3 +294,6 @@ def find_ep_flag(command: tuple[str, ...] | None, args: tuple[str, ...] | None) 
         if o.name == flags.ENABLE_EP:
             return o.display
     return None
+
+
+_rewrite_cached = functools.lru_cache(maxsize=256)(_rewrite)

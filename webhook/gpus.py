@@ -46,6 +46,8 @@ def parse_quantity(value: object) -> Fraction | None:
         return Fraction(value) if value == value and abs(value) != float("inf") else None
     if not isinstance(value, str):
         return None
+    if value.isascii() and value.isdigit():  # the usual "8": skip the general parser
+        return Fraction(int(value))
     m = _QUANTITY.fullmatch(value.strip())
     if m is None:
         return None

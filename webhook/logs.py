@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import BinaryIO
 
 import orjson
 
@@ -30,6 +31,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str = "info") -> None:
+    global _stream
+    _stream = sys.stdout.buffer
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -39,3 +42,37 @@ def setup(level: str = "info") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+
+
+class ReviewLog:
+    """The per-review log line, written without the logging machinery.
+
+    One line per admission review is on the hot path; building a LogRecord and
+    running handlers costs more than the review itself. The line has the same
+    shape as the JsonFormatter's and honours the `webhook.review` logger's level.
+    """
+
+    LEVELS = {"info": logging.INFO, "warning": logging.WARNING}
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger("webhook.review")
+
+    def write(self, msg: str, level: str, fields: dict[str, object]) -> None:
+        if not self.logger.isEnabledFor(self.LEVELS[level]):
+            return
+        now = time.time()
+        entry: dict[str, object] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
+            "level": level, "logger": "webhook.review", "msg": msg,
+        }
+        entry.update(fields)
+        stream = _stream
+        if stream is None:
+            self.logger.log(self.LEVELS[level], msg, extra={"fields": fields})
+            return
+        stream.write(orjson.dumps(entry) + b"\n")
+        stream.flush()
+
+
+_stream: BinaryIO | None = None
+review_log = ReviewLog()

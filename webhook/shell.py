@@ -26,6 +26,9 @@ _RESERVED_SKIP = frozenset({"if", "then", "else", "elif", "do", "while", "until"
 _RESERVED_END = frozenset({"fi", "done", "esac", "}"})
 _RESERVED_COMPOUND = frozenset({"for", "case", "select", "function", "in"})
 _SAFE_UNQUOTED = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+# runs of characters with no meaning to the lexer, consumed in one step
+_PLAIN_RUN = re.compile(r"[^ \t\n;&|()<>\\'\"$`*?\[]+")
+_PLAIN_IN_DOUBLE = re.compile(r'[^"\\$`]+')
 
 
 _Emit = Callable[[str], None]
@@ -220,7 +223,13 @@ class _Lexer:
                 prefix.append(text)
 
         i = self.i
+        plain = _PLAIN_RUN.match
         while i < n:
+            run = plain(s, i)
+            if run is not None:
+                emit(run.group())
+                i = run.end()
+                continue
             c = s[i]
             if c in _BLANKS or c == "\n" or c in _OPERATOR_CHARS:
                 break
@@ -275,7 +284,13 @@ class _Lexer:
     def _read_double_quoted(self, i: int, emit: _Emit, mark_dynamic: _Mark) -> int:
         s, n = self.s, self.n
         j = i + 1
+        plain = _PLAIN_IN_DOUBLE.match
         while j < n:
+            run = plain(s, j)
+            if run is not None:
+                emit(run.group())
+                j = run.end()
+                continue
             c = s[j]
             if c == '"':
                 return j + 1

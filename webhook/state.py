@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+
+import orjson
 from dataclasses import dataclass
 
 from webhook.errors import Denied
@@ -33,23 +35,28 @@ class State:
     applied: str
 
 
+def _compact(value: object) -> bytes:
+    """Compact JSON; orjson when it can (fast), the json module for odd strings (lone surrogates)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
 def digest(command: Strings, args: Strings) -> str:
     """A stable fingerprint of command/args as the webhook left them."""
-    blob = json.dumps({"command": command, "args": args}, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+    return "sha256:" + hashlib.sha256(_compact({"command": command, "args": args})).hexdigest()
 
 
 def dump(state: State) -> str:
-    return json.dumps(
+    return _compact(
         {
             "container": state.container,
             "command": None if state.command is None else list(state.command),
             "args": None if state.args is None else list(state.args),
             "applied": state.applied,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+        }
+    ).decode("utf-8", "surrogatepass")
 
 
 def _strings(value: object) -> Strings:
