@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tests.chart.helmtool import Helm, helm_binary
-from tests.e2e.conftest import api, cluster  # noqa: F401 - the same fixtures as the e2e tests
 
 
 @pytest.fixture(scope="session")

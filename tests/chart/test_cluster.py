@@ -26,6 +26,7 @@ from tests.chart.test_render import EXISTING_CA, MODES
 from tests.e2e.cluster import Cluster
 from tests.e2e.conftest import new_client
 from tests.server_harness import annotated, review_for, running_server
+from webhook import certs
 
 # Only namespaces with this label could ever be sent to an installed release's webhook; none has it.
 ISOLATED = {"webhook": {"namespaceSelector": {"matchLabels": {"vllm-ep-webhook.io/chart-test": "never-set"}}}}
@@ -92,9 +93,9 @@ class Release:
     def helm_run(self, *args: str) -> str:
         return self.helm.run(*args, "--namespace", self.namespace, "--kubeconfig", str(self.cluster.kubeconfig))
 
-    def install(self, values: dict[str, Any]) -> None:
+    def install(self, values: dict[str, Any]) -> str:
         self.installed = True
-        self.helm_run("install", self.name, str(CHART), "--values", self.helm.values_file(values), "--timeout", "60s")
+        return self.helm_run("install", self.name, str(CHART), "--values", self.helm.values_file(values), "--timeout", "60s")
 
     def upgrade(self, values: dict[str, Any]) -> None:
         self.helm_run("upgrade", self.name, str(CHART), "--values", self.helm.values_file(values), "--timeout", "60s")
@@ -137,7 +138,9 @@ def test_helm_mode_installs_and_an_upgrade_keeps_the_certificate(
 ) -> None:
     values = merge(ISOLATED, MODES["helm"])
     with release(helm, cluster, api, namespace) as r:
-        r.install(values)
+        notes = r.install(values)
+        assert f"helm test {r.name} -n {namespace}" in notes
+        assert "Helm generated the CA and serving certificate" in notes
         apps, core, rbac = client.AppsV1Api(api), client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
         assert apps.read_namespaced_deployment(r.fullname, namespace).spec.replicas == 2
         assert core.read_namespaced_service(r.fullname, namespace).spec.ports[0].port == 443
@@ -195,6 +198,27 @@ def test_helm_mode_re_signs_a_certificate_close_to_expiry_with_the_same_ca_on_up
         assert ca_bundle(r.webhook_config()) == before["ca.crt"]
 
 
+def test_helm_mode_reuses_a_certificate_secret_it_finds_as_it_is(
+    helm: Helm, cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    with release(helm, cluster, api, namespace) as r:
+        bundle = certs.generate(certs.service_names(r.fullname, namespace))
+        data = {"ca.crt": bundle.ca.cert_pem, "ca.key": bundle.ca.key_pem,
+                "tls.crt": bundle.serving.cert_pem, "tls.key": bundle.serving.key_pem}
+        client.CoreV1Api(api).create_namespaced_secret(namespace, {
+            "metadata": {"name": f"{r.fullname}-tls",
+                         # what lets Helm adopt an object it did not create
+                         "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                         "annotations": {"meta.helm.sh/release-name": r.name,
+                                         "meta.helm.sh/release-namespace": namespace}},
+            "type": "kubernetes.io/tls",
+            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+        })
+        r.install(merge(ISOLATED, MODES["helm"]))
+        assert r.secret() == data
+        assert ca_bundle(r.webhook_config()) == bundle.ca.cert_pem
+
+
 def test_existing_secret_mode_installs_with_the_given_ca_bundle(
     helm: Helm, cluster: Cluster, api: client.ApiClient, namespace: str
 ) -> None:
@@ -217,8 +241,9 @@ def service_account_kubeconfig(cluster: Cluster, namespace: str, name: str, out:
 
 def server_args(deployment_args: list[str], policy_file: Path, kubeconfig: Path) -> list[str]:
     """The Deployment's arguments for a server on loopback: the harness sets cert dir, host and port."""
-    args, skip = [], 0
-    for i, arg in enumerate(deployment_args):
+    args: list[str] = []
+    skip = 0
+    for arg in deployment_args:
         if skip:
             skip -= 1
             continue

@@ -124,7 +124,8 @@ class Cluster:
         self._wait_ready(admin)
 
     def write_kubeconfig(self, name: str, pair: certs.Pair) -> Path:
-        path = self.workdir / f"kubeconfig-{name}"
+        # a ':' (as in system:serviceaccount:...) would make the client read the path as a list
+        path = self.workdir / f"kubeconfig-{name.replace(':', '_')}"
         b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
         config: dict[str, Any] = {
             "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
@@ -174,10 +175,10 @@ class Cluster:
         return "\n".join(out)
 
     def stop(self) -> None:
+        # kube-apiserver first: stopped after etcd it would wait on the dead store until killed
         for p in reversed(self.procs):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
-        for p in reversed(self.procs):
             try:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from tests.e2e.cluster import Cluster, crds_dir, k8s_binaries
+from tests.e2e.cluster import crds_dir
 from tests.server_harness import Server, running_server
 from webhook import certs
 
@@ -24,24 +24,8 @@ MATCH_ANNOTATED = (
 )
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("cluster"), k8s_binaries())
-    try:
-        c.start()
-        install_crds(new_client(c.kubeconfig))
-        yield c
-    finally:
-        c.stop()
-
-
 def new_client(kubeconfig: Path) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(kubeconfig))
-
-
-@pytest.fixture(scope="session")
-def api(cluster: Cluster) -> client.ApiClient:
-    return new_client(cluster.kubeconfig)
 
 
 def install_crds(api: client.ApiClient) -> None:

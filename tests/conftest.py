@@ -1,0 +1,32 @@
+"""Fixtures shared by several test folders.
+
+The real API server is session-wide and defined here, once, so that the e2e
+tests and the chart tests use the same etcd and kube-apiserver (a fixture
+defined in a sub-folder's conftest would start one per folder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.cluster import Cluster, k8s_binaries
+from tests.e2e.conftest import install_crds, new_client
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("cluster"), k8s_binaries())
+    try:
+        c.start()
+        install_crds(new_client(c.kubeconfig))
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="session")
+def api(cluster: Cluster) -> client.ApiClient:
+    return new_client(cluster.kubeconfig)
