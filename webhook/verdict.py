@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 JsonPatch = tuple[dict[str, object], ...]
 
@@ -34,4 +34,6 @@ class Verdict:
         return cls(True, patch=patch, changed=changed)
 
     def with_warnings(self, warnings: tuple[str, ...] | list[str]) -> Verdict:
-        return replace(self, warnings=tuple(dict.fromkeys(warnings)))
+        if not warnings:
+            return self
+        return Verdict(self.allowed, self.message, self.patch, tuple(dict.fromkeys(warnings)), self.changed)
