@@ -85,8 +85,9 @@ class Server:
 
 
 @contextmanager
-def running_server(cert_dir: Path, log_path: Path, extra: list[str] | None = None) -> Iterator[Server]:
-    port = free_port()
+def running_server(cert_dir: Path, log_path: Path, extra: list[str] | None = None,
+                   port: int | None = None) -> Iterator[Server]:
+    port = port or free_port()
     cmd = [sys.executable, "-m", "webhook", "serve", "--cert-dir", str(cert_dir), "--host", "127.0.0.1",
            "--port", str(port), *(extra or [])]
     log = open(log_path, "wb")

@@ -94,11 +94,10 @@ def registered(api: client.ApiClient, webhook_server: Server) -> Iterator[Server
     adm.delete_mutating_webhook_configuration(WEBHOOK_CONFIG)
 
 
-def wait_for_webhook(api: client.ApiClient, server: Server) -> None:
+def wait_for_webhook(api: client.ApiClient, server: Server, ns: str = "webhook-probe") -> None:
     """The API server picks up webhook configurations asynchronously: poll with dry-run creates."""
     objs = client.CustomObjectsApi(api)
     core = client.CoreV1Api(api)
-    ns = "webhook-probe"
     try:
         core.create_namespace({"metadata": {"name": ns}})
     except client.exceptions.ApiException as e:

@@ -81,7 +81,7 @@ def policy_server(cluster: Cluster, api: client.ApiClient, tmp_path_factory: pyt
         hook = conf["webhooks"][0]
         hook["name"] = "policy.vllm-ep-webhook.io"
         del hook["matchConditions"]
-        hook["namespaceSelector"] = {"matchExpressions": [{"key": "e2e-policy", "operator": "Exists"}]}
+        hook["namespaceSelector"] = {"matchLabels": {"e2e-policy": "true"}}
         adm = client.AdmissionregistrationV1Api(api)
         adm.create_mutating_webhook_configuration(conf)
         time.sleep(2)
