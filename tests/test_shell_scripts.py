@@ -236,3 +236,30 @@ def test_quote_leaves_plain_words_alone_and_protects_the_rest() -> None:
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
     )
     assert completed.stdout == "it's $(x) `y`"
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+HOSTILE = st.lists(st.sampled_from([
+    "'", '"', "$(touch CANARY)", "`touch CANARY`", "; touch CANARY", "&& touch CANARY", "\n", "\\", "$HOME",
+    "${PATH}", "|", ">", "<", "*", "?", "ü", "字", "\t", "!", "#", "~", "{{.Name}}", " ",
+]), min_size=1, max_size=8).map("".join)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(HOSTILE, HOSTILE)
+def test_hostile_annotation_values_never_run_as_code(fake_bin: Path, tmp_path: Path, key: str, value: str) -> None:
+    canary = tmp_path / "CANARY"
+    canary.unlink(missing_ok=True)
+    config = {key.replace("CANARY", str(canary)): value.replace("CANARY", str(canary))}
+    hostile_tp = value.replace("CANARY", str(canary))
+    # values the webhook would write into the script are validated or quoted
+    assert not mutate(isvc(command=["bash", "-c", "vllm serve m"], annotations={"ep.tensor-parallel-size": hostile_tp})).allowed
+    assert not mutate(isvc(command=["bash", "-c", "vllm serve m"], annotations={"ep.all2all-backend": hostile_tp})).allowed
+    out, verdict = run(isvc(command=["bash", "-c", "cd /\nexec vllm serve m \\\n  --port 8080"],
+                            annotations={"ep.eplb-config": json.dumps(config)}))
+    assert verdict.allowed
+    ns = parse_launch(execute(out, fake_bin, tmp_path))
+    assert ns.eplb_config == config
+    assert not canary.exists()
