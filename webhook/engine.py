@@ -7,7 +7,10 @@ HTTP server and the offline CLI both call it.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
+
+import orjson
 
 from webhook import flags, patch, state
 from webhook.argv import Want, shorten
@@ -16,7 +19,7 @@ from webhook.errors import Denied, NotApplicable
 from webhook.runtime import RuntimeSpec
 from webhook.runtime import check as check_runtime
 from webhook.gpus import count_gpus
-from webhook.settings import STATE, Options, Request, ep_enabled, read_request
+from webhook.settings import ENABLED, STATE, Options, Request, ep_enabled, read_request
 from webhook.verdict import Verdict
 
 KIND = "InferenceService"
@@ -50,10 +53,66 @@ def mutate(obj: object, options: Options | None = None, runtimes: RuntimeLookup 
     `runtimes` finds a ServingRuntime by name (None: not known); without it
     the runtime of an InferenceService that has no command is not checked.
     """
+    options = options or Options()
+    if options.mode == "optIn" and _not_asking(obj):
+        return _ALLOW  # the common case when every InferenceService reaches the webhook
+    key = _decision_key(obj, options, runtimes)
+    if key is not None:
+        known = _decisions.get(key)
+        if known is not None:
+            _decisions.move_to_end(key)
+            return known
     try:
-        return _mutate(obj, options or Options(), runtimes)
+        verdict = _mutate(obj, options, runtimes)
     except Denied as denied:
-        return Verdict.deny(denied.message)
+        verdict = Verdict.deny(denied.message)
+    if key is not None:
+        _decisions[key] = verdict
+        if len(_decisions) > _DECISIONS_KEPT:
+            _decisions.popitem(last=False)
+    return verdict
+
+
+_ALLOW = Verdict.allow()
+
+
+def _not_asking(obj: object) -> bool:
+    """Well-formed metadata without ep.enabled or the webhook's state: nothing to do in opt-in mode."""
+    if not isinstance(obj, dict):
+        return False
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        return False
+    annotations = metadata.get("annotations")
+    if annotations is None:
+        return True
+    return isinstance(annotations, dict) and ENABLED not in annotations and STATE not in annotations
+
+
+# The verdict is a pure function of the object's annotations and predictor, the
+# options and the runtime the object names, so identical inputs -- retries,
+# reinvocations, templated InferenceServices, dry runs -- reuse the first answer.
+_DECISIONS_KEPT = 1024
+_KEY_LIMIT = 64 * 1024
+_decisions: OrderedDict[tuple[bytes, Options, object], Verdict] = OrderedDict()
+
+
+def _decision_key(obj: object, options: Options, runtimes: RuntimeLookup | None) -> tuple[bytes, Options, object] | None:
+    """Everything `_mutate` reads, serialised; None when the object is not worth keeping."""
+    if not isinstance(obj, dict):
+        return None
+    metadata, spec = obj.get("metadata"), obj.get("spec")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    predictor = spec.get("predictor") if isinstance(spec, dict) else None
+    try:
+        blob = orjson.dumps([isinstance(metadata, dict), annotations, isinstance(spec, dict), predictor])
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+    if len(blob) > _KEY_LIMIT:
+        return None
+    name = runtime_name(obj) if runtimes is not None else None
+    runtime = runtimes(name) if runtimes is not None and name else None
+    return (blob, options, (name, runtime))
 
 
 def runtime_name(obj: object) -> str | None:

@@ -56,13 +56,18 @@ class ReviewLog:
 
     def __init__(self) -> None:
         self.logger = logging.getLogger("webhook.review")
+        self._second = -1
+        self._prefix = ""
 
     def write(self, msg: str, level: str, fields: dict[str, object]) -> None:
         if not self.logger.isEnabledFor(self.LEVELS[level]):
             return
         now = time.time()
+        second = int(now)
+        if second != self._second:  # format the date part once a second, not once a review
+            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         entry: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
+            "ts": f"{self._prefix}.{int((now - second) * 1000):03d}Z",
             "level": level, "logger": "webhook.review", "msg": msg,
         }
         entry.update(fields)
