@@ -259,3 +259,16 @@ def test_any_document_either_parses_or_fails_with_a_named_field(doc: Any) -> Non
     else:
         assert isinstance(policy, Policy)
         policy.options_for("prod-a", {"tier": "gpu"})
+
+
+def test_remembered_verdicts_still_follow_options_runtimes_and_object_changes() -> None:
+    obj = no_command()
+    forwarding = runtime(["bash", "-c", 'exec vllm serve m "$@"'])
+    dropping = runtime(["bash", "-c", "exec vllm serve m"])
+    assert mutate(copy.deepcopy(obj), runtimes=lambda n: forwarding).allowed
+    assert not mutate(copy.deepcopy(obj), runtimes=lambda n: dropping).allowed  # the runtime changed
+    assert mutate(copy.deepcopy(obj), runtimes=lambda n: forwarding).allowed
+    assert not mutate(copy.deepcopy(obj), FORBID).allowed  # other options, other answer
+    same = mutate(obj)
+    model(obj)["resources"]["limits"]["nvidia.com/gpu"] = "4"  # the caller edits its dict afterwards
+    assert mutate(obj).patch != same.patch
