@@ -9,7 +9,6 @@ not grow with the number of reviews.
 from __future__ import annotations
 
 import asyncio
-import copy
 import gc
 import io
 import json

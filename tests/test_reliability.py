@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import ssl
 import subprocess
 import threading
 import time

@@ -20,7 +20,7 @@ import jsonpatch
 import pytest
 
 from tests.helpers import isvc
-from tests.server_harness import Server, annotated, client_context, review_for, running_server
+from tests.server_harness import Server, annotated, review_for, running_server
 from webhook import certs
 
 

@@ -9,7 +9,6 @@ labelled `e2e-policy`, which the opt-in webhook of the other tests leaves out.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid

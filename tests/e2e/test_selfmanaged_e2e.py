@@ -9,7 +9,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from tests.e2e.cluster import Cluster
