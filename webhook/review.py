@@ -1,6 +1,7 @@
 """AdmissionReview wire types and decoding of the HTTP body.
 
-The dataclasses mirror the Kubernetes fields by name (`uid`, `oldObject`,
+The dataclasses (plain slotted ones: frozen dataclasses cost more to build,
+and this is per review) mirror the Kubernetes fields by name (`uid`, `oldObject`,
 `dryRun`) and hold no logic. `decode` checks in a fixed order — empty,
 too big, wrong content type, not JSON, not an AdmissionReview, bad field
 types — and raises `BadReview` with the HTTP status for the first failure.
@@ -28,14 +29,14 @@ class BadReview(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GroupVersionKind:
     group: str
     version: str
     kind: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AdmissionRequest:
     uid: str
     kind: GroupVersionKind
@@ -47,7 +48,7 @@ class AdmissionRequest:
     dryRun: bool  # noqa: N815
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AdmissionReview:
     apiVersion: str  # noqa: N815
     request: AdmissionRequest
