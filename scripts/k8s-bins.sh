@@ -69,60 +69,11 @@ if bins_ok "$dest"; then
     exit 0
 fi
 
-# 3. Build. First make sure the few tools needed are there.
-apt_updated=0
-ensure_cmd() { # ensure_cmd COMMAND DEBIAN-PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    command -v apt-get >/dev/null 2>&1 || die "'$1' is missing (Debian package $2)"
-    [[ "$(id -u)" == 0 ]] || die "'$1' is missing; install the Debian package $2"
-    log "installing $2 for '$1'"
-    if [[ "$apt_updated" == 0 ]]; then
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-        apt_updated=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >&2
-}
-ensure_cmd flock util-linux
-ensure_cmd awk mawk
-command -v go >/dev/null 2>&1 || die "Go is required (k8s.io/kubernetes v$K8S_VERSION needs a recent Go toolchain)"
-if [[ ! -e /etc/ssl/certs/ca-certificates.crt ]] && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
-    ensure_cmd update-ca-certificates ca-certificates
-fi
-
-mkdir -p "$cache_root"
-exec 9>"$dest.lock"
-if ! flock -n 9; then
-    log "another run is building $dest; waiting for it"
-    flock 9
-fi
-# The run holding the lock before us may have finished the job.
-if bins_ok "$dest"; then
-    log "built by a concurrent run"
-    printf '%s\n' "$dest"
-    exit 0
-fi
-
-# Builds only happen under the lock, so a temp dir for this entry that is
-# still there now was left by a run killed outright (SIGKILL, power loss).
-build_prefix="$cache_root/.build-${K8S_VERSION}-etcd${ETCD_VERSION}."
-for old in "$build_prefix"*; do
-    [[ -d "$old" ]] || continue
-    log "removing leftovers of an interrupted build: $old"
-    rm -rf "$old"
-done
-tmp="$(mktemp -d "${build_prefix}XXXXXX")"
-cleanup() { rm -rf "$tmp"; }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-out="$tmp/out"
-mkdir -p "$out"
-
-# Our own settings for every go command: a module-mode build that may update
-# the throwaway go.mod/go.sum, never a workspace, a static binary.
-export GO111MODULE=on GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0
-start=$SECONDS
-log "building into $tmp with $(go version)"
+# 3. Build, under the lock, into a temp dir beside the cache entry.
+source "$(dirname "${BASH_SOURCE[0]}")/lib/build-cache.sh"
+ensure_build_tools "k8s.io/kubernetes v$K8S_VERSION"
+lock_or_done bins_ok
+start_build
 
 # --- etcd ------------------------------------------------------------------
 etcd_mod=go.etcd.io/etcd/server/v3
@@ -196,13 +147,4 @@ mkdir -p "$tmp/apiserver"
 log "kube-apiserver: done after $((SECONDS - start))s"
 
 bins_ok "$out" || die "the built binaries do not report v$K8S_VERSION / etcd $ETCD_VERSION"
-chmod 0755 "$out" "$out/etcd" "$out/kube-apiserver"
-
-# Swap into place: a stale or broken entry is moved aside first, then the new
-# folder is renamed in one step (same filesystem), so readers never see half.
-if [[ -e "$dest" || -L "$dest" ]]; then
-    mv -T "$dest" "$tmp/stale"
-fi
-mv -T "$out" "$dest"
-log "cached in $dest ($(du -sh "$dest" | cut -f1), built in $((SECONDS - start))s)"
-printf '%s\n' "$dest"
+finish_build
