@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import isvc
+from webhook import certs
 
 
 def free_port() -> int:
@@ -135,3 +136,12 @@ def review_for(obj: Any, api_version: str = "admission.k8s.io/v1", operation: st
 
 def annotated(command: list[str] | None = None) -> dict[str, Any]:
     return isvc(command=command or ["vllm", "serve", "/mnt/models", "--tensor-parallel-size", "8"])
+
+
+@contextmanager
+def server_with_new_certs(base: Path, extra: list[str] | None = None, port: int | None = None) -> Iterator[Server]:
+    """A server on loopback with a fresh CA and serving pair for localhost and 127.0.0.1 in base/certs."""
+    cert_dir = base / "certs"
+    certs.write_bundle(cert_dir, certs.generate(["localhost", "127.0.0.1"]))
+    with running_server(cert_dir, base / "log", extra, port) as server:
+        yield server

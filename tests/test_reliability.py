@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.server_harness import Server, annotated, client_context, review_for, running_server
+from tests.server_harness import Server, annotated, client_context, review_for, running_server, server_with_new_certs
 from tests.test_server import _k8s_secret_layout, _peer_cert
 from webhook import certs
 
@@ -80,9 +80,7 @@ class Load:
 
 @pytest.fixture()
 def server(tmp_path: Path) -> Any:
-    cert_dir = tmp_path / "certs"
-    certs.write_bundle(cert_dir, certs.generate(["localhost", "127.0.0.1"]))
-    with running_server(cert_dir, tmp_path / "log") as s:
+    with server_with_new_certs(tmp_path) as s:
         yield s
 
 

@@ -20,16 +20,14 @@ import jsonpatch
 import pytest
 
 from tests.helpers import isvc
-from tests.server_harness import Server, annotated, review_for, running_server
+from tests.server_harness import Server, annotated, review_for, running_server, server_with_new_certs
 from webhook import certs
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("server")
-    cert_dir = base / "certs"
-    certs.write_bundle(cert_dir, certs.generate(["localhost", "127.0.0.1"]))
-    with running_server(cert_dir, base / "log") as s:
+    with server_with_new_certs(base) as s:
         yield s
 
 
@@ -272,20 +270,16 @@ def test_data_symlink_rotation_takes_effect_without_restart_or_failed_requests(t
 
 
 def test_a_broken_new_certificate_keeps_the_old_one_serving(tmp_path: Path) -> None:
-    cert_dir = tmp_path / "certs"
-    certs.write_bundle(cert_dir, certs.generate(["localhost"]))
-    with running_server(cert_dir, tmp_path / "log") as server:
+    with server_with_new_certs(tmp_path) as server:
         other = certs.generate(["localhost"])
-        (cert_dir / "tls.key").write_bytes(other.serving.key_pem)  # key no longer matches the certificate
+        (server.cert_dir / "tls.key").write_bytes(other.serving.key_pem)  # key no longer matches the certificate
         time.sleep(2.5)
         assert server.request("GET", "/readyz")[0] == 200
         assert server.metrics()["ep_webhook_certificate_reload_failures_total"] >= 1
 
 
 def test_sigterm_answers_requests_in_flight_then_exits_0(tmp_path: Path) -> None:
-    cert_dir = tmp_path / "certs"
-    certs.write_bundle(cert_dir, certs.generate(["localhost"]))
-    with running_server(cert_dir, tmp_path / "log") as server:
+    with server_with_new_certs(tmp_path) as server:
         body = json.dumps(review_for(annotated(), uid="in-flight")).encode()
         conns = []
         for _ in range(5):
@@ -312,9 +306,7 @@ def test_sigterm_answers_requests_in_flight_then_exits_0(tmp_path: Path) -> None
 
 
 def test_idle_keep_alive_connections_do_not_delay_shutdown(tmp_path: Path) -> None:
-    cert_dir = tmp_path / "certs"
-    certs.write_bundle(cert_dir, certs.generate(["localhost"]))
-    with running_server(cert_dir, tmp_path / "log") as server:
+    with server_with_new_certs(tmp_path) as server:
         idle = []
         for _ in range(3):  # like an API server's connection pool: used once, then left open
             conn = server.connect()

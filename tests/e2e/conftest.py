@@ -14,8 +14,7 @@ import yaml
 from kubernetes import client, config
 
 from tests.e2e.cluster import crds_dir
-from tests.server_harness import Server, running_server
-from webhook import certs
+from tests.server_harness import Server, server_with_new_certs
 
 WEBHOOK_CONFIG = "vllm-ep-webhook"
 MATCH_ANNOTATED = (
@@ -54,9 +53,7 @@ def install_crds(api: client.ApiClient) -> None:
 @pytest.fixture(scope="session")
 def webhook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("webhook")
-    cert_dir = base / "certs"
-    certs.write_bundle(cert_dir, certs.generate(["127.0.0.1", "localhost"]))
-    with running_server(cert_dir, base / "log") as server:
+    with server_with_new_certs(base) as server:
         yield server
 
 

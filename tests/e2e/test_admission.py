@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.conftest import WEBHOOK_CONFIG, wait_for_webhook, webhook_configuration
 from tests.helpers import isvc
-from tests.server_harness import Server, free_port, running_server
+from tests.server_harness import Server, free_port, server_with_new_certs
 from tests.vllm_grammar import parse_launch
 from webhook import certs
 from webhook.settings import STATE
@@ -149,9 +149,7 @@ def test_the_stored_object_keeps_every_field_through_kserves_schema(api: client.
 def stopped_webhook(api: client.ApiClient, registered: Server, tmp_path: Path) -> Iterator[None]:
     """Point the configuration at a webhook server that is then stopped; restore afterwards."""
     adm = client.AdmissionregistrationV1Api(api)
-    cert_dir = tmp_path / "certs"
-    certs.write_bundle(cert_dir, certs.generate(["127.0.0.1", "localhost"]))
-    with running_server(cert_dir, tmp_path / "log") as doomed:
+    with server_with_new_certs(tmp_path) as doomed:
         conf = adm.read_mutating_webhook_configuration(WEBHOOK_CONFIG)
         conf.webhooks[0].client_config.url = f"https://127.0.0.1:{doomed.port}/mutate"
         conf.webhooks[0].client_config.ca_bundle = base64.b64encode(doomed.ca().read_bytes()).decode()

@@ -23,9 +23,8 @@ from kubernetes.client.exceptions import ApiException
 from tests.e2e.cluster import Cluster
 from tests.e2e.conftest import new_client, webhook_configuration
 from tests.e2e.test_admission import create, manifest, model
-from tests.server_harness import Server, running_server
+from tests.server_harness import Server, server_with_new_certs
 from tests.vllm_grammar import parse_launch
-from webhook import certs
 
 POLICY = """
 defaults:
@@ -68,12 +67,10 @@ def restricted_kubeconfig(cluster: Cluster, api: client.ApiClient, user: str) ->
 @pytest.fixture(scope="module")
 def policy_server(cluster: Cluster, api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("policy-webhook")
-    cert_dir = base / "certs"
-    certs.write_bundle(cert_dir, certs.generate(["127.0.0.1", "localhost"]))
     policy_file = base / "policy.yaml"
     policy_file.write_text(POLICY)
     kubeconfig = restricted_kubeconfig(cluster, api, "ep-webhook-policy-reader")
-    with running_server(cert_dir, base / "log", ["--policy", str(policy_file), "--kubeconfig", str(kubeconfig)]) as server:
+    with server_with_new_certs(base, ["--policy", str(policy_file), "--kubeconfig", str(kubeconfig)]) as server:
         server.policy_file = policy_file  # type: ignore[attr-defined]
         conf = webhook_configuration(f"https://127.0.0.1:{server.port}/mutate", server.ca().read_bytes())
         conf["metadata"]["name"] = CONFIG
