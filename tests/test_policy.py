@@ -261,7 +261,7 @@ def test_any_document_either_parses_or_fails_with_a_named_field(doc: Any) -> Non
         policy.options_for("prod-a", {"tier": "gpu"})
 
 
-def test_remembered_verdicts_still_follow_options_runtimes_and_object_changes() -> None:
+def test_verdicts_follow_options_runtimes_and_object_changes() -> None:
     obj = no_command()
     forwarding = runtime(["bash", "-c", 'exec vllm serve m "$@"'])
     dropping = runtime(["bash", "-c", "exec vllm serve m"])

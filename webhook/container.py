@@ -11,7 +11,6 @@ Three layouts occur in practice:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -160,21 +159,13 @@ class Rewrite:
     warnings: tuple[str, ...]
 
 
-_CACHEABLE_CHARS = 64 * 1024
-
-
 def rewrite(c: Container, command: tuple[str, ...] | None, args: tuple[str, ...] | None, wants: Sequence[Want], reject: bool) -> Rewrite:
     """Edit command/args so that vLLM gets exactly the wanted flags.
 
-    Pure, so results are memoised: the same command comes back on every
-    update, on reinvocation after other webhooks, and from templated
-    InferenceServices; re-lexing a script each time would dominate the review.
-    Very large commands are not kept.
+    Nothing is memoised: a cache keyed by whole commands grows with what
+    clients send, and never-repeated objects (the real traffic) gain nothing.
     """
-    size = sum(map(len, command or ())) + sum(map(len, args or ()))
-    if size > _CACHEABLE_CHARS:
-        return _rewrite(c.where, c.custom, command, args, tuple(wants), reject)
-    return _rewrite_cached(c.where, c.custom, command, args, tuple(wants), reject)
+    return _rewrite(c.where, c.custom, command, args, tuple(wants), reject)
 
 
 def _rewrite(where_: str, custom: bool, command: tuple[str, ...] | None, args: tuple[str, ...] | None, wants: tuple[Want, ...], reject: bool) -> Rewrite:
@@ -295,5 +286,3 @@ def find_ep_flag(command: tuple[str, ...] | None, args: tuple[str, ...] | None) 
             return o.display
     return None
 
-
-_rewrite_cached = functools.lru_cache(maxsize=256)(_rewrite)

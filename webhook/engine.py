@@ -7,10 +7,7 @@ HTTP server and the offline CLI both call it.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
-
-import orjson
 
 from webhook import flags, patch, state
 from webhook.argv import Want, shorten
@@ -56,21 +53,10 @@ def mutate(obj: object, options: Options | None = None, runtimes: RuntimeLookup 
     options = options or Options()
     if options.mode == "optIn" and _not_asking(obj):
         return _ALLOW  # the common case when every InferenceService reaches the webhook
-    key = _decision_key(obj, options, runtimes)
-    if key is not None:
-        known = _decisions.get(key)
-        if known is not None:
-            _decisions.move_to_end(key)
-            return known
     try:
-        verdict = _mutate(obj, options, runtimes)
+        return _mutate(obj, options, runtimes)
     except Denied as denied:
-        verdict = Verdict.deny(denied.message)
-    if key is not None:
-        _decisions[key] = verdict
-        if len(_decisions) > _DECISIONS_KEPT:
-            _decisions.popitem(last=False)
-    return verdict
+        return Verdict.deny(denied.message)
 
 
 _ALLOW = Verdict.allow()
@@ -87,32 +73,6 @@ def _not_asking(obj: object) -> bool:
     if annotations is None:
         return True
     return isinstance(annotations, dict) and ENABLED not in annotations and STATE not in annotations
-
-
-# The verdict is a pure function of the object's annotations and predictor, the
-# options and the runtime the object names, so identical inputs -- retries,
-# reinvocations, templated InferenceServices, dry runs -- reuse the first answer.
-_DECISIONS_KEPT = 1024
-_KEY_LIMIT = 64 * 1024
-_decisions: OrderedDict[tuple[bytes, Options, object], Verdict] = OrderedDict()
-
-
-def _decision_key(obj: object, options: Options, runtimes: RuntimeLookup | None) -> tuple[bytes, Options, object] | None:
-    """Everything `_mutate` reads, serialised; None when the object is not worth keeping."""
-    if not isinstance(obj, dict):
-        return None
-    metadata, spec = obj.get("metadata"), obj.get("spec")
-    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
-    predictor = spec.get("predictor") if isinstance(spec, dict) else None
-    try:
-        blob = orjson.dumps([isinstance(metadata, dict), annotations, isinstance(spec, dict), predictor])
-    except (orjson.JSONEncodeError, TypeError):
-        return None
-    if len(blob) > _KEY_LIMIT:
-        return None
-    name = runtime_name(obj) if runtimes is not None else None
-    runtime = runtimes(name) if runtimes is not None and name else None
-    return (blob, options, (name, runtime))
 
 
 def runtime_name(obj: object) -> str | None:
