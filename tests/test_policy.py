@@ -13,6 +13,7 @@ from tests.vllm_grammar import parse_launch
 from webhook.engine import mutate
 from webhook.policy import LabelsUnknown, PolicyError, parse
 from webhook.runtime import RuntimeSpec
+from webhook.selection import Runtimes
 from webhook.settings import Options
 
 EXAMPLE = """
@@ -205,7 +206,7 @@ def no_command(name: str | None = "rt") -> dict[str, Any]:
     ],
 )
 def test_runtimes_that_pass_args_to_vllm_are_accepted(spec: RuntimeSpec) -> None:
-    verdict = mutate(no_command(), runtimes=lambda name: spec if name == "rt" else None)
+    verdict = mutate(no_command(), runtimes=Runtimes((spec,)))
     assert verdict.allowed and verdict.patch
 
 
@@ -213,24 +214,24 @@ def test_runtimes_that_pass_args_to_vllm_are_accepted(spec: RuntimeSpec) -> None
     ("spec", "needle"),
     [
         (runtime(["bash", "-c", "exec vllm serve /mnt/models --port 8080"]), 'does not forward "$@"'),
-        (runtime(["python", "-m", "huggingfaceserver"], ["--model_dir=/mnt/models"]), "does not take vLLM's data-parallel"),
+        (runtime(["python", "-m", "sklearnserver"], ["--model_dir=/mnt/models"]), "does not take vLLM's data-parallel"),
         (runtime(["sh", "-c", "echo hi"]), "starts no vLLM server"),
     ],
 )
 def test_runtimes_that_drop_args_are_denied(spec: RuntimeSpec, needle: str) -> None:
-    verdict = mutate(no_command(), runtimes=lambda name: spec)
+    verdict = mutate(no_command(), runtimes=Runtimes((spec,)))
     assert not verdict.allowed and needle in verdict.message and "rt" in verdict.message
 
 
 def test_an_unknown_runtime_keeps_todays_behaviour_with_a_warning() -> None:
-    verdict = mutate(no_command("missing"), runtimes=lambda name: None)
+    verdict = mutate(no_command("missing"), runtimes=Runtimes())
     assert verdict.allowed and verdict.patch
     assert any("'missing' is unknown" in w for w in verdict.warnings)
 
 
 def test_an_image_entrypoint_runtime_that_is_not_vllm_warns() -> None:
     spec = runtime(None, image="example.com/custom-server:1")
-    verdict = mutate(no_command(), runtimes=lambda name: spec)
+    verdict = mutate(no_command(), runtimes=Runtimes((spec,)))
     assert verdict.allowed and any("entrypoint" in w for w in verdict.warnings)
 
 
@@ -265,9 +266,9 @@ def test_verdicts_follow_options_runtimes_and_object_changes() -> None:
     obj = no_command()
     forwarding = runtime(["bash", "-c", 'exec vllm serve m "$@"'])
     dropping = runtime(["bash", "-c", "exec vllm serve m"])
-    assert mutate(copy.deepcopy(obj), runtimes=lambda n: forwarding).allowed
-    assert not mutate(copy.deepcopy(obj), runtimes=lambda n: dropping).allowed  # the runtime changed
-    assert mutate(copy.deepcopy(obj), runtimes=lambda n: forwarding).allowed
+    assert mutate(copy.deepcopy(obj), runtimes=Runtimes((forwarding,))).allowed
+    assert not mutate(copy.deepcopy(obj), runtimes=Runtimes((dropping,))).allowed  # the runtime changed
+    assert mutate(copy.deepcopy(obj), runtimes=Runtimes((forwarding,))).allowed
     assert not mutate(copy.deepcopy(obj), FORBID).allowed  # other options, other answer
     same = mutate(obj)
     model(obj)["resources"]["limits"]["nvidia.com/gpu"] = "4"  # the caller edits its dict afterwards

@@ -15,14 +15,22 @@ import argparse
 import json
 from collections.abc import Sequence
 
+# vLLM 0.33: `All2AllBackend` in vllm/config/parallel.py (argparse choices).
 ALL2ALL = [
-    "allgather_reducescatter",
-    "deepep_high_throughput",
-    "deepep_low_latency",
-    "flashinfer_all2allv",
-    "mori",
     "naive",
     "pplx",
+    "deepep_high_throughput",
+    "deepep_low_latency",
+    "deepep_v2",
+    "mori_high_throughput",
+    "mori_low_latency",
+    "moonep",
+    "nixl_ep",
+    "allgather_reducescatter",
+    "flashinfer_all2allv",
+    "flashinfer_nvlink_two_sided",
+    "flashinfer_nvlink_one_sided",
+    "passthrough",
 ]
 
 

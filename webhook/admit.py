@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from webhook.engine import API_GROUP, KIND, RuntimeLookup, mutate
+from webhook.engine import API_GROUP, KIND, mutate
 from webhook.policy import LabelsUnknown
 from webhook.review import AdmissionRequest
+from webhook.selection import Runtimes
 from webhook.settings import Options
 from webhook.verdict import Verdict
 
@@ -16,12 +17,12 @@ OPERATIONS = ("CREATE", "UPDATE")
 def admit(
     request: AdmissionRequest,
     options_for: Callable[[str], Options],
-    runtimes_for: Callable[[str], RuntimeLookup] | None = None,
+    runtimes_for: Callable[[str], Runtimes] | None = None,
 ) -> Verdict:
     """Run the engine on InferenceService creates and updates; allow the rest untouched.
 
-    `options_for(namespace)` applies the policy; `runtimes_for(namespace)` finds
-    runtimes. Dry-run requests are treated like any other: the webhook has no
+    `options_for(namespace)` applies the policy; `runtimes_for(namespace)` gives the
+    runtimes KServe could use there. Dry-run requests are treated like any other: the webhook has no
     side effects.
     """
     if request.kind.group != API_GROUP or request.kind.kind != KIND or request.operation not in OPERATIONS:

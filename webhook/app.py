@@ -19,7 +19,6 @@ from fastapi import FastAPI, Response
 from starlette.types import Receive, Scope, Send
 
 from webhook.admit import admit, outcome
-from webhook.engine import RuntimeLookup
 from webhook.kubecache import ClusterView
 from webhook.logs import review_log
 from webhook.metrics import Metrics
@@ -27,6 +26,7 @@ from webhook.policy import DEFAULT, Policy
 from webhook.reloader import Reloading
 from webhook.response import build_response, errored
 from webhook.review import MAX_BODY, BadReview, decode
+from webhook.selection import Runtimes
 from webhook.settings import Options
 from webhook.tls import CertReloader
 from webhook.verdict import Verdict
@@ -51,10 +51,10 @@ class ServerState:
         labels = self.cluster.labels(namespace) if self.cluster else None
         return policy.options_for(namespace, labels)
 
-    def runtimes_for(self, namespace: str) -> RuntimeLookup:
+    def runtimes_for(self, namespace: str) -> Runtimes:
         if self.cluster is None:
             raise LookupError("no cluster view")
-        return self.cluster.runtime_lookup(namespace)
+        return self.cluster.runtimes_for(namespace)
 
     def ready(self) -> bool:
         return self.reloader is not None and (self.cluster is None or self.cluster.synced())

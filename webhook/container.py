@@ -191,12 +191,13 @@ def _rewrite(where_: str, custom: bool, command: tuple[str, ...] | None, args: t
     if call is not None:
         _rewrite_script(c, full, full_locs, call.script_index, wants, reject, edits, scripts, warnings)
     else:
-        start = launch.vllm_args_start(words)
-        if start is None:
+        found = launch.find(words)
+        if found is None:
             raise NotApplicable(
                 f"{c.where}.command runs {launch.describe(words)}, which is not a recognisable vLLM launch; "
                 f"expected {launch.EXPECTED}"
             )
+        start = found.start
         plan = argv.plan([Arg.item(v) for v in full[start:]], wants, reject)
         end_field = "args" if args else "command"
         _apply_plan(plan, full_locs[start:], scripts, edits, Loc(end_field, len(args or command)))
@@ -229,16 +230,16 @@ def _rewrite_script(
     seen: list[str] = []
     for cmd in commands:
         words = [launch.Word(w.literal, w.prefix) for w in cmd.words]
-        start = None if cmd.compound else launch.vllm_args_start(words)
-        if start is None:
+        found = None if cmd.compound else launch.find(words)
+        if found is None:
             if len(seen) < 4:
                 seen.append(launch.describe(words, 2))
             continue
-        launches.append((cmd, start))
+        launches.append((cmd, found.start))
     if not launches:
-        found = ", ".join(seen) if seen else "nothing"
+        ran = ", ".join(seen) if seen else "nothing"
         raise NotApplicable(
-            f"the script in {where} runs {found}, but no recognisable vLLM launch; expected {launch.EXPECTED}"
+            f"the script in {where} runs {ran}, but no recognisable vLLM launch; expected {launch.EXPECTED}"
         )
     forwards = False
     for cmd, start in launches:
@@ -270,17 +271,57 @@ def _rewrite_script(
             )
 
 
+def _script_words(items: list[str]) -> list[Arg]:
+    """The words of the `bash -c` script among these items, if there is one that parses."""
+    call = launch.shell_call([launch.Word(v, v) for v in items])
+    if call is None:
+        return []
+    try:
+        commands = shell.parse(items[call.script_index])
+    except shell.ShellSyntaxError:
+        return []
+    return [Arg(w.literal, w.prefix, w.text) for c in commands for w in c.words]
+
+
+def server_of(c: Container) -> launch.Server:
+    """The server the container's own command starts (vLLM when none is recognised: rewriting then says so)."""
+    items = list(c.command or ()) + list(c.args or ())
+    words = [launch.Word(v, v) for v in items]
+    call = launch.shell_call(words)
+    if call is None:
+        found = launch.find(words)
+        return found.server if found else "vllm"
+    try:
+        commands = shell.parse(items[call.script_index])
+    except shell.ShellSyntaxError:
+        return "vllm"
+    for cmd in commands:
+        found = None if cmd.compound else launch.find([launch.Word(w.literal, w.prefix) for w in cmd.words])
+        if found is not None:
+            return found.server
+    return "vllm"
+
+
+def flag_value(
+    runtime_args: Sequence[str], command: Sequence[str] | None, args: Sequence[str] | None, name: str
+) -> str | None:
+    """The last static value of `--name VALUE` / `--name=VALUE` the server would see, if any."""
+    items = list(command or ()) + list(runtime_args) + list(args or ())
+    words = [Arg.item(v) for v in items] + (_script_words(items) if command else [])
+    value = None
+    for k, w in enumerate(words):
+        text = w.literal or ""
+        if text == name and k + 1 < len(words):
+            value = words[k + 1].literal
+        elif text.startswith(name + "="):
+            value = text[len(name) + 1:]
+    return value
+
+
 def find_ep_flag(command: tuple[str, ...] | None, args: tuple[str, ...] | None) -> str | None:
     """A hand-written `--enable-expert-parallel` (any spelling) in command, args or a script."""
     items = list(command or ()) + list(args or ())
-    candidates = [Arg.item(v) for v in items]
-    call = launch.shell_call([launch.Word(v, v) for v in items]) if command else None
-    if call is not None:
-        try:
-            commands = shell.parse(items[call.script_index])
-        except shell.ShellSyntaxError:
-            commands = []
-        candidates += [Arg(w.literal, w.prefix, w.text) for c in commands for w in c.words]
+    candidates = [Arg.item(v) for v in items] + (_script_words(items) if command else [])
     for o in argv.scan(candidates):
         if o.name == flags.ENABLE_EP:
             return o.display

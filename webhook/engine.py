@@ -7,29 +7,35 @@ HTTP server and the offline CLI both call it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from webhook import flags, patch, state
 from webhook.argv import Want, shorten
-from webhook.container import Container, find_ep_flag, locate, rewrite
+from webhook.container import Container, find_ep_flag, flag_value, locate, rewrite, server_of
 from webhook.errors import Denied, NotApplicable
-from webhook.runtime import RuntimeSpec
-from webhook.runtime import check as check_runtime
 from webhook.gpus import count_gpus
-from webhook.settings import ENABLED, STATE, Options, Request, ep_enabled, read_request
+from webhook.launch import Server
+from webhook.runtime import check as check_runtime
+from webhook.selection import Runtimes, resolve
+from webhook.settings import ENABLED, STATE, TENSOR_PARALLEL_SIZE, Options, Request, ep_enabled, read_request
 from webhook.verdict import Verdict
 
 KIND = "InferenceService"
 API_GROUP = "serving.kserve.io"
 
 
-def wants_for(request: Request, data_parallel_size: int) -> list[Want]:
-    """The flags that make vLLM run EP with the requested layout."""
-    wants = [
-        Want(flags.ENABLE_EP, negation=flags.DISABLE_EP),
-        Want(flags.TP, str(request.tensor_parallel_size)),
-        Want(flags.DP, str(data_parallel_size)),
-    ]
+def wants_for(request: Request, data_parallel_size: int, server: Server = "vllm") -> list[Want]:
+    """The flags that make the server run EP with the requested layout.
+
+    huggingfaceserver sets the tensor parallel size to the GPU count itself, so
+    there EP spans the TP group: only EP on, and no data-parallel size.
+    """
+    if server == "huggingfaceserver":
+        wants = [Want(flags.ENABLE_EP, negation=flags.DISABLE_EP), Want(flags.DP, present=False)]
+    else:
+        wants = [
+            Want(flags.ENABLE_EP, negation=flags.DISABLE_EP),
+            Want(flags.TP, str(request.tensor_parallel_size)),
+            Want(flags.DP, str(data_parallel_size)),
+        ]
     if request.all2all_backend is not None:
         wants.append(Want(flags.ALL2ALL, request.all2all_backend))
     if request.eplb is True:
@@ -41,14 +47,13 @@ def wants_for(request: Request, data_parallel_size: int) -> list[Want]:
     return wants
 
 
-RuntimeLookup = Callable[[str], RuntimeSpec | None]
-
-
-def mutate(obj: object, options: Options | None = None, runtimes: RuntimeLookup | None = None) -> Verdict:
+def mutate(obj: object, options: Options | None = None, runtimes: Runtimes | None = None) -> Verdict:
     """Decide on one InferenceService: allow, allow with a patch, or deny.
 
-    `runtimes` finds a ServingRuntime by name (None: not known); without it
-    the runtime of an InferenceService that has no command is not checked.
+    `runtimes` are the ServingRuntimes of the object's namespace and the
+    ClusterServingRuntimes; with them, the runtime KServe will run for an
+    object without a command is resolved as KServe resolves it (see
+    `selection`). Without them (None) that runtime is not checked.
     """
     options = options or Options()
     if options.mode == "optIn" and _not_asking(obj):
@@ -73,18 +78,6 @@ def _not_asking(obj: object) -> bool:
     if annotations is None:
         return True
     return isinstance(annotations, dict) and ENABLED not in annotations and STATE not in annotations
-
-
-def runtime_name(obj: object) -> str | None:
-    """`spec.predictor.model.runtime`, the runtime KServe will use, if named."""
-    if isinstance(obj, dict):
-        spec = obj.get("spec")
-        predictor = spec.get("predictor") if isinstance(spec, dict) else None
-        model = predictor.get("model") if isinstance(predictor, dict) else None
-        name = model.get("runtime") if isinstance(model, dict) else None
-        if isinstance(name, str) and name:
-            return name
-    return None
 
 
 def _annotations(obj: dict[str, object]) -> dict[str, object]:
@@ -118,7 +111,7 @@ def _wants_ep(enabled: bool | None, options: Options) -> bool:
     return bool(enabled)
 
 
-def _mutate(obj: object, options: Options, runtimes: RuntimeLookup | None) -> Verdict:
+def _mutate(obj: object, options: Options, runtimes: Runtimes | None) -> Verdict:
     if not isinstance(obj, dict):
         raise Denied("the object is not a JSON object; expected an InferenceService")
     annotations = _annotations(obj)
@@ -173,9 +166,10 @@ def _turn_on(
     annotations: dict[str, object],
     stored: state.State | None,
     options: Options,
-    runtimes: RuntimeLookup | None,
+    runtimes: Runtimes | None,
 ) -> Verdict:
     container = locate(obj)
+    _refuse_multi_node(obj)
     current = (container.command, container.args)
     untouched_since = (
         stored is not None
@@ -184,22 +178,18 @@ def _turn_on(
     )
     request = read_request(annotations, options)
     gpus = count_gpus(container.resources, container.where, options.gpu_resources)
-    tp = request.tensor_parallel_size
-    if gpus % tp:
-        raise Denied(
-            f"the pod gets {gpus} GPUs, which tensor parallel size {tp} does not divide; "
-            f"set ep.tensor-parallel-size to a divisor of {gpus} or change the GPU limit"
-        )
-    dp = gpus // tp
-    if options.max_data_parallel_size is not None and dp > options.max_data_parallel_size:
-        raise Denied(
-            f"data parallel size {dp} ({gpus} GPUs / TP {tp}) exceeds the policy's maximum of "
-            f"{options.max_data_parallel_size}; request fewer GPUs or a larger ep.tensor-parallel-size"
-        )
     notes: list[str] = []
-    if not container.command and runtimes is not None:
-        notes.extend(_runtime_notes(obj, runtimes))
-    wants = wants_for(request, dp)
+    server, runtime_args = _server(obj, container, runtimes, notes)
+    if server == "huggingfaceserver":
+        wants = _huggingfaceserver_wants(container, runtime_args, request, TENSOR_PARALLEL_SIZE in annotations, gpus)
+        notes.append(f"huggingfaceserver sets tensor parallel size to the GPU count ({gpus}): EP runs as TP {gpus}, DP 1")
+    else:
+        wants = _vllm_wants(request, gpus, options)
+    if request.all2all_backend in flags.FALLBACK_ALL2ALL_BACKENDS:
+        notes.append(
+            f"all2all backend {request.all2all_backend} is deprecated in {flags.ALL2ALL_RELEASE}: "
+            f"vLLM falls back to its default backend"
+        )
     reject = options.on_conflict == "reject"
 
     # Flags the webhook wrote itself are never "hand-written conflicts".
@@ -226,14 +216,69 @@ def _turn_on(
     return _result(obj, container, current, new, new_state).with_warnings([*on_current.warnings, *notes])
 
 
-def _runtime_notes(obj: dict[str, object], runtimes: RuntimeLookup) -> list[str]:
-    name = runtime_name(obj)
-    spec = runtimes(name) if name else None
-    if spec is None:
-        label = f"runtime {name!r} is unknown" if name else "no runtime is named"
-        return [f"{label}: could not check that args reach vLLM"]
-    note = check_runtime(spec)
-    return [shorten(note, 119)] if note else []
+def _vllm_wants(request: Request, gpus: int, options: Options) -> list[Want]:
+    """vLLM's own server: TP as asked, DP = GPUs / TP."""
+    tp = request.tensor_parallel_size
+    if gpus % tp:
+        raise Denied(
+            f"the pod gets {gpus} GPUs, which tensor parallel size {tp} does not divide; "
+            f"set ep.tensor-parallel-size to a divisor of {gpus} or change the GPU limit"
+        )
+    dp = gpus // tp
+    if options.max_data_parallel_size is not None and dp > options.max_data_parallel_size:
+        raise Denied(
+            f"data parallel size {dp} ({gpus} GPUs / TP {tp}) exceeds the policy's maximum of "
+            f"{options.max_data_parallel_size}; request fewer GPUs or a larger ep.tensor-parallel-size"
+        )
+    return wants_for(request, dp)
+
+
+def _huggingfaceserver_wants(
+    container: Container, runtime_args: tuple[str, ...], request: Request, tp_asked: bool, gpus: int
+) -> list[Want]:
+    """huggingfaceserver: TP is the GPU count whatever the flags say; the vLLM backend must be in use."""
+    if tp_asked and request.tensor_parallel_size != gpus:
+        raise Denied(
+            f"{TENSOR_PARALLEL_SIZE} is {request.tensor_parallel_size}, but huggingfaceserver always uses tensor "
+            f"parallel size = GPU count ({gpus}); remove the annotation, or run vLLM itself (runtime "
+            f"kserve-vllmserver, modelFormat vLLM) for a TP x DP layout"
+        )
+    backend = flag_value(runtime_args, container.command, container.args, "--backend")
+    if backend is not None and backend not in ("vllm", "auto"):
+        raise Denied(
+            f"huggingfaceserver runs with --backend={backend}, which is not vLLM, so expert parallelism cannot "
+            f"apply; use --backend=vllm (or drop --backend) or remove the ep.enabled annotation"
+        )
+    return wants_for(request, 1, "huggingfaceserver")
+
+
+def _refuse_multi_node(obj: dict[str, object]) -> None:
+    spec = obj.get("spec")
+    predictor = spec.get("predictor") if isinstance(spec, dict) else None
+    if isinstance(predictor, dict) and predictor.get("workerSpec") is not None:
+        raise NotApplicable(
+            "spec.predictor.workerSpec makes this a multi-node Ray service (TP x PP over nodes), where single-pod "
+            "data-parallel EP would be wrong; remove workerSpec to serve on one node, or use an "
+            "LLMInferenceService with spec.worker for multi-node data-parallel EP"
+        )
+
+
+def _server(
+    obj: dict[str, object], container: Container, runtimes: Runtimes | None, notes: list[str]
+) -> tuple[Server, tuple[str, ...]]:
+    """Which server will parse the flags, and the runtime args KServe puts before the object's."""
+    if container.command:
+        return server_of(container), ()
+    if runtimes is None:
+        return "vllm", ()
+    resolution = resolve(obj, runtimes)
+    if resolution.runtime is None:
+        notes.append(shorten(f"{resolution.how}: could not check that args reach vLLM", 119))
+        return "vllm", ()
+    judgement = check_runtime(resolution.runtime)
+    if judgement.note:
+        notes.append(shorten(judgement.note, 119))
+    return judgement.server, resolution.runtime.args or ()
 
 
 def _result(

@@ -51,17 +51,30 @@ MULTI_NODE_FLAGS = frozenset(
     }
 )
 
-# The all2all backends current vLLM accepts for `--all2all-backend`.
-# Kept here, in one place; the policy may narrow it down further.
+# The values vLLM accepts for `--all2all-backend`, exactly: vLLM 0.33's
+# `All2AllBackend` literal in vllm/config/parallel.py. Any other value makes
+# vLLM refuse to start. This is the one copy in the project; a policy's
+# `all2allBackends` may only narrow it.
+ALL2ALL_RELEASE = "vLLM 0.33"
 ALL2ALL_BACKENDS: tuple[str, ...] = (
-    "allgather_reducescatter",
-    "deepep_high_throughput",
-    "deepep_low_latency",
-    "flashinfer_all2allv",
-    "mori",
     "naive",
     "pplx",
+    "deepep_high_throughput",
+    "deepep_low_latency",
+    "deepep_v2",
+    "mori_high_throughput",
+    "mori_low_latency",
+    "moonep",
+    "nixl_ep",
+    "allgather_reducescatter",
+    "flashinfer_all2allv",
+    "flashinfer_nvlink_two_sided",
+    "flashinfer_nvlink_one_sided",
+    "passthrough",
 )
+# Accepted by vLLM 0.33 for compatibility, but it falls back to its default
+# backend with a warning: the webhook passes them on and says so.
+FALLBACK_ALL2ALL_BACKENDS = frozenset({"naive", "pplx"})
 
 _NEGATIVE_NUMBER = re.compile(r"-\d+$|-\d*\.\d+$")
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from webhook.runtime import RuntimeSpec, spec_from_object
+from webhook.selection import Runtimes
 
 log = logging.getLogger("webhook.kubecache")
 
@@ -144,12 +145,13 @@ class ClusterView:
         value = self.namespaces.items.get(namespace)
         return dict(value) if isinstance(value, dict) else None
 
-    def runtime_lookup(self, namespace: str) -> Callable[[str], RuntimeSpec | None]:
-        def lookup(name: str) -> RuntimeSpec | None:
-            found = self.runtimes.items.get(f"{namespace}/{name}") or self.cluster_runtimes.items.get(f"/{name}")
-            return found if isinstance(found, RuntimeSpec) else None
-
-        return lookup
+    def runtimes_for(self, namespace: str) -> Runtimes:
+        """The ServingRuntimes of `namespace` and every ClusterServingRuntime, as last seen."""
+        prefix = f"{namespace}/"
+        return Runtimes(
+            tuple(v for k, v in list(self.runtimes.items.items()) if k.startswith(prefix) and isinstance(v, RuntimeSpec)),
+            tuple(v for v in list(self.cluster_runtimes.items.values()) if isinstance(v, RuntimeSpec)),
+        )
 
 
 def api_client(kubeconfig: str | None) -> Any:

@@ -1,8 +1,12 @@
 """Recognising how a container starts vLLM.
 
 A launch is a word sequence: optional prefixes (`exec`, `env A=b`, `A=b`,
-`nohup`), a program, and the words that select vLLM's server. What follows
-those words is vLLM's own argv, the part the webhook edits.
+`nohup`), a program, and the words that select the server. What follows
+those words is the server's own argv, the part the webhook edits.
+
+Two servers take vLLM's engine flags: vLLM itself, and KServe's
+huggingfaceserver (`python -m huggingfaceserver`), whose vLLM backend parses
+the same flags but then sets the tensor parallel size to the GPU count.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh"})
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=")
 _PYTHON = re.compile(r"python(\d+(\.\d+)*)?")
 _API_SERVER = "vllm.entrypoints.openai.api_server"
 _CLI_MAIN = "vllm.entrypoints.cli.main"
+_HUGGINGFACESERVER = "huggingfaceserver"
 # python options that take a separate argument
 _PYTHON_OPTS_WITH_ARG = frozenset({"-W", "-X", "-Q", "--check-hash-based-pycs"})
 # env options that take a separate argument
@@ -24,8 +30,19 @@ _ENV_OPTS_WITH_ARG = frozenset({"-u", "--unset", "-C", "--chdir", "-S", "--split
 
 EXPECTED = (
     "`vllm serve MODEL ...`, `python -m vllm.entrypoints.openai.api_server ...`, "
-    "`python -m vllm.entrypoints.cli.main serve ...`, or a `bash -c` script that runs one of them"
+    "`python -m vllm.entrypoints.cli.main serve ...`, `python -m huggingfaceserver ...`, "
+    "or a `bash -c` script that runs one of them"
 )
+
+Server = Literal["vllm", "huggingfaceserver"]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A recognised launch: which server it starts and where that server's argv begins."""
+
+    server: Server
+    start: int
 
 
 @dataclass(frozen=True)
@@ -74,8 +91,8 @@ def skip_prefixes(words: Sequence[Word], i: int = 0) -> int:
     return i
 
 
-def vllm_args_start(words: Sequence[Word]) -> int | None:
-    """Index where vLLM's own argv begins, or None if this is not a vLLM launch."""
+def find(words: Sequence[Word]) -> Launch | None:
+    """The launch these words make, or None if they start neither vLLM nor huggingfaceserver."""
     i = skip_prefixes(words)
     n = len(words)
     if i >= n or words[i].literal is None:
@@ -86,7 +103,7 @@ def vllm_args_start(words: Sequence[Word]) -> int | None:
         return words[k].literal if k < n else None
 
     if prog == "vllm":
-        return i + 2 if lit(i + 1) == "serve" else None
+        return Launch("vllm", i + 2) if lit(i + 1) == "serve" else None
     if not _PYTHON.fullmatch(prog):
         return None
     j = i + 1
@@ -104,9 +121,11 @@ def vllm_args_start(words: Sequence[Word]) -> int | None:
         else:
             return None
         if module == _API_SERVER:
-            return after
+            return Launch("vllm", after)
         if module == _CLI_MAIN and lit(after) == "serve":
-            return after + 1
+            return Launch("vllm", after + 1)
+        if module == _HUGGINGFACESERVER:
+            return Launch("huggingfaceserver", after)
         return None
     return None
 

@@ -34,7 +34,7 @@ from typing import Literal
 
 import yaml
 
-from webhook.flags import ALL2ALL_BACKENDS
+from webhook.flags import ALL2ALL_BACKENDS, ALL2ALL_RELEASE
 from webhook.settings import Mode, Options
 
 MODES: tuple[Mode, ...] = ("optIn", "enforce", "forbid")
@@ -161,7 +161,9 @@ def _settings(data: Mapping[str, object], where: str) -> dict[str, object]:
             names = _strings(value, field)
             unknown = [n for n in names if n not in ALL2ALL_BACKENDS]
             if unknown:
-                raise PolicyError(f"{field}: unknown backend {unknown[0]!r}; vLLM accepts {', '.join(ALL2ALL_BACKENDS)}")
+                raise PolicyError(
+                    f"{field}: unknown backend {unknown[0]!r}; {ALL2ALL_RELEASE} accepts {', '.join(ALL2ALL_BACKENDS)}"
+                )
             value = names
         out[_KEYS[key]] = value
     return out
