@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import jsonpatch
 import yaml
 
 from webhook.engine import mutate
+from webhook.runtime import spec_from_object
+from webhook.selection import Runtimes
 from webhook.settings import Options
 from webhook.verdict import Verdict
 
@@ -80,3 +83,47 @@ def model(obj: dict[str, Any]) -> dict[str, Any]:
     m = obj["spec"]["predictor"]["model"]
     assert isinstance(m, dict)
     return m
+
+
+SHARED = Path(os.environ.get("EP_WEBHOOK_SHARED_DIR") or ROOT.parent / "shared")
+RUNTIMES_DIR = SHARED / "kserve" / "runtimes"
+
+
+def shipped_runtime_docs() -> list[dict[str, Any]]:
+    """KServe's own LLM ClusterServingRuntimes, read from ../shared (never copied here)."""
+    docs = [d for p in sorted(RUNTIMES_DIR.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    assert docs, f"no runtimes in {RUNTIMES_DIR}"
+    return docs
+
+
+def shipped_runtimes() -> Runtimes:
+    """The shipped runtimes as the webhook's cluster cache holds them."""
+    specs = [spec_from_object(d["kind"], d) for d in shipped_runtime_docs()]
+    return Runtimes(cluster=tuple(s for s in specs if s is not None))
+
+
+# What a runtime's image runs when neither the runtime nor the InferenceService sets a command
+# (KServe's huggingfaceserver image: ENTRYPOINT ["python", "-m", "huggingfaceserver"]).
+IMAGE_ENTRYPOINTS = {"huggingfaceserver": ["python", "-m", "huggingfaceserver"]}
+
+
+def kserve_container(obj: dict[str, Any], runtime_doc: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The argv KServe's controller gives the predictor's container, and its env.
+
+    KServe v0.20 `MergeRuntimeContainers`: the InferenceService's command replaces
+    the runtime's, args are the runtime's followed by the InferenceService's; then
+    `ReplacePlaceholders` renders `{{.Name}}` from the object's metadata. With no
+    command at all the image's entrypoint runs.
+    """
+    rc = next(c for c in runtime_doc["spec"]["containers"] if c["name"] == "kserve-container")
+    m = model(obj)
+    command = list(m.get("command") or rc.get("command") or [])
+    args = list(rc.get("args") or []) + list(m.get("args") or [])
+    name = obj["metadata"]["name"]
+    args = [a.replace("{{.Name}}", name) for a in args]
+    command = [a.replace("{{.Name}}", name) for a in command]
+    if not command:
+        image = rc["image"].split("/")[-1].split(":")[0]
+        command = IMAGE_ENTRYPOINTS[image.removesuffix("-gpu")]
+    env = {e["name"]: e["value"] for e in rc.get("env", []) + m.get("env", []) if "value" in e}
+    return command + args, env

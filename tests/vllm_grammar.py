@@ -85,8 +85,30 @@ def parse_launch(argv: Sequence[str]) -> argparse.Namespace:
     if "-m" in words:
         i = words.index("-m")
         module = words[i + 1]
+        if module == "huggingfaceserver":
+            return parse_huggingfaceserver(words[i + 2 :])
         if module == "vllm.entrypoints.openai.api_server":
             return parser(False).parse_args(words[i + 2 :])
         if module == "vllm.entrypoints.cli.main" and words[i + 2] == "serve":
             return parser(True).parse_args(words[i + 3 :])
     raise GrammarError(f"not a vLLM launch: {words[:3]}")
+
+
+# KServe's huggingfaceserver (python/huggingfaceserver/huggingfaceserver/__main__.py at v0.20): its own
+# flags next to vLLM's engine flags, `--backend` by enum name; with the vLLM backend,
+# vllm/vllm_model.py then sets tensor_parallel_size = torch.cuda.device_count().
+BACKENDS = ["auto", "huggingface", "vllm"]
+
+
+def parse_huggingfaceserver(argv: Sequence[str], visible_gpus: int | None = None) -> argparse.Namespace:
+    """Parse huggingfaceserver's argv; with `visible_gpus`, apply its TP override as the server does."""
+    p = parser(False)
+    p.add_argument("--model_name", "--model-name")
+    p.add_argument("--model_dir", "--model-dir", default="/mnt/models")
+    p.add_argument("--model_id", "--model-id")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
+    ns = p.parse_args(list(argv))
+    ns.server = "huggingfaceserver"
+    if visible_gpus is not None and ns.backend != "huggingface":
+        ns.tensor_parallel_size = visible_gpus
+    return ns
