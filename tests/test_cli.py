@@ -33,7 +33,7 @@ def test_mutate_prints_the_resulting_yaml_with_warnings_on_stderr() -> None:
     out = yaml.safe_load(done.stdout)
     ns = parse_launch(out["spec"]["predictor"]["model"]["command"])
     assert (ns.tensor_parallel_size, ns.data_parallel_size, ns.enable_expert_parallel) == (2, 4, True)
-    assert "warning: replaced --tensor-parallel-size 8 with 2" in done.stderr
+    assert "warning: InferenceService default/deepseek-v3: replaced --tensor-parallel-size 8 with 2" in done.stderr
 
 
 def test_mutate_json_output_and_stdin() -> None:
@@ -48,8 +48,10 @@ def test_mutate_patch_output_applies_to_the_input() -> None:
     src = EXAMPLES / "alauda-bash-gpu-count.yaml"
     done = cli("mutate", "-f", str(src), "-o", "patch")
     assert done.returncode == 0
-    ops = json.loads(done.stdout)
-    result = jsonpatch.apply_patch(yaml.safe_load(src.read_text()), ops)
+    [labelled] = json.loads(done.stdout)
+    source = yaml.safe_load(src.read_text())
+    assert (labelled["kind"], labelled["name"]) == ("InferenceService", source["metadata"]["name"])
+    result = jsonpatch.apply_patch(source, labelled["patch"])
     assert "--data-parallel-size 4" in result["spec"]["predictor"]["model"]["command"][2]
 
 
@@ -62,7 +64,7 @@ def test_a_denial_exits_1_with_the_reason() -> None:
     obj = isvc(command=["vllm", "serve", "m"], limits={"nvidia.com/gpu": "1"})
     done = cli("mutate", "-f", "-", stdin=yaml.safe_dump(obj))
     assert done.returncode == 1
-    assert done.stdout == "" and "denied:" in done.stderr and "at least 2 GPUs" in done.stderr
+    assert done.stdout == "" and done.stderr.startswith("InferenceService llm/qwen3: ") and "at least 2 GPUs" in done.stderr
 
 
 def test_reject_on_conflict_is_available_offline() -> None:

@@ -1,7 +1,7 @@
 """The `ep-webhook` command line: a thin shell around the core.
 
-Exit codes of `mutate`: 0 allowed (warnings on stderr), 1 denied (the reason
-on stderr), 2 usage errors or unreadable input.
+Exit codes of `mutate`: 0 allowed (warnings on stderr), 1 any object denied
+(each reason on stderr, nothing on stdout), 2 usage errors or unreadable input.
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-import jsonpatch
 import yaml
 
-from webhook.engine import mutate
+from webhook import stream
+from webhook.runtime import RuntimeSpec
 from webhook.settings import Options
 
 EXIT_ALLOWED, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
@@ -35,25 +35,30 @@ _Dumper.add_representer(str, _str_representer)
 
 
 class InputError(Exception):
-    """The input could not be read or parsed as one document."""
+    """The input could not be read or parsed as a stream of objects."""
 
 
-def read_document(path: str, stdin: TextIO) -> object:
+def read_text(path: str, stdin: TextIO) -> str:
     try:
         if path == "-":
-            text = stdin.read()
-        else:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            return stdin.read()
+        with open(path, encoding="utf-8") as f:
+            return f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read {path}: {e}") from e
+
+
+def read_documents(path: str, stdin: TextIO) -> stream.Documents:
+    """One or many YAML documents, a JSON object, or a List, from a file or stdin."""
+    text = read_text(path, stdin)
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        loaded = list(yaml.safe_load_all(text))
     except yaml.YAMLError as e:
         raise InputError(f"{path} is neither YAML nor JSON: {e}") from e
-    if len(docs) != 1:
-        raise InputError(f"{path} holds {len(docs)} documents; give exactly one InferenceService")
-    return docs[0]
+    try:
+        return stream.documents(loaded)
+    except stream.StreamError as e:
+        raise InputError(f"{path}: {e}") from e
 
 
 def render(obj: object, output: str) -> str:
@@ -62,31 +67,52 @@ def render(obj: object, output: str) -> str:
     return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
-def _offline_options(ns: argparse.Namespace, obj: object) -> Options:
-    """Options for `mutate`: the policy applied to the object's namespace, or the defaults."""
+def render_stream(docs: stream.Documents, objects: list[dict[str, object]], output: str) -> str:
+    """The stream in the form it came: one object, multi-document YAML, or a List (always for JSON)."""
+    if docs.form == "list":
+        return render({**(docs.envelope or {}), "items": objects}, output)
+    if docs.form == "single":
+        return render(objects[0], output)
+    if output == "json":
+        return render({"apiVersion": "v1", "kind": "List", "items": objects}, output)
+    return "---\n".join(render(o, output) for o in objects)
+
+
+def _offline_options(ns: argparse.Namespace) -> Callable[[dict[str, object]], Options]:
+    """Options for `mutate` per object: the policy applied to its namespace, or the defaults."""
     from dataclasses import replace
 
     from webhook import policy as policies
 
-    if ns.policy is None:
-        options = Options()
-    else:
+    policy = None
+    labels: dict[str, str] = {}
+    if ns.policy is not None:
         try:
             policy = policies.load(ns.policy)
         except policies.PolicyError as e:
             raise InputError(f"invalid policy: {e}") from None
-        labels: dict[str, str] = {}
         for pair in filter(None, (ns.namespace_labels or "").split(",")):
             key, eq, value = pair.partition("=")
             if not eq or not key:
                 raise InputError(f"--namespace-labels: {pair!r} is not key=value")
             labels[key.strip()] = value.strip()
-        metadata = obj.get("metadata") if isinstance(obj, dict) else None
-        namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
-        options = policy.options_for(namespace if isinstance(namespace, str) else "default", labels)
-    if ns.on_conflict is not None:
-        options = replace(options, on_conflict=ns.on_conflict)
-    return options
+
+    def options_for(obj: dict[str, object]) -> Options:
+        options = policy.options_for(stream.namespace_of(obj), labels) if policy is not None else Options()
+        return replace(options, on_conflict=ns.on_conflict) if ns.on_conflict is not None else options
+
+    return options_for
+
+
+def _runtime_files(paths: Sequence[str], stdin: TextIO) -> list[RuntimeSpec]:
+    found: list[RuntimeSpec] = []
+    for path in paths:
+        docs = read_documents(path, stdin)
+        specs = stream.runtimes_in(docs.items)
+        if not specs:
+            raise InputError(f"--runtimes {path}: no ServingRuntime or ClusterServingRuntime in it")
+        found.extend(specs)
+    return found
 
 
 def cmd_policy_check(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
@@ -105,26 +131,31 @@ def cmd_policy_check(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> 
 
 def cmd_mutate(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     try:
-        obj = read_document(ns.file, stdin)
+        docs = read_documents(ns.file, stdin)
+        options_for = _offline_options(ns)
+        runtimes = _runtime_files(ns.runtimes or [], stdin)
     except InputError as e:
         print(f"error: {e}", file=stderr)
         return EXIT_USAGE
-    try:
-        options = _offline_options(ns, obj)
-    except InputError as e:
-        print(f"error: {e}", file=stderr)
-        return EXIT_USAGE
-    verdict = mutate(obj, options)
-    if not verdict.allowed:
-        print(f"denied: {verdict.message}", file=stderr)
+    decided = stream.decide(docs, options_for, runtimes)
+    denied = [d for d in decided if d.denial is not None]
+    if denied:
+        # a pipeline must never apply half a stream: nothing on stdout
+        for d in denied:
+            print(f"{d.label}: {d.denial}", file=stderr)
         return EXIT_DENIED
-    for w in verdict.warnings:
-        print(f"warning: {w}", file=stderr)
+    for d in decided:
+        for w in d.warnings:
+            print(f"warning: {d.label}: {w}", file=stderr)
     if ns.output == "patch":
-        stdout.write(json.dumps(list(verdict.patch), indent=2, ensure_ascii=False) + "\n")
+        patches = [
+            {"kind": d.obj.get("kind"), "namespace": stream.namespace_of(d.obj), "name": stream.name_of(d.obj),
+             "patch": list(d.patch)}
+            for d in decided if d.patch
+        ]
+        stdout.write(json.dumps(patches, indent=2, ensure_ascii=False) + "\n")
     else:
-        result = jsonpatch.apply_patch(obj, list(verdict.patch)) if verdict.patch else obj
-        stdout.write(render(result, ns.output))
+        stdout.write(render_stream(docs, [d.obj for d in decided], ns.output))
     return EXIT_ALLOWED
 
 
@@ -237,8 +268,11 @@ def cmd_certs_generate(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ep-webhook", description="vLLM expert-parallel webhook for KServe")
     sub = p.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("mutate", help="apply the webhook to an InferenceService offline")
-    m.add_argument("-f", "--file", required=True, help="YAML or JSON file; - reads stdin")
+    m = sub.add_parser("mutate", help="apply the webhook offline to a stream of manifests")
+    m.add_argument("-f", "--file", required=True,
+                   help="YAML (one or many documents) or JSON (an object or a List); - reads stdin")
+    m.add_argument("--runtimes", action="append", metavar="FILE",
+                   help="(Cluster)ServingRuntimes for runtime resolution, besides those in the stream (repeatable)")
     m.add_argument("-o", "--output", choices=("yaml", "json", "patch"), default="yaml")
     m.add_argument(
         "--on-conflict",
