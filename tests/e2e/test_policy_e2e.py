@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.e2e.cluster import Cluster
 from tests.e2e.conftest import new_client, webhook_configuration
 from tests.e2e.test_admission import create, manifest, model
+from tests.helpers import shipped_runtime_docs
 from tests.server_harness import Server, server_with_new_certs
 from tests.vllm_grammar import parse_launch
 
@@ -208,3 +209,42 @@ def test_the_policy_server_needs_no_more_than_read_access_to_namespaces_and_runt
     assert forbidden.value.status == 403
     assert policy_server.metrics()["ep_webhook_cluster_cache_synced"] == 1
     assert policy_server.metrics().get("ep_webhook_cluster_watch_errors_total", 0) == 0
+
+
+@pytest.fixture()
+def shipped_cluster_runtimes(api: client.ApiClient) -> Iterator[None]:
+    """KServe's LLM ClusterServingRuntimes (from ../shared) in the API server, for one test."""
+    custom = client.CustomObjectsApi(api)
+    docs = shipped_runtime_docs()
+    for doc in docs:
+        custom.create_cluster_custom_object("serving.kserve.io", "v1alpha1", "clusterservingruntimes", doc)
+    try:
+        time.sleep(1.5)  # the server's watch sees them
+        yield
+    finally:
+        for doc in docs:
+            custom.delete_cluster_custom_object("serving.kserve.io", "v1alpha1", "clusterservingruntimes",
+                                                doc["metadata"]["name"])
+
+
+def test_the_running_webhook_auto_selects_kserves_runtimes_and_applies_the_huggingfaceserver_rule(
+    api: client.ApiClient, policy_server: Server, shipped_cluster_runtimes: None
+) -> None:
+    ns = labelled(api, "enforce-opt-out")
+    hf = manifest("hf", None)
+    model(hf)["modelFormat"] = {"name": "huggingface"}
+    stored, headers = create_eventually(api, ns, hf)
+    assert model(stored)["args"] == ["--enable-expert-parallel"]  # auto-selected kserve-huggingfaceserver
+    assert "GPU count (8)" in headers.get("Warning", "")
+    served = manifest("vllm-format", None, args=["--max-model-len=4096"])
+    model(served)["modelFormat"] = {"name": "vLLM"}
+    stored, headers = create_eventually(api, ns, served)
+    ns_args = parse_launch(["vllm", "serve", "m", *model(stored)["args"]])  # kserve-vllmserver forwards args
+    assert (ns_args.tensor_parallel_size, ns_args.data_parallel_size) == (1, 8)
+    tp2 = manifest("hf-tp2", None, annotations={"ep.tensor-parallel-size": "2"})
+    model(tp2)["modelFormat"] = {"name": "huggingface"}
+    assert "huggingfaceserver always uses tensor parallel size = GPU count (8)" in denial(api, ns, tp2)
+    multi = manifest("multi", None)
+    model(multi)["modelFormat"] = {"name": "huggingface"}
+    multi["spec"]["predictor"]["workerSpec"] = {"pipelineParallelSize": 2, "tensorParallelSize": 8}
+    assert "spec.predictor.workerSpec" in denial(api, ns, multi)
