@@ -58,12 +58,18 @@ class Arg:
 
 @dataclass(frozen=True)
 class Want:
-    """A flag the webhook wants set (`present`) or gone (not `present`)."""
+    """A flag the webhook wants set (`present`) or gone (not `present`).
+
+    With `add` False the flag is only corrected where it is written (its value
+    fixed, its negation and duplicates removed), never added: something else
+    (a KServe preset rendering `parallelism`) already passes it.
+    """
 
     name: str
     value: str | None = None
     present: bool = True
     negation: str | None = None
+    add: bool = True
 
 
 @dataclass(frozen=True)
@@ -162,14 +168,16 @@ def _rendered(want: Want) -> str:
     return want.name if want.value is None else f"{want.name} {shorten(want.value)}"
 
 
-def plan(args: Sequence[Arg], wants: Sequence[Want], reject_conflicts: bool) -> Plan:
+def plan(args: Sequence[Arg], wants: Sequence[Want], reject_conflicts: bool, single_node: bool = True) -> Plan:
     """Decide the edits that make `args` carry exactly the wanted flags.
 
     With `reject_conflicts`, a hand-written value that differs from the wanted
-    one is not fixed but raises Denied naming it.
+    one is not fixed but raises Denied naming it. `single_node` refuses
+    multi-node data-parallel flags and pipeline parallelism.
     """
     occurrences = scan(args)
-    check_single_node(occurrences)
+    if single_node:
+        check_single_node(occurrences)
     consumed = {i for o in occurrences for i in o.indices}
     opaque = [k for k, a in enumerate(args) if a.opaque or (a.literal is None and k not in consumed)]
     last_opaque = opaque[-1] if opaque else -1
@@ -203,6 +211,8 @@ def plan(args: Sequence[Arg], wants: Sequence[Want], reject_conflicts: bool) -> 
                 result.delete.update(o.indices)
                 result.warnings.append(f"removed {o.display}")
         first = mine[0] if mine else None
+        if first is None and not want.add:
+            continue
         if first is not None and max(first.indices) > last_opaque:
             if not _matches(first, want):
                 _replace_in_place(result, first, want)

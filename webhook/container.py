@@ -1,12 +1,16 @@
-"""Where vLLM's argv lives in an InferenceService, and editing it there.
+"""Editing vLLM's argv where it lives in a container's command and args.
 
-Three layouts occur in practice:
+Four forms occur in practice:
 - a list command (`vllm serve ...`, `python -m vllm.entrypoints...`), with
   more of vLLM's argv possibly in `args`;
 - a shell (`bash -c SCRIPT [$0 [args...]]`) whose script runs vLLM, with
   list items after the script reaching vLLM only through `"$@"`;
 - no command at all: KServe takes the runtime's command and appends the
-  InferenceService's `args` after the runtime's, so flags go to `args`.
+  InferenceService's `args` after the runtime's, so flags go to `args`;
+- no command, args under a preset's `eval "exec vllm serve ... $@"` (an
+  LLMInferenceService): the shell parses every item again, so the values
+  written there are shell-quoted, and items that are not plain words may
+  hide flags.
 """
 
 from __future__ import annotations
@@ -16,61 +20,10 @@ from dataclasses import dataclass, field
 
 from webhook import argv, flags, launch, shell
 from webhook.argv import Arg, Want
-from webhook.errors import Denied, NotApplicable
+from webhook.errors import NotApplicable
+from webhook.workload import Launch
 
 CommandArgs = tuple[tuple[str, ...] | None, tuple[str, ...] | None]
-
-
-@dataclass(frozen=True)
-class Container:
-    """The predictor container the webhook edits."""
-
-    pointer: str
-    where: str
-    command: tuple[str, ...] | None
-    args: tuple[str, ...] | None
-    resources: object
-    custom: bool
-
-
-def _string_list(value: object, where: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise Denied(f"{where} must be a list of strings")
-    return tuple(value)
-
-
-def locate(obj: dict[str, object]) -> Container:
-    """Find `spec.predictor.model`, else the `kserve-container` entry."""
-    spec = obj.get("spec")
-    if not isinstance(spec, dict):
-        raise NotApplicable("the InferenceService has no spec; expert parallelism needs spec.predictor.model")
-    predictor = spec.get("predictor")
-    if not isinstance(predictor, dict):
-        raise NotApplicable("the InferenceService has no spec.predictor; expert parallelism needs spec.predictor.model")
-    model = predictor.get("model")
-    if model is not None:
-        if not isinstance(model, dict):
-            raise Denied("spec.predictor.model must be an object")
-        return _container(model, "/spec/predictor/model", "spec.predictor.model", custom=False)
-    containers = predictor.get("containers")
-    if isinstance(containers, list):
-        for i, c in enumerate(containers):
-            if isinstance(c, dict) and c.get("name") == "kserve-container":
-                return _container(
-                    c, f"/spec/predictor/containers/{i}", f"spec.predictor.containers[{i}]", custom=True
-                )
-    raise NotApplicable(
-        "no predictor container found: expert parallelism needs spec.predictor.model "
-        "or a spec.predictor.containers entry named kserve-container"
-    )
-
-
-def _container(c: dict[str, object], pointer: str, where: str, custom: bool) -> Container:
-    command = _string_list(c.get("command"), f"{where}.command")
-    args = _string_list(c.get("args"), f"{where}.args")
-    return Container(pointer, where, command or None, args, c.get("resources"), custom)
 
 
 # -- locations ---------------------------------------------------------------
@@ -115,11 +68,15 @@ def _apply_plan(
     scripts: dict[tuple[str, int], str],
     edits: _Edits,
     append_at: Loc,
+    quote_items: bool = False,
 ) -> None:
+    def item(value: str) -> str:
+        return shell.quote(value) if quote_items else value
+
     for k, value in plan.replace.items():
         loc = locs[k]
         if loc.span is None:
-            edits.items[(loc.field, loc.index)] = value
+            edits.items[(loc.field, loc.index)] = item(value)
         else:
             edits.script.setdefault((loc.field, loc.index), []).append((loc.span[0], loc.span[1], shell.quote(value)))
     for k in plan.delete:
@@ -132,7 +89,7 @@ def _apply_plan(
             edits.script.setdefault((loc.field, loc.index), []).append((start, loc.span[1], ""))
     if plan.append:
         if append_at.span is None:
-            edits.appended.setdefault(append_at.field, []).extend(v for group in plan.append for v in group)
+            edits.appended.setdefault(append_at.field, []).extend(item(v) for group in plan.append for v in group)
         else:
             script = scripts[(append_at.field, append_at.index)]
             pos = append_at.span[1]
@@ -145,39 +102,54 @@ def _apply_plan(
 
 
 @dataclass(frozen=True)
-class _Where:
-    """What rewriting needs of the container besides command and args (for messages)."""
-
-    where: str
-    custom: bool
-
-
-@dataclass(frozen=True)
 class Rewrite:
+    """Command and args after an edit, and what the edit did (for warnings)."""
+
     command: tuple[str, ...] | None
     args: tuple[str, ...] | None
     warnings: tuple[str, ...]
 
 
-def rewrite(c: Container, command: tuple[str, ...] | None, args: tuple[str, ...] | None, wants: Sequence[Want], reject: bool) -> Rewrite:
-    """Edit command/args so that vLLM gets exactly the wanted flags.
+def _eval_arg(value: str) -> Arg:
+    """An args item under `eval`: a plain word is itself; anything else may split or expand."""
+    return Arg.item(value) if shell.quote(value) == value else Arg(None, "", value, opaque=True)
+
+
+def rewrite(
+    launch: Launch,
+    command: tuple[str, ...] | None,
+    args: tuple[str, ...] | None,
+    wants: Sequence[Want],
+    reject: bool,
+    single_node: bool = True,
+) -> Rewrite:
+    """Edit command/args so that the server gets exactly the wanted flags.
 
     Nothing is memoised: a cache keyed by whole commands grows with what
     clients send, and never-repeated objects (the real traffic) gain nothing.
+    `single_node` refuses multi-node data-parallel flags in the argv.
     """
-    return _rewrite(c.where, c.custom, command, args, tuple(wants), reject)
+    return _rewrite(launch, command, args, tuple(wants), reject, single_node)
 
 
-def _rewrite(where_: str, custom: bool, command: tuple[str, ...] | None, args: tuple[str, ...] | None, wants: tuple[Want, ...], reject: bool) -> Rewrite:
-    c = _Where(where_, custom)
+def _rewrite(
+    c: Launch,
+    command: tuple[str, ...] | None,
+    args: tuple[str, ...] | None,
+    wants: tuple[Want, ...],
+    reject: bool,
+    single_node: bool,
+) -> Rewrite:
     edits = _Edits()
     scripts: dict[tuple[str, int], str] = {}
     warnings: list[str] = []
     if not command:
         items = args or ()
         locs = [Loc("args", i) for i in range(len(items))]
-        plan = argv.plan([Arg.item(v) for v in items], wants, reject)
-        _apply_plan(plan, locs, scripts, edits, Loc("args", len(items)))
+        evaluated = c.form == "eval"
+        arg_words = [_eval_arg(v) if evaluated else Arg.item(v) for v in items]
+        plan = argv.plan(arg_words, wants, reject, single_node)
+        _apply_plan(plan, locs, scripts, edits, Loc("args", len(items)), quote_items=evaluated)
         warnings.extend(plan.warnings)
         if c.custom and plan.append:
             warnings.append("no command: the flags go to args, assuming the image's entrypoint starts vLLM")
@@ -189,7 +161,7 @@ def _rewrite(where_: str, custom: bool, command: tuple[str, ...] | None, args: t
     words = [launch.Word(v, v) for v in full]
     call = launch.shell_call(words)
     if call is not None:
-        _rewrite_script(c, full, full_locs, call.script_index, wants, reject, edits, scripts, warnings)
+        _rewrite_script(c, full, full_locs, call.script_index, wants, reject, single_node, edits, scripts, warnings)
     else:
         found = launch.find(words)
         if found is None:
@@ -198,7 +170,7 @@ def _rewrite(where_: str, custom: bool, command: tuple[str, ...] | None, args: t
                 f"expected {launch.EXPECTED}"
             )
         start = found.start
-        plan = argv.plan([Arg.item(v) for v in full[start:]], wants, reject)
+        plan = argv.plan([Arg.item(v) for v in full[start:]], wants, reject, single_node)
         end_field = "args" if args else "command"
         _apply_plan(plan, full_locs[start:], scripts, edits, Loc(end_field, len(args or command)))
         warnings.extend(plan.warnings)
@@ -207,12 +179,13 @@ def _rewrite(where_: str, custom: bool, command: tuple[str, ...] | None, args: t
 
 
 def _rewrite_script(
-    c: _Where,
+    c: Launch,
     full: list[str],
     full_locs: list[Loc],
     script_index: int,
     wants: Sequence[Want],
     reject: bool,
+    single_node: bool,
     edits: _Edits,
     scripts: dict[tuple[str, int], str],
     warnings: list[str],
@@ -258,7 +231,7 @@ def _rewrite_script(
             else:
                 args.append(Arg(w.literal, w.prefix, w.text))
                 locs.append(span_loc)
-        plan = argv.plan(args, wants, reject)
+        plan = argv.plan(args, wants, reject, single_node)
         last = cmd.words[-1]
         _apply_plan(plan, locs, scripts, edits, Loc(script_loc.field, script_loc.index, (last.start, last.end)))
         warnings.extend(plan.warnings)
@@ -283,9 +256,9 @@ def _script_words(items: list[str]) -> list[Arg]:
     return [Arg(w.literal, w.prefix, w.text) for c in commands for w in c.words]
 
 
-def server_of(c: Container) -> launch.Server:
-    """The server the container's own command starts (vLLM when none is recognised: rewriting then says so)."""
-    items = list(c.command or ()) + list(c.args or ())
+def server_of(command: Sequence[str], args: Sequence[str] | None) -> launch.Server:
+    """The server a container's own command starts (vLLM when none is recognised: rewriting then says so)."""
+    items = list(command) + list(args or ())
     words = [launch.Word(v, v) for v in items]
     call = launch.shell_call(words)
     if call is None:

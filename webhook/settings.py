@@ -20,6 +20,8 @@ TENSOR_PARALLEL_SIZE = "ep.tensor-parallel-size"
 ALL2ALL_BACKEND = "ep.all2all-backend"
 EPLB = "ep.eplb"
 EPLB_CONFIG = "ep.eplb-config"
+# LLMInferenceService multi-node roles: pods (nodes) per data-parallel group.
+NODES = "ep.nodes"
 # Owned by the webhook: what it changed, so that turning EP off can undo it.
 STATE = "vllm-ep-webhook.io/original"
 

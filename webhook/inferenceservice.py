@@ -1,0 +1,95 @@
+"""The InferenceService adapter (serving.kserve.io/v1beta1).
+
+One role, the predictor, with one launch: `spec.predictor.model`, else the
+`spec.predictor.containers[]` entry named `kserve-container`. With no command
+KServe runs the runtime's command with the runtime's args first and the
+object's after them, so the runtime (resolved as KServe resolves it, see
+`selection`) decides which server parses the flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from webhook.argv import shorten
+from webhook.container import server_of
+from webhook.errors import Denied, NotApplicable
+from webhook.runtime import check as check_runtime
+from webhook.selection import Runtimes, resolve
+from webhook.undo import Undo
+from webhook.workload import Field, Launch, Role, Workload, string_list
+
+KIND = "InferenceService"
+MULTI_NODE = (
+    "spec.predictor.workerSpec makes this a multi-node Ray service (TP x PP over nodes), where single-pod "
+    "data-parallel EP would be wrong; remove workerSpec to serve on one node, or use an "
+    "LLMInferenceService with spec.worker for multi-node data-parallel EP"
+)
+
+
+def read(
+    obj: dict[str, object], annotations: Mapping[str, object], undo: Undo | None, runtimes: Runtimes | None
+) -> Workload:
+    """The predictor as a role; NotApplicable when there is no predictor container."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise NotApplicable("the InferenceService has no spec; expert parallelism needs spec.predictor.model")
+    predictor = spec.get("predictor")
+    if not isinstance(predictor, dict):
+        raise NotApplicable("the InferenceService has no spec.predictor; expert parallelism needs spec.predictor.model")
+    container, pointer, where, custom = _locate(predictor)
+    command = string_list(container.get("command"), f"{where}.command") or None
+    args = string_list(container.get("args"), f"{where}.args")
+    launch = Launch(
+        where,
+        Field(f"{pointer}/command", f"{where}.command", command),
+        Field(f"{pointer}/args", f"{where}.args", args),
+        custom=custom,
+    )
+    if runtimes is not None:
+        launch = _with_server(obj, launch, runtimes)
+    elif command:
+        launch = replace(launch, server=server_of(command, args))
+    role = Role(
+        "predictor",
+        container.get("resources"),
+        where,
+        (launch,),
+        refusal=MULTI_NODE if predictor.get("workerSpec") is not None else None,
+    )
+    return Workload(KIND, annotations, undo, (role,))
+
+
+def _locate(predictor: dict[str, object]) -> tuple[dict[str, object], str, str, bool]:
+    model = predictor.get("model")
+    if model is not None:
+        if not isinstance(model, dict):
+            raise Denied("spec.predictor.model must be an object")
+        return model, "/spec/predictor/model", "spec.predictor.model", False
+    containers = predictor.get("containers")
+    if isinstance(containers, list):
+        for i, c in enumerate(containers):
+            if isinstance(c, dict) and c.get("name") == "kserve-container":
+                return c, f"/spec/predictor/containers/{i}", f"spec.predictor.containers[{i}]", True
+    raise NotApplicable(
+        "no predictor container found: expert parallelism needs spec.predictor.model "
+        "or a spec.predictor.containers entry named kserve-container"
+    )
+
+
+def _with_server(obj: dict[str, object], launch: Launch, runtimes: Runtimes) -> Launch:
+    """Which server will parse the flags, and the runtime args KServe puts before the object's."""
+    command = launch.command.value
+    if isinstance(command, list) and command:
+        args = launch.args.value
+        return replace(launch, server=server_of(command, args if isinstance(args, list) else None))
+    resolution = resolve(obj, runtimes)
+    if resolution.runtime is None:
+        return replace(launch, notes=(shorten(f"{resolution.how}: could not check that args reach vLLM", 119),))
+    try:
+        judgement = check_runtime(resolution.runtime)
+    except NotApplicable as e:
+        return replace(launch, refusal=e.message)
+    notes = (shorten(judgement.note, 119),) if judgement.note else ()
+    return replace(launch, server=judgement.server, runtime_args=resolution.runtime.args or (), notes=notes)

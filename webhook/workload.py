@@ -1,0 +1,127 @@
+"""What the core knows of a workload, whatever its kind: plain data, read by an adapter.
+
+An adapter (one module per kind: `inferenceservice`, `llminferenceservice`)
+reads an object into a `Workload`: its annotations and undo record, and its
+roles. A role is one group of identical pods: the GPUs each pod gets, where
+vLLM's argv lives (`Launch`es) and, where the kind has one, the
+`parallelism` object the kind's own templates render into flags. The planner
+decides from this data alone; the engine writes the result back as a JSON
+patch of the same fields. Nothing downstream of the adapter looks at the
+object again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from webhook.errors import Denied
+from webhook.launch import Server
+from webhook.selection import Runtimes
+from webhook.undo import Undo
+
+# How the server reads a launch's words:
+# - "argv": list items are argv words (command, then args);
+# - "eval": no command of its own; the args are appended to a preset script's
+#   `eval "exec vllm serve ... $@"`, so the shell parses each of them again.
+ArgsForm = Literal["argv", "eval"]
+# single: one pod runs the whole data-parallel group, flags in the launch;
+# multi: a leader and workers (LeaderWorkerSet) whose flags the kind's preset
+#   renders from `parallelism`; the launch only carries the user's extra args.
+Layout = Literal["single", "multi"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One JSON value the webhook may own: where it is, how to name it, what it holds (None: absent)."""
+
+    pointer: str
+    label: str
+    value: object
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where one vLLM argv lives: a container's command and args.
+
+    `custom` marks a user-defined container without a command (the image's
+    entrypoint runs); `runtime_args` are words another party (a KServe
+    runtime) puts before `args`, read for checks only. `notes` are warnings
+    about what could not be checked; `refusal` says why the flags could not
+    reach the server (a reason to deny once EP is asked for).
+    """
+
+    where: str
+    command: Field
+    args: Field
+    form: ArgsForm = "argv"
+    server: Server = "vllm"
+    custom: bool = False
+    runtime_args: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class Role:
+    """One group of pods configured from its own GPU count.
+
+    `resources` of the pod's vLLM container (`resources_where` names it);
+    `worker_resources` of the workers' container in a multi-node role, which
+    must agree. `parallelism` is the kind's parallelism object, if it has one.
+    `refusal` is set when the role cannot get EP at all (a reason to deny).
+    """
+
+    name: str
+    resources: object
+    resources_where: str
+    launches: tuple[Launch, ...]
+    parallelism: Field | None = None
+    layout: Layout = "single"
+    worker_resources: object = None
+    worker_where: str = ""
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A workload as the core sees it."""
+
+    kind: str
+    annotations: Mapping[str, object]
+    undo: Undo | None
+    roles: tuple[Role, ...]
+    owned: str = "the command and args"  # how messages name the fields the webhook owns
+
+    def fields(self) -> tuple[Field, ...]:
+        """Every field the webhook owns on this workload, in order."""
+        out: list[Field] = []
+        for role in self.roles:
+            if role.parallelism is not None:
+                out.append(role.parallelism)
+            for launch in role.launches:
+                out.extend((launch.command, launch.args))
+        return tuple(out)
+
+
+class Adapter(Protocol):
+    """Reads one kind of object into a `Workload`."""
+
+    def __call__(
+        self, obj: dict[str, object], annotations: Mapping[str, object], undo: Undo | None, runtimes: Runtimes | None
+    ) -> Workload:
+        """The workload; raises Denied (or NotApplicable) when the object cannot be read.
+
+        `runtimes` (None: unknown) let an adapter say which server its launches start.
+        """
+        ...
+
+
+def string_list(value: object, where: str) -> list[str] | None:
+    """A list of strings as written, None when absent; Denied naming `where` otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Denied(f"{where} must be a list of strings")
+    return value
