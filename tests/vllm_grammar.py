@@ -73,6 +73,16 @@ def parser(positional_model: bool) -> _Parser:
     p.add_argument("--all2all-backend", choices=ALL2ALL)
     p.add_argument("--enable-eplb", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--eplb-config", type=json.loads)
+    # multi-node data parallel and the server options KServe's presets pass
+    p.add_argument("--data-parallel-size-local", "-dpl", type=int)
+    p.add_argument("--data-parallel-start-rank", "-dpr", type=int)
+    p.add_argument("--data-parallel-address", "-dpa")
+    p.add_argument("--data-parallel-rpc-port", "-dpp", type=int)
+    p.add_argument("--headless", action="store_true")
+    p.add_argument("--api-server-count", type=int)
+    p.add_argument("--disable-uvicorn-access-log", action="store_true")
+    p.add_argument("--disable-access-log-for-endpoints")
+    p.add_argument("--shutdown-timeout", type=int)
     return p
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from webhook.engine import API_GROUP, KIND, mutate
+from webhook.engine import API_GROUP, KINDS, mutate
 from webhook.policy import LabelsUnknown
 from webhook.review import AdmissionRequest
 from webhook.selection import Runtimes
@@ -19,13 +19,13 @@ def admit(
     options_for: Callable[[str], Options],
     runtimes_for: Callable[[str], Runtimes] | None = None,
 ) -> Verdict:
-    """Run the engine on InferenceService creates and updates; allow the rest untouched.
+    """Run the engine on InferenceService and LLMInferenceService creates and updates; allow the rest.
 
     `options_for(namespace)` applies the policy; `runtimes_for(namespace)` gives the
     runtimes KServe could use there. Dry-run requests are treated like any other: the webhook has no
     side effects.
     """
-    if request.kind.group != API_GROUP or request.kind.kind != KIND or request.operation not in OPERATIONS:
+    if request.kind.group != API_GROUP or request.kind.kind not in KINDS or request.operation not in OPERATIONS:
         return Verdict.allow()
     try:
         options = options_for(request.namespace)

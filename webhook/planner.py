@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from webhook import flags
-from webhook.argv import Want
+from webhook.argv import Want, shorten
 from webhook.container import flag_value, rewrite
 from webhook.errors import Denied, NotApplicable
 from webhook.gpus import count_gpus
@@ -229,7 +229,7 @@ def _set_parallelism(
             )
     base.update(differing)
     out[field.pointer] = base
-    warnings.append("set " + " ".join(f"{field.label}.{k}={_show(v)}" for k, v in differing.items())[:115])
+    warnings.append(shorten(f"set {field.label}: " + " ".join(f"{k}={_show(v)}" for k, v in differing.items()), 119))
 
 
 def _show(value: object) -> str:

@@ -1,7 +1,7 @@
 """A stream of manifests through the core, as `kustomize build | ep-webhook mutate -f -` sends it.
 
 One or many YAML documents, a JSON object, or a `kind: List`: every
-InferenceService is decided by the engine, every other document passes
+InferenceService and LLMInferenceService is decided by the engine, every other document passes
 through unchanged and in order, and the ServingRuntimes and
 ClusterServingRuntimes found in the stream (and given with `--runtimes`)
 resolve the runtime of objects that have no command. Reading text and
@@ -16,7 +16,7 @@ from typing import Literal
 
 import jsonpatch
 
-from webhook.engine import API_GROUP, KIND, mutate
+from webhook.engine import API_GROUP, KINDS, mutate
 from webhook.runtime import RuntimeSpec, spec_from_object
 from webhook.selection import Runtimes
 from webhook.settings import Options
@@ -131,7 +131,7 @@ def decide(
     options_for: Callable[[dict[str, object]], Options],
     extra_runtimes: Sequence[RuntimeSpec] = (),
 ) -> list[Decided]:
-    """Run the engine on every InferenceService of the stream; other documents pass as they are.
+    """Run the engine on every InferenceService and LLMInferenceService; other documents pass as they are.
 
     Runtime resolution uses the runtimes in the stream and `extra_runtimes`;
     with none at all it is skipped (as the server does without a cluster).
@@ -139,7 +139,7 @@ def decide(
     known = [*extra_runtimes, *runtimes_in(docs.items)]
     out = []
     for obj in docs.items:
-        if not is_kind(obj, (KIND,)):
+        if not is_kind(obj, KINDS):
             out.append(Decided(obj, label(obj), False))
             continue
         runtimes = runtimes_for(known, namespace_of(obj)) if known else None

@@ -295,13 +295,16 @@ def test_the_chart_refuses_opt_in_only_exactly_when_the_server_says_the_policy_i
 # --- the webhook configuration ------------------------------------------------------------
 
 
-def test_the_webhook_sends_inferenceservice_creates_and_updates_to_the_service(helm: Helm) -> None:
+def test_the_webhook_sends_inferenceservice_and_llminferenceservice_writes_to_the_service(helm: Helm) -> None:
     objs = render(helm)
     hook = webhook(objs)
     assert hook["name"] == "ep.vllm-ep-webhook.io"
     assert hook["clientConfig"] == {"service": {"name": FULLNAME, "namespace": NAMESPACE, "path": "/mutate", "port": 443}}
     assert hook["rules"] == [{"apiGroups": ["serving.kserve.io"], "apiVersions": ["v1beta1"],
                               "operations": ["CREATE", "UPDATE"], "resources": ["inferenceservices"],
+                              "scope": "Namespaced"},
+                             {"apiGroups": ["serving.kserve.io"], "apiVersions": ["v1alpha1", "v1alpha2"],
+                              "operations": ["CREATE", "UPDATE"], "resources": ["llminferenceservices"],
                               "scope": "Namespaced"}]
     assert hook["sideEffects"] == "None"
     assert hook["admissionReviewVersions"] == ["v1"]

@@ -68,6 +68,9 @@ def webhook_configuration(url: str, ca_pem: bytes, failure_policy: str = "Fail")
             "rules": [{
                 "apiGroups": ["serving.kserve.io"], "apiVersions": ["v1beta1"],
                 "operations": ["CREATE", "UPDATE"], "resources": ["inferenceservices"], "scope": "Namespaced",
+            }, {
+                "apiGroups": ["serving.kserve.io"], "apiVersions": ["v1alpha1", "v1alpha2"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["llminferenceservices"], "scope": "Namespaced",
             }],
             "admissionReviewVersions": ["v1"],
             "sideEffects": "None",
