@@ -230,6 +230,15 @@ def test_turning_ep_off_restores_parallelism_and_args_exactly() -> None:
     assert any("restored parallelism" in w for w in verdict.warnings)
 
 
+def test_undo_still_works_when_the_api_server_returns_keys_in_another_order() -> None:
+    original = llmisvc(parallelism={"tensor": 8})
+    on, _ = mutated(original)
+    stored = json.loads(json.dumps(on, sort_keys=True))  # Go serialises maps with sorted keys
+    stored["metadata"]["annotations"]["ep.enabled"] = "false"
+    off, _ = mutated(stored)
+    assert off["spec"]["parallelism"] == {"tensor": 8} and STATE not in off["metadata"]["annotations"]
+
+
 def test_a_second_review_of_the_mutated_object_changes_nothing() -> None:
     for obj in (llmisvc(), with_prefill(llmisvc()), multi_node(llmisvc(annotations={"ep.nodes": "3"}))):
         out, _ = mutated(obj)

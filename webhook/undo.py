@@ -52,12 +52,13 @@ class Undo:
         return dict(self.fields).get(pointer)
 
 
-def _compact(value: object) -> bytes:
+def _compact(value: object, sort_keys: bool = False) -> bytes:
     """Compact JSON; orjson when it can (fast), the json module for odd strings (lone surrogates)."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
     except orjson.JSONEncodeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys).encode(
+            "utf-8", "surrogatepass")
 
 
 def _container_pair(pointers: list[str]) -> str | None:
@@ -77,10 +78,10 @@ def digest(values: Mapping[str, object]) -> str:
     """A stable fingerprint of the fields as the webhook left them."""
     container = _container_pair(list(values))
     if container is not None:
-        payload: object = {"command": _as_list(values[f"{container}/command"]), "args": _as_list(values[f"{container}/args"])}
-    else:
-        payload = {k: _as_list(values[k]) for k in sorted(values)}
-    return "sha256:" + hashlib.sha256(_compact(payload)).hexdigest()
+        payload = {"command": _as_list(values[f"{container}/command"]), "args": _as_list(values[f"{container}/args"])}
+        return "sha256:" + hashlib.sha256(_compact(payload)).hexdigest()
+    # objects come back from the API server with their keys in its order, not ours
+    return "sha256:" + hashlib.sha256(_compact({k: _as_list(v) for k, v in values.items()}, sort_keys=True)).hexdigest()
 
 
 def dump(undo: Undo) -> str:
