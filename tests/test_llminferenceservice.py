@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import apply
+from tests.helpers import apply, load_example
 from tests.kserve_presets import container_argv, run
 from tests.vllm_grammar import parse_launch
 from webhook.engine import mutate
@@ -258,3 +258,22 @@ def test_a_new_gpu_count_gives_a_new_layout_from_the_original(tmp_path: Path) ->
 def test_forbid_mode_denies_expert_parallelism_written_into_parallelism() -> None:
     verdict = mutate(llmisvc(enabled=None, parallelism={"expert": True}), Options(mode="forbid"))
     assert not verdict.allowed and "spec.parallelism.expert is true" in verdict.message
+
+
+@pytest.mark.parametrize(
+    ("example", "expected"),
+    [
+        ("llmisvc-single-node.yaml", {("decode", False): (1, 8, 8)}),
+        ("llmisvc-prefill-decode.yaml", {("decode", False): (2, 4, 4), ("prefill", False): (2, 2, 2)}),
+        ("llmisvc-multi-node.yaml", {("decode", False): (1, 16, 8), ("decode", True): (1, 16, 8)}),
+    ],
+)
+def test_the_readme_examples_run_as_documented(
+    example: str, expected: dict[tuple[str, bool], tuple[int, int, int]], tmp_path: Path
+) -> None:
+    out, verdict = mutated(load_example(example))
+    for (role, worker), (tp, dp, local) in expected.items():
+        ns = vllm_of(out, tmp_path, role, worker, env={"LWS_WORKER_INDEX": "1"})
+        assert ns.enable_expert_parallel is True
+        assert (ns.tensor_parallel_size, ns.data_parallel_size) == (tp, dp)
+        assert (ns.data_parallel_size_local or dp) == local

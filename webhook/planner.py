@@ -22,13 +22,13 @@ from webhook.launch import Server
 from webhook.settings import NODES, TENSOR_PARALLEL_SIZE, Options, Request
 from webhook.workload import Field, Launch, Role, Workload
 
-# vLLM 0.10.2 through 0.33 (vllm/engine/arg_utils.py, vllm/v1/engine/utils.py): a rank started with
+# vLLM 0.10.0 through 0.33 (vllm/engine/arg_utils.py, vllm/v1/engine/utils.py; 0.9.x did not infer it): a rank started with
 # --data-parallel-size-local and --data-parallel-start-rank but without --headless is put in hybrid
 # load-balancing mode, and the rank-0 engine then refuses remote engines that run --headless
 # ("Remote engine N must not use --headless in external or hybrid dp lb mode"). KServe's
 # data-parallel preset starts the leader exactly so and its workers with --headless.
 HYBRID_LB_NOTE = (
-    "vLLM 0.10.2-0.33 refuse KServe's multi-node preset: leader --data-parallel-start-rank 0 = hybrid LB, "
+    "vLLM 0.10.0-0.33 refuse KServe's multi-node preset: leader --data-parallel-start-rank 0 = hybrid LB, "
     "workers --headless"
 )
 
