@@ -130,3 +130,13 @@ def test_runtimes_files_without_runtimes_and_non_objects_are_usage_errors(tmp_pa
     assert done.returncode == 2 and "no ServingRuntime" in done.stderr
     done = cli("mutate", "-f", "-", stdin="- just\n- a list\n")
     assert done.returncode == 2 and "not a Kubernetes object" in done.stderr
+
+
+def test_llminferenceservices_in_a_stream_are_mutated_too() -> None:
+    from tests.test_llminferenceservice import llmisvc
+
+    done = cli("mutate", "-f", "-", stdin=stream(CONFIGMAP, llmisvc(), named("x", command=["vllm", "serve", "m"])))
+    assert done.returncode == 0, done.stderr
+    out = list(yaml.safe_load_all(done.stdout))
+    assert out[1]["spec"]["parallelism"] == {"tensor": 1, "expert": True, "data": 8, "dataLocal": 8}
+    assert "warning: LLMInferenceService llm/qwen3: set spec.parallelism" in done.stderr
