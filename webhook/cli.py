@@ -2,6 +2,8 @@
 
 Exit codes of `mutate`: 0 allowed (warnings on stderr), 1 any object denied
 (each reason on stderr, nothing on stdout), 2 usage errors or unreadable input.
+Of `audit`: 0 every object compliant, 1 anything would change or be denied, 2
+usage errors, an unreadable kubeconfig or an unreachable API server.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import yaml
 
@@ -159,6 +161,80 @@ def cmd_mutate(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Te
     return EXIT_ALLOWED
 
 
+def _audit_table(findings: list[Any], width: int) -> str:
+    """kubectl-style columns; MESSAGE is cut to the terminal's width."""
+    header = ("NAMESPACE", "KIND", "NAME", "EP", "RESULT", "MESSAGE")
+    rows = [(f.namespace, f.kind, f.name, "on" if f.ep else "off", f.result, f.message) for f in findings]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    lines = []
+    for row in [header, *rows]:
+        head = "   ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "   "
+        room = max(width - len(head), 20)
+        message = row[5] if len(row[5]) <= room else row[5][: room - 1] + "…"
+        lines.append((head + message).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _audit_summary(findings: list[Any]) -> str:
+    from webhook.audit import RESULTS
+
+    tally = {r: sum(1 for f in findings if f.result == r) for r in RESULTS}
+    return f"{len(findings)} objects: " + ", ".join(f"{tally[r]} {r}" for r in RESULTS)
+
+
+def cmd_audit(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    import shutil
+
+    from kubernetes import config as kubeconfig
+    from kubernetes.client.exceptions import ApiException
+
+    from webhook import audit, listing
+    from webhook import policy as policies
+
+    policy = policies.DEFAULT
+    if ns.policy:
+        try:
+            policy = policies.load(ns.policy)
+        except policies.PolicyError as e:
+            print(f"error: invalid policy: {e}", file=stderr)
+            return EXIT_USAGE
+    try:
+        new_client: Any = kubeconfig.new_client_from_config
+        api = new_client(config_file=ns.kubeconfig, context=ns.context)
+    except Exception as e:  # noqa: BLE001 - any unreadable kubeconfig: a clear message, no traceback
+        print(f"error: cannot use the kubeconfig{' ' + ns.kubeconfig if ns.kubeconfig else ''}: "
+              f"{type(e).__name__}: {str(e)[:300]}", file=stderr)
+        return EXIT_USAGE
+    host = api.configuration.host
+    interactive = stderr.isatty()
+
+    def progress(n: int) -> None:
+        if interactive and n % listing.PAGE == 0:
+            print(f"\rlisted {n} objects…", end="", file=stderr, flush=True)
+
+    try:
+        snap = listing.snapshot(api, ns.namespace, progress)
+    except ApiException as e:
+        print(f"error: the API server at {host} answered {e.status} {e.reason}: "
+              f"{str(e.body or '')[:300]}", file=stderr)
+        return EXIT_USAGE
+    except Exception as e:  # noqa: BLE001 - unreachable server, TLS failures: a clear message
+        print(f"error: cannot reach the API server at {host}: {type(e).__name__}: {str(e)[:300]}", file=stderr)
+        return EXIT_USAGE
+    if interactive and len(snap.objects) >= listing.PAGE:
+        print(file=stderr)
+    if not snap.labels_readable:
+        print("warning: namespaces cannot be listed with this kubeconfig; label-selector rules are reported "
+              "as unknown", file=stderr)
+    findings = audit.run(snap.objects, policy, snap.labels_of, snap.runtimes_for)
+    if ns.output == "json":
+        stdout.write(json.dumps([f.as_json() for f in findings], indent=2, ensure_ascii=False) + "\n")
+    else:
+        stdout.write(_audit_table(findings, shutil.get_terminal_size((160, 24)).columns))
+        stdout.write(_audit_summary(findings) + "\n")
+    return EXIT_ALLOWED if all(f.result == "compliant" for f in findings) else EXIT_DENIED
+
+
 def cmd_serve(ns: argparse.Namespace, stderr: TextIO) -> int:
     import os
 
@@ -282,6 +358,13 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--policy", help="policy file applied to the object's namespace (metadata.namespace)")
     m.add_argument("--namespace-labels", help="labels of that namespace for namespaceSelector rules: k=v,k2=v2")
 
+    a = sub.add_parser("audit", help="report what the webhook would do to every existing object now")
+    a.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    a.add_argument("--context", help="kubeconfig context (default: the current one)")
+    a.add_argument("--policy", help="policy file (default: opt-in everywhere)")
+    a.add_argument("--namespace", "-n", help="audit one namespace (default: all the caller can read)")
+    a.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
     pol = sub.add_parser("policy", help="policy tools")
     psub = pol.add_subparsers(dest="policy_command", required=True)
     pc = psub.add_parser("check", help="validate a policy file: exit 0 if valid, 1 naming the bad field")
@@ -341,4 +424,6 @@ def main(
         return cmd_certs_generate(ns, stdout, stderr)
     if ns.command == "policy":
         return cmd_policy_check(ns, stdout, stderr)
+    if ns.command == "audit":
+        return cmd_audit(ns, stdout, stderr)
     return EXIT_USAGE

@@ -20,7 +20,7 @@ from webhook.planner import Planned, plan
 from webhook.selection import Runtimes
 from webhook.settings import ENABLED, STATE, Options, ep_enabled, read_request
 from webhook.verdict import Verdict
-from webhook.workload import Adapter, Field, Workload
+from webhook.workload import Adapter, Field, Launch, Workload
 
 API_GROUP = "serving.kserve.io"
 KIND = inferenceservice.KIND
@@ -161,6 +161,33 @@ def _turn_off(
     return verdict
 
 
+def running_ep(obj: object) -> bool:
+    """Whether the object runs EP as it is now: a hand-written or webhook-written flag, or a
+    multi-node `parallelism.expert` that the kind's preset renders into the flag."""
+    if not isinstance(obj, dict):
+        return False
+    adapter = ADAPTERS.get(str(obj.get("kind")), inferenceservice.read)
+    try:
+        workload = adapter(obj, _annotations(obj), None, None)
+    except Denied:
+        return False
+    values = _values(workload.fields())
+    for role in workload.roles:
+        expert = values.get(role.parallelism.pointer) if role.parallelism is not None else None
+        if role.layout == "multi" and isinstance(expert, dict) and expert.get("expert") is True:
+            return True
+        if any(_launch_ep(launch, values) for launch in role.launches):
+            return True
+    return False
+
+
+def _launch_ep(launch: Launch, values: Mapping[str, object]) -> str | None:
+    command, args = values.get(launch.command.pointer), values.get(launch.args.pointer)
+    return find_ep_flag(
+        tuple(command) if isinstance(command, list) else None, tuple(args) if isinstance(args, list) else None
+    )
+
+
 def _owned_short(workload: Workload) -> str:
     return "command/args" if workload.owned == "the command and args" else workload.owned.removeprefix("the ")
 
@@ -173,10 +200,7 @@ def _ep_in(workload: Workload, values: Mapping[str, object]) -> str | None:
             if isinstance(p, dict) and p.get("expert") is True:
                 return f"{role.parallelism.label}.expert is true"
         for launch in role.launches:
-            command, args = values.get(launch.command.pointer), values.get(launch.args.pointer)
-            found = find_ep_flag(
-                tuple(command) if isinstance(command, list) else None, tuple(args) if isinstance(args, list) else None
-            )
+            found = _launch_ep(launch, values)
             if found:
                 return f"the command sets {found}"
     return None
