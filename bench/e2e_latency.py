@@ -4,9 +4,11 @@
 
 Starts etcd + kube-apiserver on loopback (tests/e2e/cluster.py), installs the
 KServe CRDs, then measures sequential creates of annotated InferenceServices:
-first with no webhook registered, then with `ep-webhook serve` registered (the
-same object, so the webhook really mutates every create). Prints p50/p99 of
-both and the difference. Bounded: a fixed number of creates per phase.
+first with no webhook registered, then with `ep-webhook serve` registered (so
+the webhook really mutates every create). Every create is a different object:
+its name and a flag value (`--max-model-len N`) change each time, as real
+clients' objects do. Prints p50/p99 of both and the difference. Bounded: a
+fixed number of creates per phase.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from webhook import certs  # noqa: E402
 
 
 def measure(api: client.ApiClient, ns: str, n: int, prefix: str) -> list[float]:
+    """Seconds each of `n` creates took; object i is named PREFIX-i and serves with --max-model-len 1024+i."""
     objs = client.CustomObjectsApi(api)
     out = []
     for i in range(n):
-        obj = isvc(command=["vllm", "serve", "/mnt/models", "--tensor-parallel-size", "8"])
+        obj = isvc(command=["vllm", "serve", "/mnt/models", "--max-model-len", str(1024 + i), "--tensor-parallel-size", "8"])
         obj["metadata"] = {"name": f"{prefix}-{i}", "annotations": obj["metadata"]["annotations"]}
         started = time.perf_counter()
         objs.create_namespaced_custom_object("serving.kserve.io", "v1beta1", ns, "inferenceservices", obj)
@@ -43,6 +46,7 @@ def measure(api: client.ApiClient, ns: str, n: int, prefix: str) -> list[float]:
 
 
 def pct(values: list[float], p: float) -> float:
+    """The p-th percentile of `values` (seconds), in milliseconds."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] * 1000
 
@@ -70,6 +74,9 @@ def main() -> int:
                 wait_for_webhook(api, server)
                 measure(api, "bench", 20, "warm-hook")
                 with_hook = measure(api, "bench", args.creates, "hooked")
+                stored = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                    "serving.kserve.io", "v1beta1", "bench", "inferenceservices", f"hooked-{args.creates - 1}")
+                assert "--enable-expert-parallel" in stored["spec"]["predictor"]["model"]["command"], stored
         finally:
             cluster.stop()
     print(f"{'case':<16}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}")

@@ -1,19 +1,34 @@
-"""Fixtures shared by several test folders.
+"""Fixtures shared by several test folders, and the `e2e` marker of two of them.
 
 The real API server is session-wide and defined here, once, so that the e2e
 tests and the chart tests use the same etcd and kube-apiserver (a fixture
 defined in a sub-folder's conftest would start one per folder).
+
+Every test in tests/e2e and tests/chart is marked `e2e` here, by folder, so a
+new file there needs nothing to be left out of the fast loop
+(`-m "not slow and not e2e"`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 from tests.e2e.cluster import Cluster, k8s_binaries
 from tests.e2e.conftest import install_crds, new_client
+
+
+E2E_FOLDERS = (Path(__file__).parent / "e2e", Path(__file__).parent / "chart")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests under E2E_FOLDERS `e2e`: they need a real API server or helm."""
+    for item in items:
+        if any(folder in item.path.parents for folder in E2E_FOLDERS):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

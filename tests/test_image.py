@@ -78,6 +78,7 @@ def shared_tmp() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_the_build_steps_install_a_server_that_runs_read_only_as_uid_65532(shared_tmp: Path) -> None:
     if os.geteuid() != 0:
         pytest.fail("this check switches to UID 65532 and needs root, as in CI")

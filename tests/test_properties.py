@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import apply, isvc, model
-from tests.vllm_grammar import parse_launch
+from tests.vllm_grammar import GrammarError, parse_launch, parser
 from webhook import shell
 from webhook.engine import mutate
 from webhook.settings import STATE
-from webhook.verdict import Verdict
+from webhook.verdict import MAX_WARNING_LENGTH
 
 ALLOWED_PATHS = (
     "/spec/predictor/model/command",
@@ -104,7 +105,7 @@ def _pairs(words: list[str]) -> list[list[str]]:
 def check_contract(obj: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
     out = apply(obj, verdict)
     assert all(op["path"] in ALLOWED_PATHS for op in verdict.patch)
-    assert all(len(w) < 120 for w in verdict.warnings)
+    assert all(len(w) <= MAX_WARNING_LENGTH for w in verdict.warnings)
     rest_before = copy.deepcopy(obj)
     rest_after = copy.deepcopy(out)
     for o in (rest_before, rest_after):
@@ -160,13 +161,18 @@ json_values = st.recursive(
 
 @settings(max_examples=400, deadline=None)
 @given(json_values)
-def test_arbitrary_json_never_raises(value: Any) -> None:
-    assert isinstance(mutate(value), Verdict)
+def test_arbitrary_json_is_never_patched_a_non_object_is_denied_and_an_object_not_asking_passes(value: Any) -> None:
+    verdict = mutate(value)
+    assert verdict.patch == () and verdict.changed == ()
+    if not isinstance(value, dict):
+        assert not verdict.allowed and "expected an InferenceService" in verdict.message
+    elif "metadata" not in value:  # nothing asks for EP
+        assert verdict.allowed and verdict.warnings == ()
 
 
 @st.composite
-def damaged_isvcs(draw: st.DrawFn) -> dict[str, Any]:
-    """Valid-looking objects with one field replaced by something odd."""
+def damaged_isvcs(draw: st.DrawFn) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Valid-looking objects with one field replaced by something odd, and the path of that field."""
     obj = isvc(command=["vllm", "serve", "m"])
     paths = [
         ("metadata",), ("metadata", "annotations"), ("metadata", "annotations", "ep.enabled"),
@@ -182,14 +188,38 @@ def damaged_isvcs(draw: st.DrawFn) -> dict[str, Any]:
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = draw(json_values)
-    return obj
+    return obj, path
+
+
+HOW_TO_FIX = re.compile(r"\b(must|needs?|remove|write|expected)\b")
+
+
+def ep_layout(container: dict[str, Any]) -> tuple[bool, int, int]:
+    """(expert parallel, TP, DP) as vLLM would parse the container's command and args."""
+    command, args = list(container.get("command") or []), list(container.get("args") or [])
+    ns = parse_launch(command + args) if command else parser(False).parse_args(args)
+    return ns.enable_expert_parallel, ns.tensor_parallel_size, ns.data_parallel_size
 
 
 @settings(max_examples=400, deadline=None)
 @given(damaged_isvcs())
-def test_damaged_objects_are_denied_or_handled_never_raise(obj: dict[str, Any]) -> None:
+def test_damaged_objects_are_denied_naming_the_field_and_the_fix_or_get_the_full_ep_layout(
+    damaged: tuple[dict[str, Any], tuple[str, ...]],
+) -> None:
+    obj, path = damaged
     verdict = mutate(copy.deepcopy(obj))
-    if verdict.allowed and verdict.patch:
-        apply(obj, verdict)
-    else:
-        assert verdict.allowed or verdict.message
+    if not verdict.allowed:
+        fields = {".".join(path[:k]) for k in range(min(2, len(path)), len(path) + 1)} | {path[-1]}
+        assert any(f in verdict.message for f in fields), (path, verdict.message)
+        assert HOW_TO_FIX.search(verdict.message), verdict.message
+        return
+    if not verdict.patch:
+        return  # passed untouched: what was damaged did not ask for EP
+    out = apply(obj, verdict)
+    assert mutate(copy.deepcopy(out)).patch == ()  # the result is stable
+    try:
+        ep_layout(model(obj))
+    except GrammarError:
+        return  # vLLM would refuse the launch as written (e.g. a stray '' argument) with or without EP
+    gpus = int(model(out)["resources"]["limits"]["nvidia.com/gpu"])
+    assert ep_layout(model(out)) == (True, 1, gpus)

@@ -21,6 +21,7 @@ from tests.server_harness import Server, annotated, client_context, review_for, 
 from tests.test_server import _k8s_secret_layout, _peer_cert
 from webhook import certs
 
+pytestmark = pytest.mark.slow  # each test keeps a server busy for seconds to half a minute
 BODY = json.dumps(review_for(annotated())).encode()
 
 

@@ -138,6 +138,28 @@ def test_health_readiness_and_metrics_move(server: Server) -> None:
     assert after["ep_webhook_certificate_not_after_seconds"] == pytest.approx(not_after)
 
 
+def test_metrics_carry_the_standard_process_and_python_series_of_the_server(server: Server) -> None:
+    status, body, headers = server.request("GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = body.decode()
+    assert "# TYPE ep_webhook_reviews_total counter" in text
+    assert "# TYPE ep_webhook_certificate_reloads_total counter" in text
+    values = server.metrics()
+    rss = values["process_resident_memory_bytes"]
+    assert 10 * 2**20 < rss < 1024 * 2**20  # the server's own RSS, not a placeholder
+    assert values["process_open_fds"] >= 3 and values["process_cpu_seconds_total"] > 0
+    assert values["process_start_time_seconds"] == pytest.approx(server_started(server), abs=60)
+    assert any(k.startswith("python_gc_collections_total") for k in values)
+    assert any(k.startswith("python_info") for k in values)
+
+
+def server_started(server: Server) -> float:
+    """The server process's start, Unix time, as /proc says."""
+    ticks = int(Path(f"/proc/{server.proc.pid}/stat").read_text().rpartition(")")[2].split()[19])
+    boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def test_one_json_log_line_per_review_without_object_contents(server: Server) -> None:
     obj = annotated(["vllm", "serve", "/mnt/models/secret-model-name", "--api-key", "sk-hunter2"])
     server.review(review_for(obj, uid="log-check-uid"))

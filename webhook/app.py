@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from webhook.admit import admit, outcome
 from webhook.kubecache import ClusterView
 from webhook.logs import review_log
+from webhook.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from webhook.metrics import Metrics
 from webhook.policy import DEFAULT, Policy
 from webhook.reloader import Reloading
@@ -145,6 +146,14 @@ class WebhookApp:
 
 
 def create_app(state: ServerState) -> WebhookApp:
+    """The application: a FastAPI app behind a raw-ASGI `/mutate` route.
+
+    FastAPI is the application (health, readiness, metrics and whatever comes
+    next are ordinary routes); only POST /mutate, which every annotated
+    InferenceService write waits for, is answered before it by `WebhookApp`
+    without the framework's per-request machinery. The state's metrics get the
+    reload counters, certificate expiry and cache state of the parts present.
+    """
     metrics = state.metrics
 
     @contextlib.asynccontextmanager
@@ -169,29 +178,29 @@ def create_app(state: ServerState) -> WebhookApp:
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     if state.policy is not None:
         policy = state.policy
-        metrics.gauge("ep_webhook_policy_reloads_total", "Policy reloads since start.",
-                      lambda: float(policy.reloads), "counter")
-        metrics.gauge("ep_webhook_policy_reload_failures_total",
-                      "Policy changes rejected as invalid (the last good policy stays).",
-                      lambda: float(policy.failures), "counter")
+        metrics.counter("ep_webhook_policy_reloads_total", "Policy reloads since start.",
+                        lambda: float(policy.reloads))
+        metrics.counter("ep_webhook_policy_reload_failures_total",
+                        "Policy changes rejected as invalid (the last good policy stays).",
+                        lambda: float(policy.failures))
     if state.cluster is not None:
         cluster = state.cluster
         metrics.gauge("ep_webhook_cluster_cache_synced", "1 when namespace and runtime caches have listed once.",
                       lambda: 1.0 if cluster.synced() else 0.0)
-        metrics.gauge("ep_webhook_cluster_watch_errors_total", "Failed list/watch calls to the API server.",
-                      lambda: float(sum(c.errors for c in cluster.caches)), "counter")
+        metrics.counter("ep_webhook_cluster_watch_errors_total", "Failed list/watch calls to the API server.",
+                        lambda: float(sum(c.errors for c in cluster.caches)))
     if state.reloader is not None:
         reloader = state.reloader
         metrics.gauge("ep_webhook_certificate_not_after_seconds",
                       "Expiry of the serving certificate, Unix time.", lambda: reloader.not_after)
-        metrics.gauge("ep_webhook_certificate_reloads_total",
-                      "Serving certificate reloads since start.", lambda: float(reloader.reloads), "counter")
-        metrics.gauge("ep_webhook_certificate_reload_failures_total",
-                      "Certificate changes that could not be loaded.", lambda: float(reloader.failures), "counter")
+        metrics.counter("ep_webhook_certificate_reloads_total",
+                        "Serving certificate reloads since start.", lambda: float(reloader.reloads))
+        metrics.counter("ep_webhook_certificate_reload_failures_total",
+                        "Certificate changes that could not be loaded.", lambda: float(reloader.failures))
     return WebhookApp(state, app)
 
 

@@ -97,10 +97,6 @@ class Plan:
     append: list[tuple[str, ...]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def empty(self) -> bool:
-        return not (self.replace or self.delete or self.append)
-
 
 def shorten(text: str, limit: int = _MAX_SHOWN) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"

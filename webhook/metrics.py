@@ -1,60 +1,88 @@
-"""Prometheus text-format metrics, without a client library.
+"""The webhook's Prometheus metrics, with the ecosystem's client library.
 
-Only what the webhook exposes: review counts by operation and outcome, a
-latency histogram, certificate expiry and reload counts. Updates are plain
-dict increments on the event loop thread.
+Each app owns a `Metrics` and its registry (nothing is registered in
+prometheus_client's global registry), so two apps in one process, as in the
+tests, count separately. Besides the webhook's own series it carries the
+standard process, platform and GC collectors (`process_resident_memory_bytes`,
+`process_cpu_seconds_total`, `process_open_fds`, `python_gc_*`, ...) that
+dashboards and alerts for Python services expect.
+
+The per-review cost is one counter increment and one histogram observation;
+the labelled counters are looked up once per (operation, outcome), of which
+there are a handful.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-OUTCOMES = ("mutated", "unchanged", "denied", "rejected")
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+"""Upper bounds of the review latency histogram, in seconds: reviews take about a millisecond."""
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The text format every Prometheus version reads; `generate_latest` writes it for names like ours."""
+Read = Callable[[], float]
+"""A value read at scrape time."""
+
+
+class _ReadAtScrape(Collector):
+    """Values owned by other parts (reload counts, certificate expiry, cache state), read when scraped."""
+
+    def __init__(self) -> None:
+        self.gauges: dict[str, tuple[str, Read]] = {}
+        self.counters: dict[str, tuple[str, Read]] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        for name, (help_text, read) in sorted(self.gauges.items()):
+            yield GaugeMetricFamily(name, help_text, value=read())
+        for name, (help_text, read) in sorted(self.counters.items()):
+            yield CounterMetricFamily(name, help_text, value=read())
 
 
 class Metrics:
+    """One app's metrics: reviews by operation and outcome, review latency, and values read at scrape time."""
+
     def __init__(self) -> None:
-        self.reviews: dict[tuple[str, str], int] = {}
-        self.bucket_counts = [0] * (len(BUCKETS) + 1)
-        self.duration_sum = 0.0
-        self.duration_count = 0
-        self.gauges: dict[str, tuple[str, str, Callable[[], float]]] = {}
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self._reviews = Counter("ep_webhook_reviews", "Admission reviews answered, by operation and outcome.",
+                                ("operation", "outcome"), registry=self.registry)
+        self._duration = Histogram("ep_webhook_review_duration_seconds", "Time to answer one admission review.",
+                                   buckets=BUCKETS, registry=self.registry)
+        self._by_outcome: dict[tuple[str, str], Counter] = {}
+        self._read = _ReadAtScrape()
+        self.registry.register(self._read)
 
     def observe(self, operation: str, outcome: str, seconds: float) -> None:
+        """Count one answered review (callers keep `operation` to a fixed set) and its latency."""
         key = (operation, outcome)
-        self.reviews[key] = self.reviews.get(key, 0) + 1
-        self.bucket_counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.duration_sum += seconds
-        self.duration_count += 1
+        counter = self._by_outcome.get(key)
+        if counter is None:
+            counter = self._by_outcome[key] = self._reviews.labels(operation, outcome)
+        counter.inc()
+        self._duration.observe(seconds)
 
-    def gauge(self, name: str, help_text: str, read: Callable[[], float], kind: str = "gauge") -> None:
-        """Register a value read at scrape time (`kind` gauge or counter)."""
-        self.gauges[name] = (help_text, kind, read)
+    def gauge(self, name: str, help_text: str, read: Read) -> None:
+        """Expose `read()` as gauge `name`, called at every scrape."""
+        self._read.gauges[name] = (help_text, read)
 
-    def render(self) -> str:
-        lines = [
-            "# HELP ep_webhook_reviews_total Admission reviews answered, by operation and outcome.",
-            "# TYPE ep_webhook_reviews_total counter",
-        ]
-        for (operation, outcome), n in sorted(self.reviews.items()):
-            lines.append(f'ep_webhook_reviews_total{{operation="{_esc(operation)}",outcome="{outcome}"}} {n}')
-        lines += [
-            "# HELP ep_webhook_review_duration_seconds Time to answer one admission review.",
-            "# TYPE ep_webhook_review_duration_seconds histogram",
-        ]
-        cumulative = 0
-        for bound, n in zip(BUCKETS, self.bucket_counts):
-            cumulative += n
-            lines.append(f'ep_webhook_review_duration_seconds_bucket{{le="{bound}"}} {cumulative}')
-        lines.append(f'ep_webhook_review_duration_seconds_bucket{{le="+Inf"}} {self.duration_count}')
-        lines.append(f"ep_webhook_review_duration_seconds_sum {self.duration_sum:.6f}")
-        lines.append(f"ep_webhook_review_duration_seconds_count {self.duration_count}")
-        for name, (help_text, kind, read) in sorted(self.gauges.items()):
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {read()!r}"]
-        return "\n".join(lines) + "\n"
+    def counter(self, name: str, help_text: str, read: Read) -> None:
+        """Expose `read()`, a count that only goes up, as counter `name` (which ends in `_total`)."""
+        self._read.counters[name] = (help_text, read)
 
-
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    def render(self) -> bytes:
+        """The Prometheus text exposition of everything in this app's registry."""
+        return generate_latest(self.registry)

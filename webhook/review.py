@@ -1,8 +1,8 @@
 """AdmissionReview wire types and decoding of the HTTP body.
 
 The dataclasses (plain slotted ones: frozen dataclasses cost more to build,
-and this is per review) mirror the Kubernetes fields by name (`uid`, `oldObject`,
-`dryRun`) and hold no logic. `decode` checks in a fixed order — empty,
+and this is per review) mirror the Kubernetes fields the webhook reads, by
+name (`uid`, `dryRun`), and hold no logic. `decode` checks in a fixed order — empty,
 too big, wrong content type, not JSON, not an AdmissionReview, bad field
 types — and raises `BadReview` with the HTTP status for the first failure.
 """
@@ -14,10 +14,15 @@ from dataclasses import dataclass
 import orjson
 
 V1 = "admission.k8s.io/v1"
+"""The AdmissionReview version API servers send by default."""
 V1BETA1 = "admission.k8s.io/v1beta1"
+"""The older AdmissionReview version, still answered in kind."""
 API_VERSIONS = (V1, V1BETA1)
+"""The AdmissionReview versions accepted; the answer uses the request's."""
 MAX_BODY = 3 * 1024 * 1024
-JsonValue = object  # any decoded JSON value
+"""Largest request body accepted, in bytes (the API server's own limit on an object is about 3 MiB)."""
+JsonValue = object
+"""Any decoded JSON value."""
 
 
 class BadReview(Exception):
@@ -31,6 +36,8 @@ class BadReview(Exception):
 
 @dataclass(slots=True)
 class GroupVersionKind:
+    """`request.kind`: what kind of object is under review (group empty for the core group)."""
+
     group: str
     version: str
     kind: str
@@ -38,18 +45,25 @@ class GroupVersionKind:
 
 @dataclass(slots=True)
 class AdmissionRequest:
+    """`request`: the fields of an admission request the webhook reads.
+
+    `object` is the object as it would be stored (as decoded, unchecked),
+    `name` may be empty on a create with `generateName`.
+    """
+
     uid: str
     kind: GroupVersionKind
     operation: str
     namespace: str
     name: str
     object: JsonValue
-    oldObject: JsonValue  # noqa: N815 - the Kubernetes field name
-    dryRun: bool  # noqa: N815
+    dryRun: bool  # noqa: N815 - the Kubernetes field name
 
 
 @dataclass(slots=True)
 class AdmissionReview:
+    """A decoded AdmissionReview: the version it came in and its request."""
+
     apiVersion: str  # noqa: N815
     request: AdmissionRequest
 
@@ -64,12 +78,14 @@ def _str(data: dict[str, object], key: str, where: str, required: bool = False) 
 
 
 def check_content_type(content_type: str | None) -> None:
+    """Raise `BadReview` (400) unless the media type is `application/json` (parameters ignored)."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media != "application/json":
         raise BadReview(400, f"content type {media or 'none'!r} is not supported; send application/json")
 
 
 def decode(body: bytes, content_type: str | None) -> AdmissionReview:
+    """The review in `body`, or `BadReview` with the HTTP status and message for the first problem found."""
     if not body:
         raise BadReview(400, "empty request body; expected an AdmissionReview")
     if len(body) > MAX_BODY:
@@ -107,7 +123,6 @@ def decode(body: bytes, content_type: str | None) -> AdmissionReview:
             namespace=_str(request, "namespace", "request"),
             name=_str(request, "name", "request"),
             object=request.get("object"),
-            oldObject=request.get("oldObject"),
             dryRun=dry_run,
         ),
     )

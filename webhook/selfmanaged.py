@@ -175,10 +175,9 @@ class SelfManager:
         for _attempt in range(5):
             current, version = self._read()
             wanted = plan(current, self.settings)
-            if wanted is None and current is not None:
+            if wanted is None:  # only for a Secret that is fine as it is: with none, plan() makes one
+                assert current is not None
                 return current
-            if wanted is None:
-                continue
             body = client.V1Secret(
                 metadata=client.V1ObjectMeta(
                     name=self.settings.secret_name,

@@ -55,10 +55,6 @@ class Word:
     prefix: str
     all_positional: bool = False
 
-    @property
-    def is_dynamic(self) -> bool:
-        return self.literal is None
-
 
 @dataclass
 class Command:
