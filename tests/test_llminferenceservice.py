@@ -240,10 +240,12 @@ def test_undo_still_works_when_the_api_server_returns_keys_in_another_order() ->
 
 
 def test_a_second_review_of_the_mutated_object_changes_nothing() -> None:
-    for obj in (llmisvc(), with_prefill(llmisvc()), multi_node(llmisvc(annotations={"ep.nodes": "3"}))):
+    quoted = {"ep.eplb-config": '{"window_size": 10, "note": "a b"}'}  # written shell-quoted, read back as JSON
+    for obj in (llmisvc(), llmisvc(annotations=quoted), with_prefill(llmisvc()),
+                multi_node(llmisvc(annotations={"ep.nodes": "3", **quoted}))):
         out, _ = mutated(obj)
         again = mutate(copy.deepcopy(out))
-        assert again.allowed and not again.patch
+        assert again.allowed and not again.patch and not again.warnings
 
 
 def test_a_new_gpu_count_gives_a_new_layout_from_the_original(tmp_path: Path) -> None:

@@ -111,8 +111,18 @@ class Rewrite:
 
 
 def _eval_arg(value: str) -> Arg:
-    """An args item under `eval`: a plain word is itself; anything else may split or expand."""
-    return Arg.item(value) if shell.quote(value) == value else Arg(None, "", value, opaque=True)
+    """An args item under `eval`: read as the shell will; an item that splits or expands may hide flags."""
+    if shell.quote(value) == value:
+        return Arg.item(value)
+    try:
+        commands = shell.parse(value)
+    except shell.ShellSyntaxError:
+        commands = []
+    if len(commands) == 1 and not commands[0].compound and len(commands[0].words) == 1:
+        word = commands[0].words[0]
+        if word.literal is not None and word.start == 0 and word.end == len(value):
+            return Arg(word.literal, word.prefix, value)
+    return Arg(None, "", value, opaque=True)
 
 
 def rewrite(
