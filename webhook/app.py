@@ -46,6 +46,7 @@ class ServerState:
     reloader: CertReloader | None = None
     metrics: Metrics = field(default_factory=Metrics)
     reload_interval: float = 1.0
+    audit_interval: float = 0.0  # seconds between audits of the watched objects; 0: no audit
 
     def options_for(self, namespace: str) -> Options:
         policy = self.policy.value if self.policy else DEFAULT
@@ -158,11 +159,14 @@ def create_app(state: ServerState) -> WebhookApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_watch_files(state))
+        tasks = [asyncio.create_task(_watch_files(state))]
+        if state.cluster is not None and state.audit_interval > 0:
+            tasks.append(asyncio.create_task(_audit_periodically(state)))
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
 
@@ -215,3 +219,32 @@ async def _watch_files(state: ServerState) -> None:
                 watched.check()
             except Exception:  # keep watching whatever happens to one check
                 logging.getLogger("webhook.reload").exception("file check failed")
+
+
+def audit_once(state: ServerState) -> dict[tuple[str, str, str], int]:
+    """One audit of the watched objects with the current policy; the counts go to the metrics."""
+    from webhook import audit
+
+    assert state.cluster is not None
+    cluster = state.cluster
+    policy = state.policy.value if state.policy else DEFAULT
+    findings = audit.run(cluster.objects(), policy, cluster.labels, cluster.runtimes_for)
+    counts = audit.counts(findings)
+    state.metrics.audited(counts, time.time())
+    totals: dict[str, int] = {r: sum(n for (_, _, res), n in counts.items() if res == r) for r in audit.RESULTS}
+    logging.getLogger("webhook.audit").info("audit finished", extra={"fields": {"objects": len(findings), **totals}})
+    return counts
+
+
+async def _audit_periodically(state: ServerState) -> None:
+    """Audit the watched objects every `audit_interval` seconds, once the caches have listed."""
+    assert state.cluster is not None
+    while not state.cluster.synced():
+        await asyncio.sleep(0.5)
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            await loop.run_in_executor(None, audit_once, state)
+        except Exception:  # an audit that fails is logged and tried again next time
+            logging.getLogger("webhook.audit").exception("audit failed")
+        await asyncio.sleep(state.audit_interval)

@@ -97,9 +97,9 @@ def run(
     return sorted(findings, key=lambda f: (f.namespace, f.kind, f.name))
 
 
-def counts(findings: Iterable[Finding]) -> dict[tuple[str, str, Result], int]:
+def counts(findings: Iterable[Finding]) -> dict[tuple[str, str, str], int]:
     """How many objects per (namespace, kind, result), for the server's gauges."""
-    out: dict[tuple[str, str, Result], int] = {}
+    out: dict[tuple[str, str, str], int] = {}
     for f in findings:
         key = (f.namespace, f.kind, f.result)
         out[key] = out.get(key, 0) + 1

@@ -259,7 +259,8 @@ def cmd_serve(ns: argparse.Namespace, stderr: TextIO) -> int:
         except Exception as e:  # noqa: BLE001 - reported, then exit non-zero
             print(f"error: cannot configure the Kubernetes client: {type(e).__name__}: {str(e)[:300]}", file=stderr)
             return EXIT_DENIED
-        state.cluster = ClusterView(api)
+        state.cluster = ClusterView(api, workloads=ns.audit_interval > 0)
+        state.audit_interval = ns.audit_interval
         state.cluster.start()
     cert_dir = Path(ns.cert_dir)
     if ns.dev_certs:
@@ -341,6 +342,22 @@ def cmd_certs_generate(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -
     return EXIT_ALLOWED
 
 
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """Seconds from `90s`, `10m`, `1h`, `1h30m` or a bare number of seconds; 0 is allowed."""
+    import re
+
+    value = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smh])", value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30s, 10m or 1h")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ep-webhook", description="vLLM expert-parallel webhook for KServe")
     sub = p.add_subparsers(dest="command", required=True)
@@ -380,6 +397,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--policy", help="policy file (reloaded when it changes); default: opt-in everywhere")
     s.add_argument("--kubeconfig", help="kubeconfig for namespace labels, runtimes and self-managed "
                                         "certificates (default: in-cluster when running in a pod)")
+    s.add_argument("--audit-interval", type=duration, default=600.0, metavar="DURATION",
+                   help="audit every InferenceService and LLMInferenceService this often into /metrics "
+                        "(e.g. 30s, 10m, 1h; 0 turns it off; needs a cluster); default 10m")
     sm = s.add_argument_group("self-managed certificates (a CA and serving pair kept in a Secret)")
     sm.add_argument("--self-managed", action="store_true")
     sm.add_argument("--secret-name", default="vllm-ep-webhook-tls")

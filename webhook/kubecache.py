@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,7 +35,6 @@ class Cache:
         self.items: dict[str, Any] = {}
         self.synced = threading.Event()
         self.errors = 0
-        self.last_sync = 0.0
 
     def _objects(self, listing: Any) -> Iterator[Any]:
         return iter(listing["items"] if isinstance(listing, dict) else listing.items)
@@ -62,7 +60,6 @@ class Cache:
                         fresh[entry[0]] = entry[1]
                 self.items = fresh
                 self.synced.set()
-                self.last_sync = time.time()
                 backoff = 1.0
                 w = watch.Watch()
                 for event in w.stream(self.list_call, resource_version=self._version(listing), timeout_seconds=240):
@@ -76,7 +73,6 @@ class Cache:
                         self.items.pop(entry[0], None)
                     else:
                         self.items[entry[0]] = entry[1]
-                    self.last_sync = time.time()
             except ApiException as e:
                 self.errors += 1
                 if e.status == 404:
@@ -108,10 +104,21 @@ def _runtime_entry(kind: str) -> Callable[[Any], tuple[str, RuntimeSpec] | None]
     return convert
 
 
-class ClusterView:
-    """The caches the server uses, and lookups shaped for the core."""
+def _object_entry(obj: Any) -> tuple[str, dict[str, Any]] | None:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict) or not meta.get("name"):
+        return None
+    return (f"{meta.get('namespace', '')}/{meta['name']}", obj)
 
-    def __init__(self, api_client: Any) -> None:
+
+class ClusterView:
+    """The caches the server uses, and lookups shaped for the core.
+
+    With `workloads`, InferenceServices and LLMInferenceServices are watched
+    too, for the periodic audit.
+    """
+
+    def __init__(self, api_client: Any, workloads: bool = False) -> None:
         from kubernetes import client
 
         core = client.CoreV1Api(api_client)
@@ -128,11 +135,21 @@ class ClusterView:
             lambda **kw: custom.list_cluster_custom_object(group, version, "clusterservingruntimes", **kw),
             _runtime_entry("ClusterServingRuntime"),
         )
+        self.workloads: tuple[Cache, ...] = ()
+        if workloads:
+            self.workloads = tuple(
+                Cache(plural, _lister(custom, group, version, plural), _object_entry)
+                for version, plural in (("v1beta1", "inferenceservices"), ("v1alpha2", "llminferenceservices"))
+            )
         self.stop = threading.Event()
 
     @property
     def caches(self) -> tuple[Cache, ...]:
-        return (self.namespaces, self.runtimes, self.cluster_runtimes)
+        return (self.namespaces, self.runtimes, self.cluster_runtimes, *self.workloads)
+
+    def objects(self) -> list[dict[str, Any]]:
+        """Every watched InferenceService and LLMInferenceService, as last seen."""
+        return [obj for cache in self.workloads for obj in list(cache.items.values())]
 
     def start(self) -> None:
         for cache in self.caches:
@@ -152,6 +169,10 @@ class ClusterView:
             tuple(v for k, v in list(self.runtimes.items.items()) if k.startswith(prefix) and isinstance(v, RuntimeSpec)),
             tuple(v for v in list(self.cluster_runtimes.items.values()) if isinstance(v, RuntimeSpec)),
         )
+
+
+def _lister(custom: Any, group: str, version: str, plural: str) -> Callable[..., Any]:
+    return lambda **kw: custom.list_cluster_custom_object(group, version, plural, **kw)
 
 
 def api_client(kubeconfig: str | None) -> Any:

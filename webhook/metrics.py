@@ -14,12 +14,13 @@ there are a handful.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     GCCollector,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -63,6 +64,11 @@ class Metrics:
         self._duration = Histogram("ep_webhook_review_duration_seconds", "Time to answer one admission review.",
                                    buckets=BUCKETS, registry=self.registry)
         self._by_outcome: dict[tuple[str, str], Counter] = {}
+        self._audit_objects = Gauge("ep_webhook_audit_objects",
+                                    "Objects by what the webhook would do to them now (compliant, change, deny), "
+                                    "from the last audit.", ("namespace", "kind", "result"), registry=self.registry)
+        self._audit_last_run = Gauge("ep_webhook_audit_last_run_timestamp_seconds",
+                                     "When the last audit finished, Unix time (0: none yet).", registry=self.registry)
         self._read = _ReadAtScrape()
         self.registry.register(self._read)
 
@@ -74,6 +80,13 @@ class Metrics:
             counter = self._by_outcome[key] = self._reviews.labels(operation, outcome)
         counter.inc()
         self._duration.observe(seconds)
+
+    def audited(self, counts: Mapping[tuple[str, str, str], int], finished: float) -> None:
+        """Replace the audit gauges with one run's counts by (namespace, kind, result)."""
+        self._audit_objects.clear()
+        for (namespace, kind, result), n in counts.items():
+            self._audit_objects.labels(namespace, kind, result).set(n)
+        self._audit_last_run.set(finished)
 
     def gauge(self, name: str, help_text: str, read: Read) -> None:
         """Expose `read()` as gauge `name`, called at every scrape."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from kubernetes import client
 
 from tests.e2e.cluster import Cluster
 from tests.helpers import isvc
+from tests.server_harness import server_with_new_certs
 from tests.test_cli import EXE
 from tests.test_llminferenceservice import llmisvc
 
@@ -134,3 +136,42 @@ def test_a_bad_kubeconfig_or_unreachable_server_exits_2_without_a_traceback(
                           timeout=120)
     assert done.returncode == 2 and "cannot reach the API server" in done.stderr
     assert "Traceback" not in missing.stderr + done.stderr
+
+
+AUDIT_READER_RULES = [
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["serving.kserve.io"],
+     "resources": ["servingruntimes", "clusterservingruntimes", "inferenceservices", "llminferenceservices"],
+     "verbs": ["get", "list", "watch"]},
+]
+
+
+def test_the_server_exports_the_same_audit_as_metrics_with_read_only_access(
+    cluster: Cluster, api: client.ApiClient, objects: dict[str, str], tmp_path: Path
+) -> None:
+    user = "ep-webhook-auditor"
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_cluster_role({"metadata": {"name": user}, "rules": AUDIT_READER_RULES})
+    rbac.create_cluster_role_binding({
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    })
+    kubeconfig = cluster.user_kubeconfig(user, [])
+    extra = ["--policy", objects["policy"], "--kubeconfig", str(kubeconfig), "--audit-interval", "1s"]
+    with server_with_new_certs(tmp_path, extra) as server:
+        deadline = time.monotonic() + 30
+        while server.metrics().get("ep_webhook_audit_last_run_timestamp_seconds", 0) == 0:
+            assert time.monotonic() < deadline, server.logs()
+            time.sleep(0.5)
+        metrics = server.metrics()
+
+    def count(namespace: str, result: str, kind: str = "InferenceService") -> float:
+        return metrics.get(f'ep_webhook_audit_objects{{kind="{kind}",namespace="{namespace}",result="{result}"}}', 0)
+
+    optin = objects["optin"]
+    assert (count(optin, "compliant"), count(optin, "change"), count(optin, "deny")) == (2, 1, 1)
+    assert count(optin, "change", "LLMInferenceService") == 1
+    assert count(objects["enforced"], "change") == 1 and count(objects["forbidden"], "deny") == 1
+    assert count(objects["clean"], "compliant") == 2 and count(objects["clean"], "change") == 0
+    assert metrics["ep_webhook_cluster_watch_errors_total"] == 0
