@@ -352,6 +352,8 @@ def test_self_managed_mode_leaves_ca_bundle_to_the_server_and_grants_exactly_its
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["serving.kserve.io"], "resources": ["servingruntimes", "clusterservingruntimes"],
          "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices", "llminferenceservices"],
+         "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
          "verbs": ["get", "update"], "resourceNames": [FULLNAME]},
     ]
@@ -370,8 +372,26 @@ def test_other_modes_mount_the_tls_secret_and_grant_only_the_policy_reads(helm: 
     assert volumes(objs)["certs"]["secret"] == {"secretName": secret, "defaultMode": 0o440}
     assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
     assert [r["resources"] for r in rules(objs, "ClusterRole")] == [
-        ["namespaces"], ["servingruntimes", "clusterservingruntimes"]]
+        ["namespaces"], ["servingruntimes", "clusterservingruntimes"], ["inferenceservices", "llminferenceservices"]]
     assert "--self-managed" not in container(objs)["args"]
+
+
+def test_the_audit_runs_every_10_minutes_by_default_and_0_turns_it_and_its_rbac_off(helm: Helm) -> None:
+    args = container(render(helm))["args"]
+    assert args[args.index("--audit-interval") + 1] == "10m"
+    off = render(helm, {"audit": {"interval": 0}})
+    off_args = container(off)["args"]
+    assert off_args[off_args.index("--audit-interval") + 1] == "0"
+    assert all("inferenceservices" not in r["resources"] for r in rules(off, "ClusterRole"))
+    assert "audit.interval" in failure(helm, {"audit": {"interval": "ten minutes"}}).replace("/", ".")
+
+
+def test_the_prometheus_rule_is_off_by_default_and_alerts_on_change_or_deny_counts(helm: Helm) -> None:
+    assert not [o for o in render(helm) if o["kind"] == "PrometheusRule"]
+    rule = one(render(helm, {"prometheusRule": {"enabled": True, "for": "30m"}}), "PrometheusRule", FULLNAME)
+    [alert] = rule["spec"]["groups"][0]["rules"]
+    assert 'ep_webhook_audit_objects{result=~"change|deny"}' in alert["expr"] and alert["for"] == "30m"
+    assert "{{ $labels.namespace }}" in alert["annotations"]["description"]
 
 
 def test_helm_mode_generates_a_ca_and_a_serving_certificate_for_the_service_names(helm: Helm) -> None:
