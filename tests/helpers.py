@@ -14,7 +14,7 @@ import yaml
 from webhook.engine import mutate
 from webhook.runtime import spec_from_object
 from webhook.selection import Runtimes
-from webhook.settings import Options
+from webhook.options import Options
 from webhook.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parent.parent

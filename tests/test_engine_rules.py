@@ -10,7 +10,8 @@ import pytest
 from tests.helpers import isvc, model, run
 from tests.vllm_grammar import parse_launch
 from webhook.engine import mutate
-from webhook.settings import STATE, Options
+from webhook.annotations import UNDO_RECORD
+from webhook.options import Options
 
 SERVE = ["vllm", "serve", "/mnt/models"]
 
@@ -341,4 +342,4 @@ def test_warnings_are_short_and_say_what_changed() -> None:
 
 def test_audit_lists_the_changed_fields() -> None:
     _, verdict = run(isvc(command=SERVE))
-    assert verdict.changed == ("spec.predictor.model.command", f"metadata.annotations[{STATE}]")
+    assert verdict.changed == ("spec.predictor.model.command", f"metadata.annotations[{UNDO_RECORD}]")

@@ -23,7 +23,7 @@ from webhook.engine import mutate
 from webhook.flags import ALL2ALL_BACKENDS
 from webhook.runtime import ModelFormat, RuntimeSpec
 from webhook.selection import Runtimes
-from webhook.settings import Options
+from webhook.options import Options
 
 FAKE = """#!/bin/bash
 { printf '%s\\0' "$(basename "$0")"; printf '%s\\0' "$@"; } > "$ARGV_OUT"

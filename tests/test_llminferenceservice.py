@@ -20,7 +20,8 @@ from tests.kserve_presets import container_argv, run
 from tests.vllm_grammar import parse_launch
 from webhook.engine import mutate
 from webhook.planner import HYBRID_LB_NOTE
-from webhook.settings import STATE, Options
+from webhook.annotations import UNDO_RECORD
+from webhook.options import Options
 
 
 def llmisvc(
@@ -222,7 +223,7 @@ def test_an_object_that_does_not_show_its_gpus_is_denied_saying_where_to_put_the
 def test_turning_ep_off_restores_parallelism_and_args_exactly() -> None:
     original = with_prefill(llmisvc(args=["--max-model-len=4096"], parallelism={"tensor": 8}))
     on, _ = mutated(original)
-    assert STATE in on["metadata"]["annotations"]
+    assert UNDO_RECORD in on["metadata"]["annotations"]
     on["metadata"]["annotations"]["ep.enabled"] = "false"
     off, verdict = mutated(on)
     del off["metadata"]["annotations"]["ep.enabled"], original["metadata"]["annotations"]["ep.enabled"]
@@ -236,7 +237,7 @@ def test_undo_still_works_when_the_api_server_returns_keys_in_another_order() ->
     stored = json.loads(json.dumps(on, sort_keys=True))  # Go serialises maps with sorted keys
     stored["metadata"]["annotations"]["ep.enabled"] = "false"
     off, _ = mutated(stored)
-    assert off["spec"]["parallelism"] == {"tensor": 8} and STATE not in off["metadata"]["annotations"]
+    assert off["spec"]["parallelism"] == {"tensor": 8} and UNDO_RECORD not in off["metadata"]["annotations"]
 
 
 def test_a_second_review_of_the_mutated_object_changes_nothing() -> None:

@@ -14,7 +14,7 @@ from webhook.engine import mutate
 from webhook.policy import LabelsUnknown, PolicyError, parse
 from webhook.runtime import RuntimeSpec
 from webhook.selection import Runtimes
-from webhook.settings import Options
+from webhook.options import Options
 
 EXAMPLE = """
 defaults:

@@ -13,7 +13,7 @@ from tests.helpers import apply, isvc, model
 from tests.vllm_grammar import GrammarError, parse_launch, parser
 from webhook import shell
 from webhook.engine import mutate
-from webhook.settings import STATE
+from webhook.annotations import UNDO_RECORD
 from webhook.verdict import MAX_WARNING_LENGTH
 
 ALLOWED_PATHS = (
@@ -111,7 +111,7 @@ def check_contract(obj: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
     for o in (rest_before, rest_after):
         for key in ("command", "args"):
             o["spec"]["predictor"]["model"].pop(key, None)
-        o["metadata"]["annotations"].pop(STATE, None)
+        o["metadata"]["annotations"].pop(UNDO_RECORD, None)
     assert rest_before == rest_after
     again = mutate(copy.deepcopy(out))
     assert again.allowed and again.patch == (), again.patch
@@ -180,7 +180,7 @@ def damaged_isvcs(draw: st.DrawFn) -> tuple[dict[str, Any], tuple[str, ...]]:
         ("spec", "predictor", "model", "command"), ("spec", "predictor", "model", "args"),
         ("spec", "predictor", "model", "resources"), ("spec", "predictor", "model", "resources", "limits"),
         ("spec", "predictor", "model", "resources", "limits", "nvidia.com/gpu"),
-        ("metadata", "annotations", "ep.tensor-parallel-size"), ("metadata", "annotations", STATE),
+        ("metadata", "annotations", "ep.tensor-parallel-size"), ("metadata", "annotations", UNDO_RECORD),
         ("metadata", "annotations", "ep.eplb-config"),
     ]
     path = draw(st.sampled_from(paths))

@@ -11,7 +11,8 @@ import pytest
 from tests.helpers import EXAMPLES, isvc, load_example, model, run
 from tests.vllm_grammar import parse_launch
 from webhook.engine import mutate
-from webhook.settings import STATE, Options
+from webhook.annotations import UNDO_RECORD
+from webhook.options import Options
 
 EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
 SCRIPT = "GPU_COUNT=$(nvidia-smi -L | wc -l)\nvllm serve /mnt/models \\\n  --tensor-parallel-size ${GPU_COUNT}\n"
@@ -46,10 +47,10 @@ def test_running_the_engine_on_its_own_output_changes_nothing(name: str) -> None
 def test_turning_ep_off_restores_command_and_args_exactly(case: str, how: str) -> None:
     original = CASES[case]
     on, _ = run(original)
-    assert STATE in on["metadata"]["annotations"]
+    assert UNDO_RECORD in on["metadata"]["annotations"]
     off, verdict = run(turn_off(on, how))
     assert model(off) == model(original)  # command, args, and their absence
-    assert STATE not in off["metadata"]["annotations"]
+    assert UNDO_RECORD not in off["metadata"]["annotations"]
     assert any("restored" in w for w in verdict.warnings)
     again = mutate(copy.deepcopy(off))
     assert again.patch == ()
@@ -80,7 +81,7 @@ def test_a_command_edited_after_the_webhook_becomes_the_new_original() -> None:
     model(edited)["command"] = ["vllm", "serve", "/mnt/other-model", "--port", "9000"]
     again, _ = run(edited)
     assert parse_launch(model(again)["command"]).data_parallel_size == 8
-    state = json.loads(again["metadata"]["annotations"][STATE])
+    state = json.loads(again["metadata"]["annotations"][UNDO_RECORD])
     assert state["command"] == ["vllm", "serve", "/mnt/other-model", "--port", "9000"]
     off, _ = run(turn_off(again, "false"))
     assert model(off)["command"] == ["vllm", "serve", "/mnt/other-model", "--port", "9000"]
@@ -91,7 +92,7 @@ def test_turning_off_after_a_hand_edit_keeps_the_edit_and_drops_the_state() -> N
     model(on)["command"].append("--port=1234")
     off, verdict = run(turn_off(on, "false"))
     assert model(off)["command"][-1] == "--port=1234"
-    assert STATE not in off["metadata"]["annotations"]
+    assert UNDO_RECORD not in off["metadata"]["annotations"]
     assert any("edited after" in w for w in verdict.warnings)
 
 
@@ -103,9 +104,9 @@ def test_already_correct_commands_get_no_patch_and_no_state() -> None:
 
 @pytest.mark.parametrize("bad", ["not json", "[]", '{"container": 1}', '{"container": "/x", "applied": "y", "command": [1]}'])
 def test_a_tampered_state_annotation_is_denied_with_a_fix(bad: str) -> None:
-    obj = isvc(command=["vllm", "serve", "m"], annotations={STATE: bad})
+    obj = isvc(command=["vllm", "serve", "m"], annotations={UNDO_RECORD: bad})
     verdict = mutate(obj)
-    assert not verdict.allowed and STATE in verdict.message and "remove it" in verdict.message
+    assert not verdict.allowed and UNDO_RECORD in verdict.message and "remove it" in verdict.message
 
 
 def test_the_patch_touches_only_command_args_and_the_state_annotation() -> None:
@@ -124,7 +125,7 @@ def test_another_webhook_touching_the_mutated_object_keeps_the_undo_state() -> N
     model(on)["args"].append("--max-model-len=4096")  # a second mutating webhook runs after ours
     again, verdict = run(on)
     assert model(again)["args"] == model(on)["args"]  # nothing to fix, nothing duplicated
-    assert STATE in again["metadata"]["annotations"] and verdict.warnings == ()
+    assert UNDO_RECORD in again["metadata"]["annotations"] and verdict.warnings == ()
     assert mutate(copy.deepcopy(again)).patch == ()
     off, _ = run(turn_off(again, "false"))
     assert model(off) == model(CASES["python-args"])

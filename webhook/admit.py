@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from webhook.engine import API_GROUP, KINDS, mutate
+from webhook.engine import KINDS, mutate
+from webhook.kserve import GROUP
 from webhook.policy import LabelsUnknown
 from webhook.review import AdmissionRequest
 from webhook.selection import Runtimes
-from webhook.settings import Options
+from webhook.options import Options
 from webhook.verdict import Verdict
 
 OPERATIONS = ("CREATE", "UPDATE")
@@ -25,7 +26,7 @@ def admit(
     runtimes KServe could use there. Dry-run requests are treated like any other: the webhook has no
     side effects.
     """
-    if request.kind.group != API_GROUP or request.kind.kind not in KINDS or request.operation not in OPERATIONS:
+    if request.kind.group != GROUP or request.kind.kind not in KINDS or request.operation not in OPERATIONS:
         return Verdict.allow()
     try:
         options = options_for(request.namespace)

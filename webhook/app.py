@@ -28,7 +28,7 @@ from webhook.reloader import Reloading
 from webhook.response import build_response, errored
 from webhook.review import MAX_BODY, BadReview, decode
 from webhook.selection import Runtimes
-from webhook.settings import Options
+from webhook.options import Options
 from webhook.tls import CertReloader
 from webhook.verdict import Verdict
 

@@ -17,28 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from webhook.verdict import MAX_WARNING_LENGTH
 from webhook import flags
 from webhook.errors import Denied, NotApplicable
 
-VALUE_FLAGS = frozenset(
-    {
-        flags.TP,
-        flags.DP,
-        flags.PP,
-        flags.ALL2ALL,
-        flags.EPLB_CONFIG,
-        "--data-parallel-size-local",
-        "--data-parallel-start-rank",
-        "--data-parallel-address",
-        "--data-parallel-rpc-port",
-        "--data-parallel-rank",
-        "--nnodes",
-        "--node-rank",
-    }
-)
-BOOL_FLAGS = frozenset(
-    {flags.ENABLE_EP, flags.DISABLE_EP, flags.ENABLE_EPLB, flags.DISABLE_EPLB, "--headless"}
-)
+VALUE_FLAGS = frozenset({flags.TP, flags.DP, flags.PP, flags.ALL2ALL, flags.EPLB_CONFIG}) | flags.MULTI_NODE_VALUE_FLAGS
+"""Flags the planner reads that take a value."""
+BOOL_FLAGS = frozenset({flags.ENABLE_EP, flags.DISABLE_EP, flags.ENABLE_EPLB, flags.DISABLE_EPLB}) | flags.MULTI_NODE_SWITCHES
+"""Flags the planner reads that stand alone."""
 _MAX_SHOWN = 40
 
 
@@ -250,4 +236,4 @@ def _added_summary(appended: Sequence[tuple[str, ...]], wants: Sequence[Want], o
     if not new:
         return ""
     text = "added " + " ".join(new)
-    return shorten(text, 119)
+    return shorten(text, MAX_WARNING_LENGTH)

@@ -19,7 +19,7 @@ import yaml
 
 from webhook import stream
 from webhook.runtime import RuntimeSpec
-from webhook.settings import Options
+from webhook.options import ON_CONFLICT, Options
 
 EXIT_ALLOWED, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
@@ -369,7 +369,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--output", choices=("yaml", "json", "patch"), default="yaml")
     m.add_argument(
         "--on-conflict",
-        choices=("override", "reject"),
+        choices=ON_CONFLICT,
         help="hand-written TP/DP/EP flags that disagree: fix them (override) or deny (reject); overrides the policy",
     )
     m.add_argument("--policy", help="policy file applied to the object's namespace (metadata.namespace)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from webhook.verdict import MAX_WARNING_LENGTH
 from webhook import argv, flags, launch, shell
 from webhook.argv import Arg, Want
 from webhook.errors import NotApplicable
@@ -161,7 +162,7 @@ def _rewrite(
         plan = argv.plan(arg_words, wants, reject, single_node)
         _apply_plan(plan, locs, scripts, edits, Loc("args", len(items)), quote_items=evaluated)
         warnings.extend(plan.warnings)
-        if c.custom and plan.append:
+        if c.own_image and plan.append:
             warnings.append("no command: the flags go to args, assuming the image's entrypoint starts vLLM")
         new_command, new_args = edits.apply(None, args, scripts)
         return Rewrite(new_command, new_args, tuple(warnings))
@@ -250,7 +251,7 @@ def _rewrite_script(
         stray = [full[p] for p in after_script if argv.scan([Arg.item(full[p])])]
         if stray:
             warnings.append(
-                argv.shorten(f'ignored {" ".join(stray)} after the script: without "$@" it never reaches vLLM', 119)
+                argv.shorten(f'ignored {" ".join(stray)} after the script: without "$@" it never reaches vLLM', MAX_WARNING_LENGTH)
             )
 
 

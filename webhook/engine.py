@@ -12,17 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from webhook.verdict import MAX_WARNING_LENGTH
 from webhook import flags, inferenceservice, llminferenceservice, patch, undo
 from webhook.argv import shorten
 from webhook.container import find_ep_flag
 from webhook.errors import Denied, NotApplicable
 from webhook.planner import Planned, plan
 from webhook.selection import Runtimes
-from webhook.settings import ENABLED, STATE, Options, ep_enabled, read_request
+from webhook.annotations import annotations_of, ENABLED, UNDO_RECORD, ep_enabled, read_request
+from webhook.options import Options
 from webhook.verdict import Verdict
 from webhook.workload import Adapter, Field, Launch, Workload
 
-API_GROUP = "serving.kserve.io"
 KIND = inferenceservice.KIND
 # The kinds the webhook configures, by `kind`; each is one adapter module.
 ADAPTERS: dict[str, Adapter] = {
@@ -62,21 +63,7 @@ def _not_asking(obj: object) -> bool:
     annotations = metadata.get("annotations")
     if annotations is None:
         return True
-    return isinstance(annotations, dict) and ENABLED not in annotations and STATE not in annotations
-
-
-def _annotations(obj: dict[str, object]) -> dict[str, object]:
-    metadata = obj.get("metadata")
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict):
-        raise Denied("metadata must be an object")
-    annotations = metadata.get("annotations")
-    if annotations is None:
-        return {}
-    if not isinstance(annotations, dict):
-        raise Denied("metadata.annotations must be a map of strings")
-    return annotations
+    return isinstance(annotations, dict) and ENABLED not in annotations and UNDO_RECORD not in annotations
 
 
 def _wants_ep(enabled: bool | None, options: Options) -> bool:
@@ -100,7 +87,7 @@ def _mutate(obj: object, options: Options, runtimes: Runtimes | None) -> Verdict
     if not isinstance(obj, dict):
         raise Denied("the object is not a JSON object; expected an InferenceService")
     adapter = ADAPTERS.get(str(obj.get("kind")), inferenceservice.read)
-    annotations = _annotations(obj)
+    annotations = annotations_of(obj)
     enabled = ep_enabled(annotations)
     stored = undo.read(annotations)
     want = _wants_ep(enabled, options)
@@ -113,7 +100,7 @@ def _mutate(obj: object, options: Options, runtimes: Runtimes | None) -> Verdict
     except NotApplicable as na:
         if enabled is None and options.mode == "enforce":
             # enforced by policy on an object that did not ask and cannot have it: pass untouched
-            return Verdict.allow().with_warnings([shorten(f"EP not applied: {na.message}", 119)])
+            return Verdict.allow().with_warnings([shorten(f"EP not applied: {na.message}", MAX_WARNING_LENGTH)])
         raise
 
 
@@ -168,7 +155,7 @@ def running_ep(obj: object) -> bool:
         return False
     adapter = ADAPTERS.get(str(obj.get("kind")), inferenceservice.read)
     try:
-        workload = adapter(obj, _annotations(obj), None, None)
+        workload = adapter(obj, annotations_of(obj), None, None)
     except Denied:
         return False
     values = _values(workload.fields())
@@ -254,8 +241,8 @@ def _result(
         if step:
             ops.extend(step)
             changed.append(field.label)
-    state_ops = patch.set_annotation(obj, STATE, None if new_undo is None else undo.dump(new_undo))
+    state_ops = patch.set_annotation(obj, UNDO_RECORD, None if new_undo is None else undo.dump(new_undo))
     if state_ops:
         ops.extend(state_ops)
-        changed.append(f"metadata.annotations[{STATE}]")
+        changed.append(f"metadata.annotations[{UNDO_RECORD}]")
     return Verdict.patched(tuple(ops), tuple(changed))

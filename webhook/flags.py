@@ -39,18 +39,19 @@ SHORT_ALIASES: dict[str, str] = {
 # Flags whose presence means the pod is one member of a multi-node
 # data-parallel deployment: a single-pod DP size derived from this pod's GPUs
 # would be wrong there, so the engine refuses rather than guessing.
-MULTI_NODE_FLAGS = frozenset(
+MULTI_NODE_VALUE_FLAGS = frozenset(
     {
-        "--data-parallel-size-local",
+        DP_LOCAL,
         "--data-parallel-start-rank",
         "--data-parallel-address",
         "--data-parallel-rpc-port",
         "--data-parallel-rank",
-        "--headless",
         "--nnodes",
         "--node-rank",
     }
 )
+MULTI_NODE_SWITCHES = frozenset({"--headless"})
+MULTI_NODE_FLAGS = MULTI_NODE_VALUE_FLAGS | MULTI_NODE_SWITCHES
 
 # The values vLLM accepts for `--all2all-backend`, exactly: vLLM 0.33's
 # `All2AllBackend` literal in vllm/config/parallel.py. Any other value makes

@@ -12,13 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
+from webhook.verdict import MAX_WARNING_LENGTH
 from webhook.argv import shorten
 from webhook.container import server_of
 from webhook.errors import Denied, NotApplicable
 from webhook.runtime import check as check_runtime
 from webhook.selection import Runtimes, resolve
+from webhook.jsonvalues import string_list
 from webhook.undo import Undo
-from webhook.workload import Field, Launch, Role, Workload, string_list
+from webhook.workload import Field, Launch, Role, Workload
 
 KIND = "InferenceService"
 MULTI_NODE = (
@@ -38,14 +40,14 @@ def read(
     predictor = spec.get("predictor")
     if not isinstance(predictor, dict):
         raise NotApplicable("the InferenceService has no spec.predictor; expert parallelism needs spec.predictor.model")
-    container, pointer, where, custom = _locate(predictor)
+    container, pointer, where, own_image = _locate(predictor)
     command = string_list(container.get("command"), f"{where}.command") or None
     args = string_list(container.get("args"), f"{where}.args")
     launch = Launch(
         where,
         Field(f"{pointer}/command", f"{where}.command", command),
         Field(f"{pointer}/args", f"{where}.args", args),
-        custom=custom,
+        own_image=own_image,
     )
     if runtimes is not None:
         launch = _with_server(obj, launch, runtimes)
@@ -86,10 +88,10 @@ def _with_server(obj: dict[str, object], launch: Launch, runtimes: Runtimes) -> 
         return replace(launch, server=server_of(command, args if isinstance(args, list) else None))
     resolution = resolve(obj, runtimes)
     if resolution.runtime is None:
-        return replace(launch, notes=(shorten(f"{resolution.how}: could not check that args reach vLLM", 119),))
+        return replace(launch, notes=(shorten(f"{resolution.how}: could not check that args reach vLLM", MAX_WARNING_LENGTH),))
     try:
         judgement = check_runtime(resolution.runtime)
     except NotApplicable as e:
         return replace(launch, refusal=e.message)
-    notes = (shorten(judgement.note, 119),) if judgement.note else ()
+    notes = (shorten(judgement.note, MAX_WARNING_LENGTH),) if judgement.note else ()
     return replace(launch, server=judgement.server, runtime_args=resolution.runtime.args or (), notes=notes)

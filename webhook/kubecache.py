@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from webhook.kserve import CLUSTER_SERVING_RUNTIMES, GROUP, SERVING_RUNTIMES, WORKLOADS
 from webhook.runtime import RuntimeSpec, spec_from_object
 from webhook.selection import Runtimes
 
@@ -123,24 +124,15 @@ class ClusterView:
 
         core = client.CoreV1Api(api_client)
         custom = client.CustomObjectsApi(api_client)
-        group, version = "serving.kserve.io", "v1alpha1"
         self.namespaces = Cache("namespaces", core.list_namespace, _namespace_entry)
-        self.runtimes = Cache(
-            "servingruntimes",
-            lambda **kw: custom.list_cluster_custom_object(group, version, "servingruntimes", **kw),
-            _runtime_entry("ServingRuntime"),
-        )
+        self.runtimes = Cache(SERVING_RUNTIMES[1], _lister(custom, *SERVING_RUNTIMES), _runtime_entry("ServingRuntime"))
         self.cluster_runtimes = Cache(
-            "clusterservingruntimes",
-            lambda **kw: custom.list_cluster_custom_object(group, version, "clusterservingruntimes", **kw),
-            _runtime_entry("ClusterServingRuntime"),
+            CLUSTER_SERVING_RUNTIMES[1], _lister(custom, *CLUSTER_SERVING_RUNTIMES), _runtime_entry("ClusterServingRuntime")
         )
         self.workloads: tuple[Cache, ...] = ()
         if workloads:
-            self.workloads = tuple(
-                Cache(plural, _lister(custom, group, version, plural), _object_entry)
-                for version, plural in (("v1beta1", "inferenceservices"), ("v1alpha2", "llminferenceservices"))
-            )
+            self.workloads = tuple(Cache(plural, _lister(custom, version, plural), _object_entry)
+                                   for version, plural in WORKLOADS)
         self.stop = threading.Event()
 
     @property
@@ -171,8 +163,8 @@ class ClusterView:
         )
 
 
-def _lister(custom: Any, group: str, version: str, plural: str) -> Callable[..., Any]:
-    return lambda **kw: custom.list_cluster_custom_object(group, version, plural, **kw)
+def _lister(custom: Any, version: str, plural: str) -> Callable[..., Any]:
+    return lambda **kw: custom.list_cluster_custom_object(GROUP, version, plural, **kw)
 
 
 def api_client(kubeconfig: str | None) -> Any:

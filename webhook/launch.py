@@ -134,7 +134,6 @@ def find(words: Sequence[Word]) -> Launch | None:
 class ShellCall:
     """`SHELL [options] -c SCRIPT [$0 [args...]]`: where the script word sits."""
 
-    shell: str
     script_index: int
 
 
@@ -167,7 +166,7 @@ def shell_call(words: Sequence[Word]) -> ShellCall | None:
         break
     if not has_c or j >= n:
         return None
-    return ShellCall(shell, j)
+    return ShellCall(j)
 
 
 def describe(words: Sequence[Word], limit: int = 3) -> str:

@@ -14,14 +14,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook.kserve import CLUSTER_SERVING_RUNTIMES, GROUP, SERVING_RUNTIMES, WORKLOADS
 from webhook.runtime import RuntimeSpec, spec_from_object
 from webhook.stream import runtimes_for as scoped
 from webhook.selection import Runtimes
 
-GROUP = "serving.kserve.io"
 PAGE = 250
-# (version, plural) of each kind the webhook decides
-WORKLOADS = (("v1beta1", "inferenceservices"), ("v1alpha2", "llminferenceservices"))
 
 
 @dataclass
@@ -95,8 +93,8 @@ def snapshot(api_client: Any, namespace: str | None, progress: Callable[[int], N
         if e.status != 403:
             raise
         out.labels_readable = False
-    for version, plural, kind in (("v1alpha1", "servingruntimes", "ServingRuntime"),
-                                  ("v1alpha1", "clusterservingruntimes", "ClusterServingRuntime")):
+    for (version, plural), kind in ((SERVING_RUNTIMES, "ServingRuntime"),
+                                    (CLUSTER_SERVING_RUNTIMES, "ClusterServingRuntime")):
         try:
             items = (listing(version, plural) if kind == "ServingRuntime"
                      else _pages(custom.list_cluster_custom_object, group=GROUP, version=version, plural=plural))

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from webhook.container import server_of
 from webhook.errors import Denied, NotApplicable
 from webhook.selection import Runtimes
+from webhook.jsonvalues import string_list
 from webhook.undo import Undo
-from webhook.workload import ArgsForm, Field, Launch, Role, Workload, string_list
+from webhook.workload import ArgsForm, Field, Launch, Role, Workload
 
 KIND = "LLMInferenceService"
 MAIN = "main"

@@ -13,13 +13,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from webhook.verdict import MAX_WARNING_LENGTH
 from webhook import flags
 from webhook.argv import Want, shorten
 from webhook.container import flag_value, rewrite
 from webhook.errors import Denied, NotApplicable
 from webhook.gpus import count_gpus
+from webhook.jsonvalues import strings_or_none
 from webhook.launch import Server
-from webhook.settings import NODES, TENSOR_PARALLEL_SIZE, Options, Request
+from webhook.annotations import NODES, Request, TENSOR_PARALLEL_SIZE
+from webhook.options import Options
 from webhook.workload import Field, Launch, Role, Workload
 
 # vLLM 0.10.0 through 0.33 (vllm/engine/arg_utils.py, vllm/v1/engine/utils.py; 0.9.x did not infer it): a rank started with
@@ -111,7 +114,7 @@ def _plan_role(
         notes.extend(launch.notes)
     server = role.launches[0].server if role.launches else "vllm"
     if server == "huggingfaceserver":
-        wants = _huggingfaceserver_wants(role.launches[0], request, TENSOR_PARALLEL_SIZE in workload.annotations, gpus)
+        wants = _huggingfaceserver_wants(role.launches[0], request, gpus)
         notes.append(f"huggingfaceserver sets tensor parallel size to the GPU count ({gpus}): EP runs as TP {gpus}, DP 1")
         _rewrite_launches(role.launches, out, wants, reject, True, warnings)
         return
@@ -164,7 +167,7 @@ def _plan_multi_node(
             f"{role.parallelism.label}.pipeline is set: KServe runs pipeline parallelism, not data parallelism, "
             f"across these nodes, and expert parallelism needs data parallelism; remove pipeline or ep.enabled"
         )
-    nodes = _nodes(workload, current, role.parallelism.label)
+    nodes = _nodes(request, current, role.parallelism.label)
     data = local * nodes
     _check_maximum(data, f"{nodes} nodes x {local} per node", options)
     for launch in role.launches:
@@ -187,13 +190,9 @@ def _plan_multi_node(
     notes.append(HYBRID_LB_NOTE)
 
 
-def _nodes(workload: Workload, parallelism: Mapping[str, object], label: str) -> int:
-    raw = workload.annotations.get(NODES)
-    if raw is not None:
-        text = raw.strip() if isinstance(raw, str) else ""
-        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 4096:
-            raise Denied(f'annotation {NODES} is {raw!r}; it must be the number of pods (nodes) per group, e.g. "2"')
-        return int(text)
+def _nodes(request: Request, parallelism: Mapping[str, object], label: str) -> int:
+    if request.nodes is not None:
+        return request.nodes
     data, data_local = parallelism.get("data"), parallelism.get("dataLocal")
     if isinstance(data, int) and isinstance(data_local, int) and data_local > 0 and data % data_local == 0:
         return max(data // data_local, 1)
@@ -229,16 +228,16 @@ def _set_parallelism(
             )
     base.update(differing)
     out[field.pointer] = base
-    warnings.append(shorten(f"set {field.label}: " + " ".join(f"{k}={_show(v)}" for k, v in differing.items()), 119))
+    warnings.append(shorten(f"set {field.label}: " + " ".join(f"{k}={_show(v)}" for k, v in differing.items()), MAX_WARNING_LENGTH))
 
 
 def _show(value: object) -> str:
     return "true" if value is True else "false" if value is False else str(value)
 
 
-def _huggingfaceserver_wants(launch: Launch, request: Request, tp_asked: bool, gpus: int) -> list[Want]:
+def _huggingfaceserver_wants(launch: Launch, request: Request, gpus: int) -> list[Want]:
     """huggingfaceserver: TP is the GPU count whatever the flags say; the vLLM backend must be in use."""
-    if tp_asked and request.tensor_parallel_size != gpus:
+    if request.tensor_parallel_asked and request.tensor_parallel_size != gpus:
         raise Denied(
             f"{TENSOR_PARALLEL_SIZE} is {request.tensor_parallel_size}, but huggingfaceserver always uses tensor "
             f"parallel size = GPU count ({gpus}); remove the annotation, or run vLLM itself (runtime "
@@ -259,10 +258,6 @@ def _huggingfaceserver_wants(launch: Launch, request: Request, tp_asked: bool, g
     return wants_for(request, 1, "huggingfaceserver")
 
 
-def _strings(value: object) -> tuple[str, ...] | None:
-    return tuple(value) if isinstance(value, list) else None
-
-
 def _rewrite_launches(
     launches: tuple[Launch, ...],
     out: dict[str, object],
@@ -273,7 +268,7 @@ def _rewrite_launches(
 ) -> None:
     for launch in launches:
         result = rewrite(
-            launch, _strings(out.get(launch.command.pointer)), _strings(out.get(launch.args.pointer)),
+            launch, strings_or_none(out.get(launch.command.pointer)), strings_or_none(out.get(launch.args.pointer)),
             wants, reject, single_node,
         )
         out[launch.command.pointer] = None if result.command is None else list(result.command)

@@ -35,9 +35,8 @@ from typing import Literal
 import yaml
 
 from webhook.flags import ALL2ALL_BACKENDS, ALL2ALL_RELEASE
-from webhook.settings import Mode, Options
+from webhook.options import MODES, ON_CONFLICT, Mode, Options
 
-MODES: tuple[Mode, ...] = ("optIn", "enforce", "forbid")
 _KEYS = {
     "mode": "mode",
     "allowOptOut": "allow_opt_out",
@@ -148,7 +147,7 @@ def _settings(data: Mapping[str, object], where: str) -> dict[str, object]:
         elif key == "allowOptOut":
             _expect(isinstance(value, bool), field, "must be true or false")
         elif key == "onConflict":
-            _expect(value in ("override", "reject"), field, f"must be override or reject, not {value!r}")
+            _expect(value in ON_CONFLICT, field, f"must be {' or '.join(ON_CONFLICT)}, not {value!r}")
         elif key in ("tensorParallelSize", "maxDataParallelSize"):
             _expect(isinstance(value, int) and not isinstance(value, bool) and value >= 1, field,
                     "must be a whole number of at least 1")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from webhook import launch, shell
 from webhook.errors import NotApplicable
+from webhook.jsonvalues import strings_or_none
 
 SERVER_TYPE_ANNOTATION = "serving.kserve.io/server-type"
 
@@ -52,10 +53,6 @@ class RuntimeSpec:
     created: str = ""
 
 
-def _strings(v: object) -> tuple[str, ...] | None:
-    return tuple(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else None
-
-
 def _format(entry: object) -> ModelFormat | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         return None
@@ -89,11 +86,11 @@ def spec_from_object(kind: str, obj: object) -> RuntimeSpec | None:
         kind,
         str(meta.get("name", "")),
         str(chosen.get("image", "")),
-        _strings(chosen.get("command")),
-        _strings(chosen.get("args")),
+        strings_or_none(chosen.get("command")),
+        strings_or_none(chosen.get("args")),
         namespace=namespace if isinstance(namespace, str) else "",
         formats=tuple(f for f in map(_format, formats if isinstance(formats, list) else []) if f is not None),
-        protocol_versions=_strings(spec.get("protocolVersions")) or (),
+        protocol_versions=strings_or_none(spec.get("protocolVersions")) or (),
         disabled=spec.get("disabled") is True,
         multi_model=spec.get("multiModel") is True,
         multi_node=spec.get("workerSpec") is not None,

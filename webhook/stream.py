@@ -16,10 +16,11 @@ from typing import Literal
 
 import jsonpatch
 
-from webhook.engine import API_GROUP, KINDS, mutate
+from webhook.engine import KINDS, mutate
+from webhook.kserve import GROUP
 from webhook.runtime import RuntimeSpec, spec_from_object
 from webhook.selection import Runtimes
-from webhook.settings import Options
+from webhook.options import Options
 
 Form = Literal["single", "multi", "list"]
 DEFAULT_NAMESPACE = "default"
@@ -71,7 +72,7 @@ def _group(obj: dict[str, object]) -> str:
 
 def is_kind(obj: dict[str, object], kinds: Sequence[str]) -> bool:
     """Whether the object is one of these serving.kserve.io kinds."""
-    return _group(obj) == API_GROUP and obj.get("kind") in kinds
+    return _group(obj) == GROUP and obj.get("kind") in kinds
 
 
 def namespace_of(obj: dict[str, object]) -> str:

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import orjson
 
 from webhook.errors import Denied
-from webhook.settings import STATE
+from webhook.jsonvalues import string_list
+from webhook.annotations import UNDO_RECORD
 
 Fields = tuple[tuple[str, object], ...]
 
@@ -100,15 +101,9 @@ def dump(undo: Undo) -> str:
     return _compact(payload).decode("utf-8", "surrogatepass")
 
 
-def _strings(value: object) -> object:
-    if value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-        return value
-    raise ValueError
-
-
 def read(annotations: Mapping[str, object]) -> Undo | None:
     """The stored record, None if absent; Denied if it was tampered with."""
-    raw = annotations.get(STATE)
+    raw = annotations.get(UNDO_RECORD)
     if raw is None:
         return None
     try:
@@ -123,10 +118,13 @@ def read(annotations: Mapping[str, object]) -> Undo | None:
         container = data.get("container")
         if not isinstance(container, str):
             raise ValueError
-        command, args = _strings(data.get("command")), _strings(data.get("args"))
+        try:
+            command, args = string_list(data.get("command"), "command"), string_list(data.get("args"), "args")
+        except Denied:
+            raise ValueError from None
         return Undo(((f"{container}/args", args), (f"{container}/command", command)), data["applied"])
     except ValueError:
         raise Denied(
-            f"annotation {STATE} is managed by the webhook and is not valid; remove it "
+            f"annotation {UNDO_RECORD} is managed by the webhook and is not valid; remove it "
             f"(the webhook then takes the current command as the original)"
         ) from None

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from webhook.errors import Denied
 from webhook.launch import Server
 from webhook.selection import Runtimes
 from webhook.undo import Undo
@@ -45,9 +44,9 @@ class Field:
 class Launch:
     """Where one vLLM argv lives: a container's command and args.
 
-    `custom` marks a user-defined container without a command (the image's
-    entrypoint runs); `runtime_args` are words another party (a KServe
-    runtime) puts before `args`, read for checks only. `notes` are warnings
+    `own_image` marks a user-defined container (no runtime is merged in, so
+    without a command the image's entrypoint runs); `runtime_args` are words
+    another party (a KServe runtime) puts before `args`, read for checks only. `notes` are warnings
     about what could not be checked; `refusal` says why the flags could not
     reach the server (a reason to deny once EP is asked for).
     """
@@ -57,7 +56,7 @@ class Launch:
     args: Field
     form: ArgsForm = "argv"
     server: Server = "vllm"
-    custom: bool = False
+    own_image: bool = False
     runtime_args: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     refusal: str | None = None
@@ -116,12 +115,3 @@ class Adapter(Protocol):
         `runtimes` (None: unknown) let an adapter say which server its launches start.
         """
         ...
-
-
-def string_list(value: object, where: str) -> list[str] | None:
-    """A list of strings as written, None when absent; Denied naming `where` otherwise."""
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise Denied(f"{where} must be a list of strings")
-    return value

@@ -22,7 +22,7 @@ from tests.helpers import isvc
 from tests.server_harness import Server, free_port, server_with_new_certs
 from tests.vllm_grammar import parse_launch
 from webhook import certs
-from webhook.settings import STATE
+from webhook.annotations import UNDO_RECORD
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 SCRIPT = (
@@ -114,7 +114,7 @@ def test_gpu_updates_follow_and_turning_ep_off_restores_the_command(api: client.
     updated["metadata"]["annotations"]["ep.enabled"] = "false"
     off = replace(api, namespace, updated)
     assert model(off)["command"] == original
-    assert STATE not in off["metadata"]["annotations"]
+    assert UNDO_RECORD not in off["metadata"]["annotations"]
 
 
 def test_objects_without_the_annotation_never_reach_the_webhook(api: client.ApiClient, registered: Server, namespace: str) -> None:
@@ -136,7 +136,7 @@ def test_the_stored_object_keeps_every_field_through_kserves_schema(api: client.
     stored, _ = create(api, namespace, obj)
     expected = copy.deepcopy(obj)
     model(expected)["command"] = model(stored)["command"]
-    expected["metadata"]["annotations"][STATE] = stored["metadata"]["annotations"][STATE]
+    expected["metadata"]["annotations"][UNDO_RECORD] = stored["metadata"]["annotations"][UNDO_RECORD]
     assert stored["spec"] == expected["spec"]
     assert stored["metadata"]["annotations"] == expected["metadata"]["annotations"]
     assert model(stored)["command"][-3:] == ["8", "--all2all-backend", "pplx"] or "--enable-eplb" in model(stored)["command"]

@@ -15,7 +15,7 @@ from tests.kserve_presets import container_argv, run
 from tests.server_harness import Server
 from tests.test_llminferenceservice import llmisvc, multi_node, with_prefill
 from tests.vllm_grammar import parse_launch
-from webhook.settings import STATE
+from webhook.annotations import UNDO_RECORD
 
 GROUP, PLURAL = "serving.kserve.io", "llminferenceservices"
 
@@ -64,7 +64,7 @@ def test_a_denial_and_turning_ep_off_reach_the_api_server(api: client.ApiClient,
     stored["metadata"]["annotations"]["ep.enabled"] = "false"
     objs = client.CustomObjectsApi(api)
     off = objs.replace_namespaced_custom_object(GROUP, "v1alpha2", namespace, PLURAL, "undo", stored)
-    assert STATE not in off["metadata"]["annotations"]
+    assert UNDO_RECORD not in off["metadata"]["annotations"]
     assert "parallelism" not in off["spec"]
     expected = copy.deepcopy(original["spec"])
     assert off["spec"]["template"] == expected["template"]

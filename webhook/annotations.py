@@ -1,64 +1,58 @@
-"""What users write (annotations) and what the platform sets (options).
+"""What users write: the `ep.*` annotations, read and validated.
 
 Annotations are the user-facing interface: `ep.enabled` and a few optional
-knobs. Options are the cluster-side parameters of the engine; the policy
-(another module) will choose them per namespace.
+knobs, the same on every kind. The webhook's own annotation holds the undo
+record (see `undo`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from webhook.errors import Denied
-from webhook.flags import ALL2ALL_BACKENDS
-from webhook.gpus import DEFAULT_GPU_RESOURCES
+from webhook.options import Options
 
 ENABLED = "ep.enabled"
 TENSOR_PARALLEL_SIZE = "ep.tensor-parallel-size"
 ALL2ALL_BACKEND = "ep.all2all-backend"
 EPLB = "ep.eplb"
 EPLB_CONFIG = "ep.eplb-config"
-# LLMInferenceService multi-node roles: pods (nodes) per data-parallel group.
 NODES = "ep.nodes"
-# Owned by the webhook: what it changed, so that turning EP off can undo it.
-STATE = "vllm-ep-webhook.io/original"
+"""LLMInferenceService multi-node roles: pods (nodes) per data-parallel group."""
+UNDO_RECORD = "vllm-ep-webhook.io/original"
+"""Owned by the webhook: what it changed, so that turning EP off can undo it."""
+_MAX_NODES = 4096
 
-OnConflict = Literal["override", "reject"]
-Mode = Literal["optIn", "enforce", "forbid"]
 
-
-@dataclass(frozen=True)
-class Options:
-    """Cluster-side engine parameters (a policy picks them per namespace).
-
-    `mode`: optIn (EP where annotated), enforce (EP wherever it applies; opting
-    out only with `allow_opt_out`), forbid (no EP at all). `rule` names the
-    policy rule that chose these options, for messages.
-    """
-
-    mode: Mode = "optIn"
-    allow_opt_out: bool = True
-    rule: str = "defaults"
-    on_conflict: OnConflict = "override"
-    tensor_parallel_size: int = 1
-    gpu_resources: tuple[str, ...] = DEFAULT_GPU_RESOURCES
-    all2all_backends: tuple[str, ...] = ALL2ALL_BACKENDS
-    max_data_parallel_size: int | None = None
+def annotations_of(obj: Mapping[str, object]) -> dict[str, object]:
+    """metadata.annotations ({} when absent); Denied when metadata or annotations are not maps."""
+    metadata = obj.get("metadata")
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise Denied("metadata must be an object")
+    annotations = metadata.get("annotations")
+    if annotations is None:
+        return {}
+    if not isinstance(annotations, dict):
+        raise Denied("metadata.annotations must be a map of strings")
+    return annotations
 
 
 @dataclass(frozen=True)
 class Request:
-    """The EP settings one InferenceService asks for through annotations."""
+    """The EP settings one object asks for through annotations."""
 
     tensor_parallel_size: int
     all2all_backend: str | None = None
     eplb: bool | None = None
     eplb_config: str | None = None
+    nodes: int | None = None
+    tensor_parallel_asked: bool = False
 
-
-def _bool(annotations: dict[str, object], key: str) -> bool | None:
+def _bool(annotations: Mapping[str, object], key: str) -> bool | None:
     if key not in annotations:
         return None
     value = annotations[key]
@@ -75,12 +69,12 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
-def ep_enabled(annotations: dict[str, object]) -> bool | None:
+def ep_enabled(annotations: Mapping[str, object]) -> bool | None:
     """True/False as written, None when the annotation is absent."""
     return _bool(annotations, ENABLED)
 
 
-def read_request(annotations: dict[str, object], options: Options) -> Request:
+def read_request(annotations: Mapping[str, object], options: Options) -> Request:
     """Validate the optional annotations of an EP-enabled object."""
     tp = options.tensor_parallel_size
     if TENSOR_PARALLEL_SIZE in annotations:
@@ -117,4 +111,15 @@ def read_request(annotations: dict[str, object], options: Options) -> Request:
             )
         config = json.dumps(parsed, separators=(",", ":"))
 
-    return Request(tp, backend, _bool(annotations, EPLB), config)
+    nodes: int | None = None
+    if NODES in annotations:
+        raw = annotations[NODES]
+        text = raw.strip() if isinstance(raw, str) else ""
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text[:6] or "0") <= _MAX_NODES:
+            raise Denied(
+                f'annotation {NODES} is {_show(raw)}; it must be the number of pods (nodes) per data-parallel '
+                f'group, a whole number from 1 to {_MAX_NODES}, e.g. "2"'
+            )
+        nodes = int(text)
+
+    return Request(tp, backend, _bool(annotations, EPLB), config, nodes, TENSOR_PARALLEL_SIZE in annotations)
