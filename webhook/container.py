@@ -270,6 +270,8 @@ def _script_words(items: list[str]) -> list[Arg]:
 def server_of(command: Sequence[str], args: Sequence[str] | None) -> launch.Server:
     """The server a container's own command starts (vLLM when none is recognised: rewriting then says so)."""
     items = list(command) + list(args or ())
+    if not any("huggingfaceserver" in item for item in items):
+        return "vllm"  # the only other server: its module name must be written somewhere
     words = [launch.Word(v, v) for v in items]
     call = launch.shell_call(words)
     if call is None:

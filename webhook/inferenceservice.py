@@ -47,12 +47,11 @@ def read(
         where,
         Field(f"{pointer}/command", f"{where}.command", command),
         Field(f"{pointer}/args", f"{where}.args", args),
+        server=server_of(command, args) if command else "vllm",
         own_image=own_image,
     )
-    if runtimes is not None:
+    if runtimes is not None and not command:
         launch = _with_server(obj, launch, runtimes)
-    elif command:
-        launch = replace(launch, server=server_of(command, args))
     role = Role(
         "predictor",
         container.get("resources"),
@@ -81,11 +80,7 @@ def _locate(predictor: dict[str, object]) -> tuple[dict[str, object], str, str, 
 
 
 def _with_server(obj: dict[str, object], launch: Launch, runtimes: Runtimes) -> Launch:
-    """Which server will parse the flags, and the runtime args KServe puts before the object's."""
-    command = launch.command.value
-    if isinstance(command, list) and command:
-        args = launch.args.value
-        return replace(launch, server=server_of(command, args if isinstance(args, list) else None))
+    """Which runtime KServe runs for a launch without a command: its server, and the args it puts first."""
     resolution = resolve(obj, runtimes)
     if resolution.runtime is None:
         return replace(launch, notes=(shorten(f"{resolution.how}: could not check that args reach vLLM", MAX_WARNING_LENGTH),))
