@@ -239,12 +239,22 @@ def audit_once(state: ServerState) -> dict[tuple[str, str, str], int]:
 async def _audit_periodically(state: ServerState) -> None:
     """Audit the watched objects every `audit_interval` seconds, once the caches have listed."""
     assert state.cluster is not None
-    while not state.cluster.synced():
-        await asyncio.sleep(0.5)
+    cluster = state.cluster
+    audit_log = logging.getLogger("webhook.audit")
     loop = asyncio.get_running_loop()
+    warned = False
     while True:
-        try:
-            await loop.run_in_executor(None, audit_once, state)
-        except Exception:  # an audit that fails is logged and tried again next time
-            logging.getLogger("webhook.audit").exception("audit failed")
-        await asyncio.sleep(state.audit_interval)
+        if cluster.synced() and cluster.workloads_synced():
+            try:
+                await loop.run_in_executor(None, audit_once, state)
+            except Exception:  # an audit that fails is logged and tried again next time
+                audit_log.exception("audit failed")
+            await asyncio.sleep(state.audit_interval)
+            continue
+        forbidden = cluster.workloads_forbidden()
+        if forbidden and not warned:
+            audit_log.warning(
+                "audit waits: the API server refuses to list these; grant get/list/watch on them or set "
+                "--audit-interval 0", extra={"fields": {"resources": forbidden}})
+            warned = True
+        await asyncio.sleep(1.0)

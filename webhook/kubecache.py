@@ -36,6 +36,7 @@ class Cache:
         self.items: dict[str, Any] = {}
         self.synced = threading.Event()
         self.errors = 0
+        self.forbidden = False
 
     def _objects(self, listing: Any) -> Iterator[Any]:
         return iter(listing["items"] if isinstance(listing, dict) else listing.items)
@@ -60,6 +61,7 @@ class Cache:
                     if entry is not None:
                         fresh[entry[0]] = entry[1]
                 self.items = fresh
+                self.forbidden = False
                 self.synced.set()
                 backoff = 1.0
                 w = watch.Watch()
@@ -76,6 +78,7 @@ class Cache:
                         self.items[entry[0]] = entry[1]
             except ApiException as e:
                 self.errors += 1
+                self.forbidden = e.status == 403
                 if e.status == 404:
                     # the resource type is not installed (e.g. no KServe CRDs yet): nothing to cache
                     self.items = {}
@@ -148,7 +151,16 @@ class ClusterView:
             threading.Thread(target=cache.run, args=(self.stop,), daemon=True, name=f"watch-{cache.name}").start()
 
     def synced(self) -> bool:
-        return all(c.synced.is_set() for c in self.caches)
+        """The caches admission needs (namespaces, runtimes) have listed once: the server is ready."""
+        return all(c.synced.is_set() for c in (self.namespaces, self.runtimes, self.cluster_runtimes))
+
+    def workloads_synced(self) -> bool:
+        """The audit's caches have listed once (never, while the API server refuses them)."""
+        return all(c.synced.is_set() for c in self.workloads)
+
+    def workloads_forbidden(self) -> list[str]:
+        """The audit's caches the API server refuses to list (403): missing RBAC."""
+        return [c.name for c in self.workloads if c.forbidden]
 
     def labels(self, namespace: str) -> dict[str, str] | None:
         value = self.namespaces.items.get(namespace)

@@ -175,3 +175,27 @@ def test_the_server_exports_the_same_audit_as_metrics_with_read_only_access(
     assert count(objects["enforced"], "change") == 1 and count(objects["forbidden"], "deny") == 1
     assert count(objects["clean"], "compliant") == 2 and count(objects["clean"], "change") == 0
     assert metrics["ep_webhook_cluster_watch_errors_total"] == 0
+
+
+def test_without_rbac_for_the_audit_the_server_is_still_ready_and_says_what_to_grant(
+    cluster: Cluster, api: client.ApiClient, tmp_path: Path
+) -> None:
+    user = "ep-webhook-no-audit"
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_cluster_role({"metadata": {"name": user}, "rules": AUDIT_READER_RULES[:1] + [
+        {"apiGroups": ["serving.kserve.io"], "resources": ["servingruntimes", "clusterservingruntimes"],
+         "verbs": ["get", "list", "watch"]}]})
+    rbac.create_cluster_role_binding({
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    })
+    extra = ["--kubeconfig", str(cluster.user_kubeconfig(user, [])), "--audit-interval", "1s"]
+    with server_with_new_certs(tmp_path, extra) as server:
+        assert server.request("GET", "/readyz")[0] == 200
+        deadline = time.monotonic() + 20
+        while "audit waits" not in server.logs():
+            assert time.monotonic() < deadline, server.logs()
+            time.sleep(0.5)
+        assert "--audit-interval 0" in server.logs()
+        assert server.metrics()["ep_webhook_audit_last_run_timestamp_seconds"] == 0
