@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from tests.e2e.cluster import crds_dir
+from tests.e2e.cluster import Cluster, crds_dir
+from tests.e2e.kserve import LABEL, KServe, kserve_binaries, kserve_manifests
 from tests.server_harness import Server, server_with_new_certs
 
 WEBHOOK_CONFIG = "vllm-ep-webhook"
@@ -122,3 +123,33 @@ def namespace(api: client.ApiClient) -> str:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
     return name
+
+
+@pytest.fixture(scope="session")
+def kserve(cluster: Cluster, api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServe]:
+    """KServe's manager and llmisvc, running against the session's API server (started once)."""
+    bins, manifests = kserve_binaries(), kserve_manifests()
+    ks = KServe(tmp_path_factory.mktemp("kserve"), bins, manifests, api, cluster.kubeconfig)
+    try:
+        ks.start()
+        yield ks
+    finally:
+        ks.stop()
+
+
+@pytest.fixture()
+def kserve_namespace(api: client.ApiClient, kserve: KServe) -> str:
+    """A fresh namespace where KServe's webhooks apply (ours applies everywhere)."""
+    name = f"ks-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": name, "labels": {LABEL: "true"}}})
+    return name
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A failed test that used KServe shows the controllers' logs."""
+    outcome = yield
+    report = outcome.get_result()
+    ks = getattr(item, "funcargs", {}).get("kserve")
+    if report.failed and isinstance(ks, KServe):
+        report.sections.append(("KServe controllers", ks.logs()))
