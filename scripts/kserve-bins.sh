@@ -112,17 +112,14 @@ module_dir() {
 
 log "fetching $kserve_mod@v$KSERVE_VERSION"
 src_ro="$(cd "$tmp" && module_dir "$kserve_mod@v$KSERVE_VERSION")"
-# The module cache is read-only; building there would also write go.sum.
-cp -R "$src_ro" "$tmp/src"
-chmod -R u+w "$tmp/src"
 
 if [[ "$mode" == config ]]; then
-    lws_version="$(awk '$1 == "'"$lws_mod"'" && $2 ~ /^v/ { print $2; exit }' "$tmp/src/go.mod")"
+    lws_version="$(awk '$1 == "'"$lws_mod"'" && $2 ~ /^v/ { print $2; exit }' "$src_ro/go.mod")"
     [[ -n "$lws_version" ]] || die "no $lws_mod requirement in KServe's go.mod"
     log "fetching $lws_mod@$lws_version (KServe's requirement)"
     lws_dir="$(cd "$tmp" && module_dir "$lws_mod@$lws_version")"
     for pair in "config/crd/full:crd" "config/llmisvcconfig:llmisvcconfig" "config/webhook:webhook"; do
-        from="$tmp/src/${pair%%:*}"
+        from="$src_ro/${pair%%:*}"
         [[ -d "$from" ]] || die "KServe v$KSERVE_VERSION has no ${pair%%:*}"
         cp -R "$from" "$out/${pair##*:}"
     done
@@ -135,11 +132,15 @@ if [[ "$mode" == config ]]; then
     exit 0
 fi
 
+# The module cache is read-only; building there would also write go.sum.
+cp -R "$src_ro" "$tmp/src"
+chmod -R u+w "$tmp/src"
+
 (
     cd "$tmp/src"
     # KServe's own go.mod and go.sum, so its replace directives apply.
     for cmd in manager llmisvc; do
-        log "$cmd: go build ./cmd/$cmd (a few minutes on 2 cores from a cold Go build cache)"
+        log "$cmd: go build ./cmd/$cmd (minutes: about 15 for both on 2 busy cores from a cold Go build cache)"
         go build -trimpath -ldflags "-s -w" -o "$out/$cmd" "./cmd/$cmd"
         log "$cmd: done after $((SECONDS - start))s"
     done

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, config
 
 from tests.e2e.cluster import Cluster, crds_dir
 from tests.e2e.kserve import LABEL, KServe, kserve_binaries, kserve_manifests
+from tests.helpers import yaml_documents
 from tests.server_harness import Server, server_with_new_certs
 
 WEBHOOK_CONFIG = "vllm-ep-webhook"
@@ -36,7 +36,7 @@ def install_crds(api: client.ApiClient) -> None:
         raise RuntimeError(f"no CRDs in {folder}; set EP_WEBHOOK_CRDS_DIR to KServe's config/crd/full")
     names = []
     for path in files:
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in yaml_documents(path.read_text()):
             if doc and doc.get("kind") == "CustomResourceDefinition":
                 ext.create_custom_resource_definition(doc)
                 names.append(doc["metadata"]["name"])

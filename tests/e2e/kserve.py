@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.cluster import ROOT, free_port
+from tests.helpers import yaml_documents
 from webhook import certs
 
 BINS_ENV = "VLLM_EP_KSERVE_BINS"
@@ -97,7 +97,7 @@ def kserve_manifests() -> Path:
 
 
 def yaml_docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    return [d for d in yaml_documents(path.read_text()) if isinstance(d, dict)]
 
 
 def _served(crd: dict[str, Any]) -> set[str]:
