@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.kserve import GROUP, KServe
 from tests.e2e.kubelet import run_container
@@ -92,7 +93,7 @@ class Shape:
     id: str
     model: Callable[[client.ApiClient, str], dict[str, Any]]
     tp_without_ep: int  # what the launch asks for when EP is off
-    port: int | None = None  # when the runtime sets it: proves runtime args and $(VAR) reached vLLM
+    port: int | None = None  # set by the runtime's args or the script; None: vLLM's default
     max_model_len: int | None = None  # when the InferenceService sets it in args
 
 
@@ -122,27 +123,47 @@ def isvcs(api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api)
 
 
-def predictor_container(kserve: KServe, api: client.ApiClient, ns: str, name: str,
-                        ready: Callable[[dict[str, Any]], bool] = lambda c: True) -> dict[str, Any]:
-    """kserve-container of Deployment <name>-predictor, once KServe wrote one that satisfies ready."""
+def edit_isvc(api: client.ApiClient, ns: str, name: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Read, change, replace, as `kubectl edit` does; again on a conflict (KServe writes status meanwhile)."""
+    while True:
+        live = isvcs(api).get_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", name)
+        change(live)
+        try:
+            out: dict[str, Any] = isvcs(api).replace_namespaced_custom_object(
+                GROUP, "v1beta1", ns, "inferenceservices", name, live)
+            return out
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+
+def deployed_container(kserve: KServe, api: client.ApiClient, ns: str, deployment: str, container: str,
+                       ready: Callable[[dict[str, Any]], bool] = lambda c: True) -> dict[str, Any]:
+    """Container `container` of the pod template of Deployment `deployment`, once KServe wrote one that
+    satisfies ready."""
     apps = client.AppsV1Api(api)
 
     def get() -> dict[str, Any] | None:
-        dep = api.sanitize_for_serialization(apps.read_namespaced_deployment(f"{name}-predictor", ns))
+        dep = api.sanitize_for_serialization(apps.read_namespaced_deployment(deployment, ns))
         for c in dep["spec"]["template"]["spec"]["containers"]:
-            if c["name"] == "kserve-container" and ready(c):
+            if c["name"] == container and ready(c):
                 assert isinstance(c, dict)
                 return c
         return None
 
-    out: dict[str, Any] = kserve.wait_for(f"Deployment {ns}/{name}-predictor", get)
+    out: dict[str, Any] = kserve.wait_for(f"container {container} of Deployment {ns}/{deployment}", get)
     return out
 
 
-def launch(container: dict[str, Any], tmp_path: Path, name: str, ns: str) -> argparse.Namespace:
-    """What vLLM would parse if the kubelet started this container."""
+def predictor_container(kserve: KServe, api: client.ApiClient, ns: str, name: str,
+                        ready: Callable[[dict[str, Any]], bool] = lambda c: True) -> dict[str, Any]:
+    return deployed_container(kserve, api, ns, f"{name}-predictor", "kserve-container", ready)
+
+
+def launch(container: dict[str, Any], tmp_path: Path, pod: str, ns: str) -> argparse.Namespace:
+    """What vLLM would parse if the kubelet started this container in pod `pod`."""
     argv = run_container(container, stand_in_bin(tmp_path / "bin"), tmp_path,
-                         {"metadata.name": f"{name}-predictor-0", "metadata.namespace": ns})
+                         {"metadata.name": pod, "metadata.namespace": ns})
     return parse_launch(argv)
 
 
@@ -160,19 +181,21 @@ def test_the_pod_kserve_deploys_runs_vllm_with_expert_parallel(
         tmp_path: Path) -> None:
     ns, name = kserve_namespace, f"ep-{shape.id}"[:40].rstrip("-")
     obj = inference_service(name, shape.model(api, ns), EP_ANNOTATIONS)
-    isvcs(api).create_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", obj)
+    stored = isvcs(api).create_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", obj)
+    # both webhooks ran: KServe's defaulter and ours
+    assert stored["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    assert STATE in stored["metadata"]["annotations"]
 
     container = predictor_container(kserve, api, ns, name, ep_on)
-    vllm = launch(container, tmp_path, name, ns)
+    vllm = launch(container, tmp_path, f"{name}-predictor-0", ns)
 
     assert vllm.enable_expert_parallel is True
     assert (vllm.tensor_parallel_size, vllm.data_parallel_size) == (2, GPUS // 2)
     assert vllm.enable_eplb is True
     assert vllm.all2all_backend == "deepep_low_latency"
     assert "/mnt/models" in (vllm.model, getattr(vllm, "model_tag", None))
-    if vllm.served_model_name is not None:  # KServe rendered {{.Name}}
-        assert vllm.served_model_name == [name]
-    assert vllm.port == shape.port or shape.port is None
+    assert vllm.served_model_name == [name]  # KServe rendered {{.Name}}
+    assert vllm.port == shape.port
     assert vllm.max_model_len == shape.max_model_len
 
 
@@ -185,17 +208,15 @@ def test_turning_ep_off_makes_kserve_deploy_the_original_launch_again(
     isvcs(api).create_namespaced_custom_object(
         GROUP, "v1beta1", ns, "inferenceservices", inference_service(name, copy.deepcopy(model), EP_ANNOTATIONS))
     with_ep = predictor_container(kserve, api, ns, name, ep_on)
-    assert launch(with_ep, tmp_path, name, ns).enable_expert_parallel is True
+    assert launch(with_ep, tmp_path, f"{name}-predictor-0", ns).enable_expert_parallel is True
 
-    live = isvcs(api).get_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", name)
-    live["metadata"]["annotations"]["ep.enabled"] = "false"
-    stored = isvcs(api).replace_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", name, live)
+    stored = edit_isvc(api, ns, name, lambda live: live["metadata"]["annotations"].update({"ep.enabled": "false"}))
     assert STATE not in stored["metadata"]["annotations"]
     assert {k: stored["spec"]["predictor"]["model"].get(k) for k in ("command", "args")} == \
         {k: model.get(k) for k in ("command", "args")}
 
     without_ep = predictor_container(kserve, api, ns, name, lambda c: not ep_on(c))
-    vllm = launch(without_ep, tmp_path, name, ns)
+    vllm = launch(without_ep, tmp_path, f"{name}-predictor-0", ns)
     assert (vllm.enable_expert_parallel, vllm.enable_eplb, vllm.all2all_backend) == (False, False, None)
     assert (vllm.tensor_parallel_size, vllm.data_parallel_size) == (shape.tp_without_ep, 1)
     if "command" in model:  # the InferenceService's command replaces the runtime's, as written
@@ -219,16 +240,9 @@ def test_llmisvc_deploys_the_preset_script_running_vllm_with_the_spec_tensor_par
         },
     }
     isvcs(api).create_namespaced_custom_object(GROUP, "v1alpha2", ns, "llminferenceservices", obj)
-    apps = client.AppsV1Api(api)
-
-    def main_container() -> dict[str, Any] | None:
-        dep = api.sanitize_for_serialization(apps.read_namespaced_deployment(f"{name}-kserve", ns))
-        found = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "main"]
-        return found[0] if found else None
-
-    container: dict[str, Any] = kserve.wait_for(f"Deployment {ns}/{name}-kserve", main_container)
+    container = deployed_container(kserve, api, ns, f"{name}-kserve", "main")
     assert container["command"][:2] == ["/bin/bash", "-c"]
-    vllm = launch(container, tmp_path, name, ns)
+    vllm = launch(container, tmp_path, f"{name}-kserve-0", ns)
     assert (vllm.model_tag, vllm.tensor_parallel_size, vllm.port) == ("/mnt/models", 2, 8000)
     assert vllm.served_model_name == [model_name, f"publishers/{ns}/models/{model_name}"]
     assert (vllm.enable_expert_parallel, vllm.data_parallel_size) == (False, 1)
