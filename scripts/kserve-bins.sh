@@ -100,6 +100,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/build-cache.sh"
 ensure_build_tools "KServe v$KSERVE_VERSION"
 lock_or_done "$check"
 start_build
+# Modules come from the module proxy only: no fallback to fetching from version control.
+GOPROXY="$(go env GOPROXY)"
+GOPROXY="${GOPROXY%,direct}"
+GOPROXY="${GOPROXY%|direct}"
+[[ -n "$GOPROXY" && "$GOPROXY" != direct && "$GOPROXY" != off ]] || die "GOPROXY must name a module proxy, not '$GOPROXY'"
+export GOPROXY
 
 # module_dir MODULE@VERSION: download a module (proxy only) and print its folder.
 module_dir() {
