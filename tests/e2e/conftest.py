@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client, config
 
 from tests.e2e.cluster import Cluster, crds_dir
-from tests.e2e.kserve import LABEL, KServe, kserve_binaries, kserve_manifests
+from tests.e2e.kserve import LABEL, KServe, as_body, kserve_binaries, kserve_manifests
 from tests.helpers import yaml_documents
 from tests.server_harness import Server, server_with_new_certs
 
@@ -141,7 +141,7 @@ def kserve(cluster: Cluster, api: client.ApiClient, tmp_path_factory: pytest.Tem
 def kserve_namespace(api: client.ApiClient, kserve: KServe) -> str:
     """A fresh namespace where KServe's webhooks apply (ours applies everywhere)."""
     name = f"ks-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": name, "labels": {LABEL: "true"}}})
+    client.CoreV1Api(api).create_namespace(as_body({"metadata": {"name": name, "labels": {LABEL: "true"}}}))
     return name
 
 

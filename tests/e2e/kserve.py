@@ -41,7 +41,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -100,6 +100,18 @@ def yaml_docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml_documents(path.read_text()) if isinstance(d, dict)]
 
 
+def plain(api: client.ApiClient, obj: object) -> dict[str, Any]:
+    """An object read with the typed client, as the JSON the API server sent."""
+    out = api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+    assert isinstance(out, dict)
+    return out
+
+
+def as_body(obj: dict[str, Any]) -> Any:
+    """A manifest as a request body: the client sends dicts as they are (its stubs ask for models)."""
+    return cast(Any, obj)
+
+
 def _served(crd: dict[str, Any]) -> set[str]:
     return {v["name"] for v in crd["spec"]["versions"] if v.get("served")}
 
@@ -156,11 +168,11 @@ class KServe:
                     continue  # kustomize patches (conversion webhooks) are not CRDs
                 name = doc["metadata"]["name"]
                 try:
-                    ext.create_custom_resource_definition(doc)
+                    ext.create_custom_resource_definition(as_body(doc))
                 except ApiException as e:
                     if e.status != 409:
                         raise
-                    kept = self.api.sanitize_for_serialization(ext.read_custom_resource_definition(name))
+                    kept = plain(self.api, ext.read_custom_resource_definition(name))
                     missing = _served(doc) - _served(kept)
                     if missing:
                         raise RuntimeError(f"CRD {name} in the cluster does not serve {sorted(missing)}, "
@@ -169,8 +181,8 @@ class KServe:
         deadline = time.monotonic() + 60
         for name in names:
             while True:
-                crd = ext.read_custom_resource_definition(name)
-                if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+                conditions = plain(self.api, ext.read_custom_resource_definition(name)).get("status", {}).get("conditions")
+                if any(c["type"] == "Established" and c["status"] == "True" for c in conditions or []):
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"CRD {name} not established")
@@ -178,11 +190,11 @@ class KServe:
 
     def create_namespace(self) -> None:
         core = client.CoreV1Api(self.api)
-        core.create_namespace({"metadata": {"name": NAMESPACE, "labels": {LABEL: "true"}}})
-        core.create_namespaced_config_map(NAMESPACE, {
+        core.create_namespace(as_body({"metadata": {"name": NAMESPACE, "labels": {LABEL: "true"}}}))
+        core.create_namespaced_config_map(NAMESPACE, as_body({
             "metadata": {"name": "inferenceservice-config"},
             "data": {k: json.dumps(v) for k, v in INFERENCESERVICE_CONFIG.items()},
-        })
+        }))
 
     def spawn(self, name: str, bundle: certs.Bundle) -> None:
         tmpdir = self.workdir / f"{name}-tmp"
@@ -243,9 +255,9 @@ class KServe:
         adm = client.AdmissionregistrationV1Api(self.api)
         for doc in self.webhook_configurations():
             if doc["kind"] == "MutatingWebhookConfiguration":
-                adm.create_mutating_webhook_configuration(doc)
+                adm.create_mutating_webhook_configuration(as_body(doc))
             else:
-                adm.create_validating_webhook_configuration(doc)
+                adm.create_validating_webhook_configuration(as_body(doc))
             self.webhook_configs.append((doc["kind"], doc["metadata"]["name"]))
 
     def wait_for_webhooks(self, timeout: float = 30) -> None:
@@ -263,8 +275,8 @@ class KServe:
         defaulted = validated = False
         while not (defaulted and validated):
             if not defaulted:
-                out = objs.create_namespaced_custom_object(GROUP, "v1beta1", NAMESPACE, "inferenceservices",
-                                                           probe, dry_run="All")
+                out = plain(self.api, objs.create_namespaced_custom_object(
+                    GROUP, "v1beta1", NAMESPACE, "inferenceservices", probe, dry_run="All"))
                 defaulted = "serving.kserve.io/deploymentMode" in (out["metadata"].get("annotations") or {})
             if not validated:
                 try:

@@ -24,7 +24,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.kserve import GROUP, KServe
+from tests.e2e.kserve import GROUP, KServe, plain
 from tests.e2e.kubelet import run_container
 from tests.helpers import stand_in_bin
 from tests.server_harness import Server
@@ -126,12 +126,11 @@ def isvcs(api: client.ApiClient) -> client.CustomObjectsApi:
 def edit_isvc(api: client.ApiClient, ns: str, name: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Read, change, replace, as `kubectl edit` does; again on a conflict (KServe writes status meanwhile)."""
     while True:
-        live = isvcs(api).get_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", name)
+        live = plain(api, isvcs(api).get_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", name))
         change(live)
         try:
-            out: dict[str, Any] = isvcs(api).replace_namespaced_custom_object(
-                GROUP, "v1beta1", ns, "inferenceservices", name, live)
-            return out
+            return plain(api, isvcs(api).replace_namespaced_custom_object(
+                GROUP, "v1beta1", ns, "inferenceservices", name, live))
         except ApiException as e:
             if e.status != 409:
                 raise
@@ -144,7 +143,7 @@ def deployed_container(kserve: KServe, api: client.ApiClient, ns: str, deploymen
     apps = client.AppsV1Api(api)
 
     def get() -> dict[str, Any] | None:
-        dep = api.sanitize_for_serialization(apps.read_namespaced_deployment(deployment, ns))
+        dep = plain(api, apps.read_namespaced_deployment(deployment, ns))
         for c in dep["spec"]["template"]["spec"]["containers"]:
             if c["name"] == container and ready(c):
                 assert isinstance(c, dict)
@@ -181,7 +180,7 @@ def test_the_pod_kserve_deploys_runs_vllm_with_expert_parallel(
         tmp_path: Path) -> None:
     ns, name = kserve_namespace, f"ep-{shape.id}"[:40].rstrip("-")
     obj = inference_service(name, shape.model(api, ns), EP_ANNOTATIONS)
-    stored = isvcs(api).create_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", obj)
+    stored = plain(api, isvcs(api).create_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", obj))
     # both webhooks ran: KServe's defaulter and ours
     assert stored["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     assert STATE in stored["metadata"]["annotations"]
