@@ -15,7 +15,9 @@ starts both controllers as processes and registers KServe's admission webhooks b
 - The controllers: `POD_NAMESPACE=kserve`, the admin kubeconfig, metrics off, health probes on
   127.0.0.1, webhook servers on free ports. controller-runtime reads its serving certificate from
   `$TMPDIR/k8s-webhook-server/serving-certs`, so each process gets a private TMPDIR holding a pair
-  signed by a fresh CA (that the webhook configurations trust). Logs go to files, shown on failure.
+  signed by a fresh CA (that the webhook configurations trust). Their webhook servers listen on every
+  interface (KServe has no option for the address); we only ever reach them on 127.0.0.1. Logs go to
+  files, attached to the report of a failing test.
 - KServe's webhooks (`config/webhook/manifests.yaml` and its `llmisvc/` one): the same names, rules
   and paths, with `clientConfig.url` pointing at the process that serves them, and limited to
   namespaces labelled LABEL (plus `kserve`), so that the objects of other e2e tests are never
