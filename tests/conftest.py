@@ -45,3 +45,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture(scope="session")
 def api(cluster: Cluster) -> client.ApiClient:
     return new_client(cluster.kubeconfig)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests using KServe's controllers run last: those controllers watch every namespace and put
+    finalizers and status on every InferenceService, which other e2e tests must not see."""
+    items.sort(key=lambda item: "kserve" in getattr(item, "fixturenames", ()))

@@ -18,39 +18,23 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import isvc, load_example, model, run
+from tests.helpers import isvc, load_example, model, recorded_argv, run, stand_in_bin
 from tests.vllm_grammar import parse_launch
 from webhook import shell
 from webhook.engine import mutate
 
 BASH = shutil.which("bash") or "/bin/bash"
 
-FAKE = r"""#!/bin/bash
-if [ "$1" = "-c" ]; then echo 8; exit 0; fi
-if [ "$(basename "$0")" = nvidia-smi ]; then printf 'GPU %s\n' 0 1 2 3 4 5 6 7; exit 0; fi
-{ printf '%s\0' "$(basename "$0")"; printf '%s\0' "$@"; } > "$ARGV_OUT"
-"""
-
 
 @pytest.fixture()
 def fake_bin(tmp_path: Path) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in ("vllm", "python3", "python", "nvidia-smi"):
-        p = bin_dir / name
-        p.write_text(FAKE)
-        p.chmod(0o755)
-    return bin_dir
+    return stand_in_bin(tmp_path / "bin")
 
 
 def execute(obj: dict[str, Any], fake_bin: Path, tmp_path: Path) -> list[str]:
     """Run the container's command + args with bash; return vLLM's argv."""
     m = model(obj)
-    argv = list(m.get("command") or []) + list(m.get("args") or [])
-    out = tmp_path / "argv"
-    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "ARGV_OUT": str(out), "HOME": str(tmp_path)}
-    subprocess.run(argv, env=env, cwd=tmp_path, check=True, timeout=20, capture_output=True)
-    return out.read_bytes().decode().split("\0")[:-1]
+    return recorded_argv(list(m.get("command") or []) + list(m.get("args") or []), fake_bin, tmp_path)
 
 
 def test_alauda_script_computing_gpu_count_runs_vllm_in_ep_mode(fake_bin: Path, tmp_path: Path) -> None:

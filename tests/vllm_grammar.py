@@ -83,6 +83,10 @@ def parser(positional_model: bool) -> _Parser:
     p.add_argument("--disable-uvicorn-access-log", action="store_true")
     p.add_argument("--disable-access-log-for-endpoints")
     p.add_argument("--shutdown-timeout", type=int)
+    p.add_argument("--kv-transfer-config", type=json.loads)
+    p.add_argument("--enable-ssl-refresh", action="store_true")
+    p.add_argument("--ssl-certfile")
+    p.add_argument("--ssl-keyfile")
     return p
 
 

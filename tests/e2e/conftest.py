@@ -5,15 +5,16 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, config
 
-from tests.e2e.cluster import crds_dir
+from tests.e2e.cluster import Cluster, crds_dir
+from tests.e2e.kserve import LABEL, KServe, as_body, kserve_binaries, kserve_manifests
+from tests.helpers import yaml_documents
 from tests.server_harness import Server, server_with_new_certs
 
 WEBHOOK_CONFIG = "vllm-ep-webhook"
@@ -35,7 +36,7 @@ def install_crds(api: client.ApiClient) -> None:
         raise RuntimeError(f"no CRDs in {folder}; set EP_WEBHOOK_CRDS_DIR to KServe's config/crd/full")
     names = []
     for path in files:
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in yaml_documents(path.read_text()):
             if doc and doc.get("kind") == "CustomResourceDefinition":
                 ext.create_custom_resource_definition(doc)
                 names.append(doc["metadata"]["name"])
@@ -125,3 +126,33 @@ def namespace(api: client.ApiClient) -> str:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
     return name
+
+
+@pytest.fixture(scope="session")
+def kserve(cluster: Cluster, api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KServe]:
+    """KServe's manager and llmisvc, running against the session's API server (started once)."""
+    bins, manifests = kserve_binaries(), kserve_manifests()
+    ks = KServe(tmp_path_factory.mktemp("kserve"), bins, manifests, api, cluster.kubeconfig)
+    try:
+        ks.start()
+        yield ks
+    finally:
+        ks.stop()
+
+
+@pytest.fixture()
+def kserve_namespace(api: client.ApiClient, kserve: KServe) -> str:
+    """A fresh namespace where KServe's webhooks apply (ours applies everywhere)."""
+    name = f"ks-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(api).create_namespace(as_body({"metadata": {"name": name, "labels": {LABEL: "true"}}}))
+    return name
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A failed test that used KServe shows the controllers' logs."""
+    outcome = yield
+    report = outcome.get_result()
+    ks = getattr(item, "funcargs", {}).get("kserve")
+    if report.failed and isinstance(ks, KServe):
+        report.sections.append(("KServe controllers", ks.logs()))

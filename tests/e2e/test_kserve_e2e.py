@@ -1,0 +1,247 @@
+"""End to end with KServe's real controllers: what the pod KServe deploys would run.
+
+Each InferenceService goes through the API server with our webhook and KServe's own defaulter and
+validator registered; KServe's `manager` then merges it with its runtime (command replaced, args
+concatenated runtime-first, `{{.Name}}` rendered) into Deployment `<name>-predictor`. The test takes
+that Deployment's `kserve-container`, expands `$(VAR)` from its env as the kubelet does, executes it
+with bash and stand-ins that record vLLM's argv, and parses that argv with the vLLM grammar model.
+
+A shape is one row of SHAPES: a function that returns the predictor's `model` (and creates whatever it
+needs, such as a ServingRuntime), and the launch it should produce with EP off. New shapes (an
+auto-selected runtime, huggingfaceserver, ...) are one function and one row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.e2e.kserve import GROUP, KServe, plain
+from tests.e2e.kubelet import run_container
+from tests.helpers import stand_in_bin
+from tests.server_harness import Server
+from tests.vllm_grammar import parse_launch
+from webhook.annotations import UNDO_RECORD
+
+GPUS = 8
+EP_ANNOTATIONS = {
+    "ep.enabled": "true",
+    "ep.tensor-parallel-size": "2",
+    "ep.eplb": "true",
+    "ep.all2all-backend": "deepep_low_latency",
+}
+
+SCRIPT = (
+    "set -e\n"
+    "# one rank per GPU, computed at start\n"
+    "GPU_COUNT=$(nvidia-smi -L | wc -l)\n"
+    "exec vllm serve /mnt/models \\\n"
+    "  --served-model-name {{.Name}} \\\n"
+    "  --tensor-parallel-size ${GPU_COUNT}\n"
+)
+
+CUSTOM_RUNTIME_SCRIPT = 'exec vllm serve /mnt/models --served-model-name "$MODEL_NAME" "$@"'
+
+
+# -- the shapes ------------------------------------------------------------------------------
+
+
+def list_command(api: client.ApiClient, ns: str) -> dict[str, Any]:
+    """`vllm serve` as a list in spec.predictor.model.command (the runtime's args still follow)."""
+    return {"modelFormat": {"name": "vLLM"}, "command": ["vllm", "serve", "/mnt/models", "-tp", "8"]}
+
+
+def bash_script(api: client.ApiClient, ns: str) -> dict[str, Any]:
+    """A `bash -c` script that computes its own GPU count; `{{.Name}}` is rendered by KServe."""
+    return {"modelFormat": {"name": "vLLM"}, "command": ["bash", "-c", SCRIPT, "bash"]}
+
+
+def kserve_vllmserver_args(api: client.ApiClient, ns: str) -> dict[str, Any]:
+    """No command: args appended to those of the ClusterServingRuntime kserve-vllmserver, named."""
+    return {"modelFormat": {"name": "vLLM"}, "runtime": "kserve-vllmserver", "args": ["--max-model-len", "4096"]}
+
+
+def custom_runtime_forwarding_args(api: client.ApiClient, ns: str) -> dict[str, Any]:
+    """A namespaced ServingRuntime whose `bash -c` script forwards "$@"; its args use `$(PORT)`."""
+    runtime = {
+        "apiVersion": f"{GROUP}/v1alpha1", "kind": "ServingRuntime",
+        "metadata": {"name": "bash-vllm"},
+        "spec": {
+            "supportedModelFormats": [{"name": "bash-vllm", "autoSelect": True}],
+            "containers": [{
+                "name": "kserve-container", "image": "vllm/vllm-openai:v0.11.0",
+                "command": ["bash", "-c", CUSTOM_RUNTIME_SCRIPT, "--"],
+                "args": ["--port=$(PORT)"],
+                "env": [{"name": "PORT", "value": "8080"}, {"name": "MODEL_NAME", "value": "{{.Name}}"}],
+            }],
+        },
+    }
+    client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, "v1alpha1", ns, "servingruntimes", runtime)
+    return {"modelFormat": {"name": "bash-vllm"}, "runtime": "bash-vllm", "args": ["--max-model-len", "4096"]}
+
+
+@dataclass(frozen=True)
+class Shape:
+    id: str
+    model: Callable[[client.ApiClient, str], dict[str, Any]]
+    tp_without_ep: int  # what the launch asks for when EP is off
+    port: int | None = None  # set by the runtime's args or the script; None: vLLM's default
+    max_model_len: int | None = None  # when the InferenceService sets it in args
+
+
+SHAPES = [
+    Shape("list-command", list_command, tp_without_ep=8, port=8080),
+    Shape("bash-c-script", bash_script, tp_without_ep=GPUS),
+    Shape("args-only-kserve-vllmserver", kserve_vllmserver_args, tp_without_ep=1, port=8080, max_model_len=4096),
+    Shape("custom-servingruntime-forwarding-args", custom_runtime_forwarding_args, tp_without_ep=1, port=8080,
+          max_model_len=4096),
+]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def inference_service(name: str, model: dict[str, Any], annotations: dict[str, str]) -> dict[str, Any]:
+    model = {**model, "storageUri": "pvc://models/qwen3-moe",
+             "resources": {"limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": str(GPUS)}}}
+    return {
+        "apiVersion": f"{GROUP}/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"predictor": {"model": model}},
+    }
+
+
+def isvcs(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def edit_isvc(api: client.ApiClient, ns: str, name: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Read, change, replace, as `kubectl edit` does; again on a conflict (KServe writes status meanwhile)."""
+    while True:
+        live = plain(api, isvcs(api).get_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", name))
+        change(live)
+        try:
+            return plain(api, isvcs(api).replace_namespaced_custom_object(
+                GROUP, "v1beta1", ns, "inferenceservices", name, live))
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+
+def deployed_container(kserve: KServe, api: client.ApiClient, ns: str, deployment: str, container: str,
+                       ready: Callable[[dict[str, Any]], bool] = lambda c: True) -> dict[str, Any]:
+    """Container `container` of the pod template of Deployment `deployment`, once KServe wrote one that
+    satisfies ready."""
+    apps = client.AppsV1Api(api)
+
+    def get() -> dict[str, Any] | None:
+        dep = plain(api, apps.read_namespaced_deployment(deployment, ns))
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            if c["name"] == container and ready(c):
+                assert isinstance(c, dict)
+                return c
+        return None
+
+    out: dict[str, Any] = kserve.wait_for(f"container {container} of Deployment {ns}/{deployment}", get)
+    return out
+
+
+def predictor_container(kserve: KServe, api: client.ApiClient, ns: str, name: str,
+                        ready: Callable[[dict[str, Any]], bool] = lambda c: True) -> dict[str, Any]:
+    return deployed_container(kserve, api, ns, f"{name}-predictor", "kserve-container", ready)
+
+
+def launch(container: dict[str, Any], tmp_path: Path, pod: str, ns: str) -> argparse.Namespace:
+    """What vLLM would parse if the kubelet started this container in pod `pod`."""
+    argv = run_container(container, stand_in_bin(tmp_path / "bin"), tmp_path,
+                         {"metadata.name": pod, "metadata.namespace": ns})
+    return parse_launch(argv)
+
+
+def ep_on(c: dict[str, Any]) -> bool:
+    words = [*(c.get("command") or []), *(c.get("args") or [])]
+    return any("--enable-expert-parallel" in w for w in words)
+
+
+# -- tests -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[s.id for s in SHAPES])
+def test_the_pod_kserve_deploys_runs_vllm_with_expert_parallel(
+        shape: Shape, api: client.ApiClient, registered: Server, kserve: KServe, kserve_namespace: str,
+        tmp_path: Path) -> None:
+    ns, name = kserve_namespace, f"ep-{shape.id}"[:40].rstrip("-")
+    obj = inference_service(name, shape.model(api, ns), EP_ANNOTATIONS)
+    stored = plain(api, isvcs(api).create_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", obj))
+    # both webhooks ran: KServe's defaulter and ours
+    assert stored["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    assert UNDO_RECORD in stored["metadata"]["annotations"]
+
+    container = predictor_container(kserve, api, ns, name, ep_on)
+    vllm = launch(container, tmp_path, f"{name}-predictor-0", ns)
+
+    assert vllm.enable_expert_parallel is True
+    assert (vllm.tensor_parallel_size, vllm.data_parallel_size) == (2, GPUS // 2)
+    assert vllm.enable_eplb is True
+    assert vllm.all2all_backend == "deepep_low_latency"
+    assert "/mnt/models" in (vllm.model, getattr(vllm, "model_tag", None))
+    assert vllm.served_model_name == [name]  # KServe rendered {{.Name}}
+    assert vllm.port == shape.port
+    assert vllm.max_model_len == shape.max_model_len
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[s.id for s in SHAPES])
+def test_turning_ep_off_makes_kserve_deploy_the_original_launch_again(
+        shape: Shape, api: client.ApiClient, registered: Server, kserve: KServe, kserve_namespace: str,
+        tmp_path: Path) -> None:
+    ns, name = kserve_namespace, f"off-{shape.id}"[:40].rstrip("-")
+    model = shape.model(api, ns)
+    isvcs(api).create_namespaced_custom_object(
+        GROUP, "v1beta1", ns, "inferenceservices", inference_service(name, copy.deepcopy(model), EP_ANNOTATIONS))
+    with_ep = predictor_container(kserve, api, ns, name, ep_on)
+    assert launch(with_ep, tmp_path, f"{name}-predictor-0", ns).enable_expert_parallel is True
+
+    stored = edit_isvc(api, ns, name, lambda live: live["metadata"]["annotations"].update({"ep.enabled": "false"}))
+    assert UNDO_RECORD not in stored["metadata"]["annotations"]
+    assert {k: stored["spec"]["predictor"]["model"].get(k) for k in ("command", "args")} == \
+        {k: model.get(k) for k in ("command", "args")}
+
+    without_ep = predictor_container(kserve, api, ns, name, lambda c: not ep_on(c))
+    vllm = launch(without_ep, tmp_path, f"{name}-predictor-0", ns)
+    assert (vllm.enable_expert_parallel, vllm.enable_eplb, vllm.all2all_backend) == (False, False, None)
+    assert (vllm.tensor_parallel_size, vllm.data_parallel_size) == (shape.tp_without_ep, 1)
+    if "command" in model:  # the InferenceService's command replaces the runtime's, as written
+        assert without_ep["command"] == [w.replace("{{.Name}}", name) for w in model["command"]]
+    if "args" in model:  # the InferenceService's args come last, as written
+        assert without_ep["args"][-len(model["args"]):] == model["args"]
+
+
+# -- LLMInferenceService (the webhook does not handle it yet: this proves the harness) --------
+
+
+def test_llmisvc_deploys_the_preset_script_running_vllm_with_the_spec_tensor_parallel_size(
+        api: client.ApiClient, kserve: KServe, kserve_namespace: str, tmp_path: Path) -> None:
+    ns, name, model_name = kserve_namespace, "llm", "Qwen/Qwen3-30B-A3B"
+    obj = {
+        "apiVersion": f"{GROUP}/v1alpha2", "kind": "LLMInferenceService", "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": "pvc://models/qwen3-moe", "name": model_name},
+            "parallelism": {"tensor": 2},
+            "template": {"containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": "2"}}}]},
+        },
+    }
+    isvcs(api).create_namespaced_custom_object(GROUP, "v1alpha2", ns, "llminferenceservices", obj)
+    container = deployed_container(kserve, api, ns, f"{name}-kserve", "main")
+    assert container["command"][:2] == ["/bin/bash", "-c"]
+    vllm = launch(container, tmp_path, f"{name}-kserve-0", ns)
+    assert (vllm.model_tag, vllm.tensor_parallel_size, vllm.port) == ("/mnt/models", 2, 8000)
+    assert vllm.served_model_name == [model_name, f"publishers/{ns}/models/{model_name}"]
+    assert (vllm.enable_expert_parallel, vllm.data_parallel_size) == (False, 1)
