@@ -141,16 +141,19 @@ def kserve_container(obj: dict[str, Any], runtime_doc: dict[str, Any]) -> tuple[
 # -- executing commands with stand-ins that record vLLM's argv ---------------------------------
 
 STAND_IN = r"""#!/bin/bash
+if [ "$(basename "$0")" = vllm ] && [ "$1" = --version ]; then echo 0.33.0; exit 0; fi
+if [ "$(basename "$0")" = getent ]; then echo "10.1.2.3 $2"; exit 0; fi
 if [ "$1" = "-c" ]; then echo 8; exit 0; fi
 if [ "$(basename "$0")" = nvidia-smi ]; then printf 'GPU %s\n' 0 1 2 3 4 5 6 7; exit 0; fi
 { printf '%s\0' "$(basename "$0")"; printf '%s\0' "$@"; } > "$ARGV_OUT"
 """
-STAND_IN_NAMES = ("vllm", "python3", "python", "nvidia-smi")
+STAND_IN_NAMES = ("vllm", "python3", "python", "nvidia-smi", "getent")
 
 
 def stand_in_bin(folder: Path) -> Path:
-    """A folder of stand-ins for vllm, python and nvidia-smi: each records its argv (NUL-separated) in
-    $ARGV_OUT; `python -c ...` prints 8 and nvidia-smi lists 8 GPUs, as scripts computing GPU counts expect."""
+    """A folder of stand-ins for vllm, python, nvidia-smi and getent: each records its argv (NUL-separated)
+    in $ARGV_OUT; `python -c ...` prints 8 and nvidia-smi lists 8 GPUs, as scripts computing GPU counts
+    expect; `vllm --version` says 0.33.0 and getent resolves any name, as KServe's presets expect."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in STAND_IN_NAMES:
         p = folder / name

@@ -52,9 +52,10 @@ def install_crds(api: client.ApiClient) -> None:
 
 
 @pytest.fixture(scope="session")
-def webhook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def webhook_server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The opt-in webhook, with a cluster view as in a real install (runtimes resolved as KServe does)."""
     base = tmp_path_factory.mktemp("webhook")
-    with server_with_new_certs(base) as server:
+    with server_with_new_certs(base, ["--kubeconfig", str(cluster.kubeconfig), "--audit-interval", "0"]) as server:
         yield server
 
 

@@ -71,9 +71,12 @@ def container_argv(container: Mapping[str, Any], env: Mapping[str, str]) -> list
 
 
 def run_container(container: Mapping[str, Any], bin_dir: Path, workdir: Path,
-                  field_values: Mapping[str, str] | None = None) -> list[str]:
-    """Execute the container's process with stand-ins first on PATH; return the argv vLLM got."""
-    env = container_env(container, field_values or {})
+                  field_values: Mapping[str, str] | None = None, injected: Mapping[str, str] | None = None) -> list[str]:
+    """Execute the container's process with stand-ins first on PATH; return the argv vLLM got.
+
+    `injected` is env another controller adds to the pod (LeaderWorkerSet's `LWS_*`), under the container's own.
+    """
+    env = {**(injected or {}), **container_env(container, field_values or {})}
     argv = container_argv(container, env)
     assert argv, f"container {container.get('name')} has no command or args: the image's entrypoint would run"
     return recorded_argv(argv, bin_dir, workdir, env)

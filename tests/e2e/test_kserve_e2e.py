@@ -88,6 +88,11 @@ def custom_runtime_forwarding_args(api: client.ApiClient, ns: str) -> dict[str, 
     return {"modelFormat": {"name": "bash-vllm"}, "runtime": "bash-vllm", "args": ["--max-model-len", "4096"]}
 
 
+def auto_selected_runtime(api: client.ApiClient, ns: str) -> dict[str, Any]:
+    """No command and no runtime: KServe auto-selects kserve-vllmserver for modelFormat vLLM."""
+    return {"modelFormat": {"name": "vLLM"}, "args": ["--max-model-len", "4096"]}
+
+
 @dataclass(frozen=True)
 class Shape:
     id: str
@@ -103,6 +108,7 @@ SHAPES = [
     Shape("args-only-kserve-vllmserver", kserve_vllmserver_args, tp_without_ep=1, port=8080, max_model_len=4096),
     Shape("custom-servingruntime-forwarding-args", custom_runtime_forwarding_args, tp_without_ep=1, port=8080,
           max_model_len=4096),
+    Shape("args-only-auto-selected-runtime", auto_selected_runtime, tp_without_ep=1, port=8080, max_model_len=4096),
 ]
 
 
@@ -224,7 +230,111 @@ def test_turning_ep_off_makes_kserve_deploy_the_original_launch_again(
         assert without_ep["args"][-len(model["args"]):] == model["args"]
 
 
-# -- LLMInferenceService (the webhook does not handle it yet: this proves the harness) --------
+# -- huggingfaceserver: KServe's default LLM runtime --------------------------------------------
+
+# The huggingfaceserver image's ENTRYPOINT, which runs when neither runtime nor object sets a command.
+HUGGINGFACESERVER_ENTRYPOINT = ["python", "-m", "huggingfaceserver"]
+
+
+def test_an_auto_selected_huggingfaceserver_runs_ep_over_the_tp_it_forces_to_the_gpu_count(
+        api: client.ApiClient, registered: Server, kserve: KServe, kserve_namespace: str, tmp_path: Path) -> None:
+    ns, name = kserve_namespace, "hf"
+    model = {"modelFormat": {"name": "huggingface"}, "args": ["--max_model_len=4096"]}
+    obj = inference_service(name, model, {"ep.enabled": "true"})
+    stored = plain(api, isvcs(api).create_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", obj))
+    assert stored["spec"]["predictor"]["model"]["args"] == ["--max_model_len=4096", "--enable-expert-parallel"]
+    container = predictor_container(kserve, api, ns, name, ep_on)
+    assert not container.get("command"), "kserve-huggingfaceserver runs its image's entrypoint"
+    argv = run_container({**container, "command": HUGGINGFACESERVER_ENTRYPOINT}, stand_in_bin(tmp_path / "bin"),
+                         tmp_path, {"metadata.name": f"{name}-predictor-0", "metadata.namespace": ns})
+    server = parse_launch(argv)
+    server.tensor_parallel_size = GPUS  # vllm_model.py: tensor_parallel_size = torch.cuda.device_count()
+    assert (server.enable_expert_parallel, server.tensor_parallel_size, server.data_parallel_size) == (True, GPUS, 1)
+    assert server.model_name == name and server.max_model_len == 4096
+
+
+# -- LLMInferenceService ----------------------------------------------------------------------
+
+
+def llm_service(name: str, version: str, gpus: int = GPUS, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{version}", "kind": "LLMInferenceService",
+        "metadata": {"name": name, "annotations": {"ep.enabled": "true", "ep.eplb": "true",
+                                                   "ep.eplb-config": '{"window_size": 1000}'}},
+        "spec": {
+            "model": {"uri": "pvc://models/qwen3-moe", "name": "qwen3-moe"},
+            "template": {"containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]},
+            **spec,
+        },
+    }
+
+
+def lws_container(kserve: KServe, api: client.ApiClient, ns: str, name: str, template: str) -> dict[str, Any]:
+    """The main container of a LeaderWorkerSet's leader or worker template, once llmisvc wrote it."""
+    objs = client.CustomObjectsApi(api)
+
+    def get() -> dict[str, Any] | None:
+        lws = objs.get_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets", name)
+        pod = lws["spec"]["leaderWorkerTemplate"].get(template)
+        for c in (pod or {}).get("spec", {}).get("containers", []):
+            if c["name"] == "main":
+                assert isinstance(c, dict)
+                return c
+        return None
+
+    out: dict[str, Any] = kserve.wait_for(f"main of {template} in LeaderWorkerSet {ns}/{name}", get)
+    return out
+
+
+@pytest.mark.parametrize("version", ["v1alpha1", "v1alpha2"])
+def test_a_single_node_llminferenceservice_pod_runs_vllm_with_ep_and_dp_from_its_gpus(
+        version: str, api: client.ApiClient, registered: Server, kserve: KServe, kserve_namespace: str,
+        tmp_path: Path) -> None:
+    ns, name = kserve_namespace, f"single-{version}"
+    isvcs(api).create_namespaced_custom_object(GROUP, version, ns, "llminferenceservices", llm_service(name, version))
+    container = deployed_container(kserve, api, ns, f"{name}-kserve", "main", ep_on)
+    vllm = launch(container, tmp_path, f"{name}-kserve-0", ns)
+    assert (vllm.enable_expert_parallel, vllm.tensor_parallel_size, vllm.data_parallel_size) == (True, 1, GPUS)
+    assert vllm.enable_eplb is True and vllm.eplb_config == {"window_size": 1000}
+
+
+def test_prefill_and_decode_pods_each_run_ep_from_their_own_gpus(
+        api: client.ApiClient, registered: Server, kserve: KServe, kserve_namespace: str, tmp_path: Path) -> None:
+    ns, name = kserve_namespace, "pd"
+    prefill = {"template": {"containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": "4"}}}]}}
+    isvcs(api).create_namespaced_custom_object(
+        GROUP, "v1alpha2", ns, "llminferenceservices", llm_service(name, "v1alpha2", prefill=prefill))
+    decode = launch(deployed_container(kserve, api, ns, f"{name}-kserve", "main", ep_on), tmp_path / "d",
+                    f"{name}-kserve-0", ns)
+    first = launch(deployed_container(kserve, api, ns, f"{name}-kserve-prefill", "main", ep_on), tmp_path / "p",
+                   f"{name}-kserve-prefill-0", ns)
+    assert (decode.enable_expert_parallel, decode.data_parallel_size) == (True, GPUS)
+    assert (first.enable_expert_parallel, first.data_parallel_size) == (True, 4)
+
+
+def test_a_multi_node_leaderworkerset_gets_kserves_data_parallel_flags_from_the_webhooks_parallelism(
+        api: client.ApiClient, registered: Server, kserve: KServe, kserve_namespace: str, tmp_path: Path) -> None:
+    ns, name = kserve_namespace, "multi"
+    obj = llm_service(name, "v1alpha2", worker={"containers": [
+        {"name": "main", "resources": {"limits": {"nvidia.com/gpu": str(GPUS)}}}]})
+    obj["metadata"]["annotations"]["ep.nodes"] = "2"
+    isvcs(api).create_namespaced_custom_object(GROUP, "v1alpha2", ns, "llminferenceservices", obj)
+    leader = lws_container(kserve, api, ns, f"{name}-kserve-mn", "leaderTemplate")
+    worker = lws_container(kserve, api, ns, f"{name}-kserve-mn", "workerTemplate")
+    env = {"LWS_LEADER_ADDRESS": "multi-0.multi.ns", "LWS_WORKER_INDEX": "1"}
+    lead = parse_launch(run_container(leader, stand_in_bin(tmp_path / "l" / "bin"), _mkdir(tmp_path / "l"),
+                                      {"metadata.name": f"{name}-0", "metadata.namespace": ns}, env))
+    work = parse_launch(run_container(worker, stand_in_bin(tmp_path / "w" / "bin"), _mkdir(tmp_path / "w"),
+                                      {"metadata.name": f"{name}-0-1", "metadata.namespace": ns}, env))
+    for vllm in (lead, work):
+        assert (vllm.enable_expert_parallel, vllm.data_parallel_size, vllm.data_parallel_size_local) == (True, 16, 8)
+        assert vllm.enable_eplb is True and vllm.eplb_config == {"window_size": 1000}
+    assert (lead.headless, work.headless, work.data_parallel_start_rank) == (False, True, 8)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def test_llmisvc_deploys_the_preset_script_running_vllm_with_the_spec_tensor_parallel_size(
