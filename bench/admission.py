@@ -174,10 +174,13 @@ def wrk(port: int, template: Path, duration: int, connections: int, pid: int, st
 
 
 def pad(obj: dict[str, Any], kib: int) -> dict[str, Any]:
-    """Grow the container's env to about `kib` KiB more, as large real objects are (0: unchanged)."""
+    """Grow the container's env by about `kib` KiB of JSON, as large real objects are (0: unchanged)."""
     env = obj["spec"]["predictor"]["model"]["env"]
-    for i in range(kib * 1024 // 64):
-        env.append({"name": f"EXTRA_SETTING_{i:05d}", "value": "x" * 28})
+    added = 0
+    while added < kib * 1024:
+        entry = {"name": f"EXTRA_SETTING_{len(env):05d}", "value": "x" * 28}
+        env.append(entry)
+        added += len(json.dumps(entry)) + 2
     return obj
 
 

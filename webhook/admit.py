@@ -12,7 +12,8 @@ from webhook.selection import Runtimes
 from webhook.options import Options
 from webhook.verdict import Verdict
 
-OPERATIONS = ("CREATE", "UPDATE")
+DECIDED_OPERATIONS = frozenset({"CREATE", "UPDATE"})
+"""The operations the engine decides (the webhook configurations register exactly these)."""
 
 
 def admit(
@@ -26,7 +27,7 @@ def admit(
     runtimes KServe could use there. Dry-run requests are treated like any other: the webhook has no
     side effects.
     """
-    if request.kind.group != GROUP or request.kind.kind not in KINDS or request.operation not in OPERATIONS:
+    if request.kind.group != GROUP or request.kind.kind not in KINDS or request.operation not in DECIDED_OPERATIONS:
         return Verdict.allow()
     try:
         options = options_for(request.namespace)

@@ -19,6 +19,8 @@ V1BETA1 = "admission.k8s.io/v1beta1"
 """The older AdmissionReview version, still answered in kind."""
 API_VERSIONS = (V1, V1BETA1)
 """The AdmissionReview versions accepted; the answer uses the request's."""
+OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+"""The operations an AdmissionReview can carry (`request.operation`)."""
 MAX_BODY = 3 * 1024 * 1024
 """Largest request body accepted, in bytes (the API server's own limit on an object is about 3 MiB)."""
 JsonValue = object
