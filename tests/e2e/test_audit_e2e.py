@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client
 
 from tests.e2e.cluster import Cluster
+from tests.e2e.test_policy_e2e import POLICY_READER_RULES, restricted_kubeconfig
 from tests.helpers import isvc
 from tests.server_harness import server_with_new_certs
 from tests.test_cli import EXE
@@ -149,15 +150,7 @@ AUDIT_READER_RULES = [
 def test_the_server_exports_the_same_audit_as_metrics_with_read_only_access(
     cluster: Cluster, api: client.ApiClient, objects: dict[str, str], tmp_path: Path
 ) -> None:
-    user = "ep-webhook-auditor"
-    rbac = client.RbacAuthorizationV1Api(api)
-    rbac.create_cluster_role({"metadata": {"name": user}, "rules": AUDIT_READER_RULES})
-    rbac.create_cluster_role_binding({
-        "metadata": {"name": user},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    })
-    kubeconfig = cluster.user_kubeconfig(user, [])
+    kubeconfig = restricted_kubeconfig(cluster, api, "ep-webhook-auditor", AUDIT_READER_RULES)
     extra = ["--policy", objects["policy"], "--kubeconfig", str(kubeconfig), "--audit-interval", "1s"]
     with server_with_new_certs(tmp_path, extra) as server:
         deadline = time.monotonic() + 30
@@ -180,17 +173,8 @@ def test_the_server_exports_the_same_audit_as_metrics_with_read_only_access(
 def test_without_rbac_for_the_audit_the_server_is_still_ready_and_says_what_to_grant(
     cluster: Cluster, api: client.ApiClient, tmp_path: Path
 ) -> None:
-    user = "ep-webhook-no-audit"
-    rbac = client.RbacAuthorizationV1Api(api)
-    rbac.create_cluster_role({"metadata": {"name": user}, "rules": AUDIT_READER_RULES[:1] + [
-        {"apiGroups": ["serving.kserve.io"], "resources": ["servingruntimes", "clusterservingruntimes"],
-         "verbs": ["get", "list", "watch"]}]})
-    rbac.create_cluster_role_binding({
-        "metadata": {"name": user},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    })
-    extra = ["--kubeconfig", str(cluster.user_kubeconfig(user, [])), "--audit-interval", "1s"]
+    kubeconfig = restricted_kubeconfig(cluster, api, "ep-webhook-no-audit", POLICY_READER_RULES)
+    extra = ["--kubeconfig", str(kubeconfig), "--audit-interval", "1s"]
     with server_with_new_certs(tmp_path, extra) as server:
         assert server.request("GET", "/readyz")[0] == 200
         deadline = time.monotonic() + 20

@@ -54,9 +54,12 @@ POLICY_READER_RULES = [
 ]
 
 
-def restricted_kubeconfig(cluster: Cluster, api: client.ApiClient, user: str) -> Path:
+def restricted_kubeconfig(
+    cluster: Cluster, api: client.ApiClient, user: str, rules: list[dict[str, Any]] = POLICY_READER_RULES
+) -> Path:
+    """A kubeconfig for `user`, who may do exactly what `rules` allow, cluster-wide."""
     rbac = client.RbacAuthorizationV1Api(api)
-    rbac.create_cluster_role({"metadata": {"name": user}, "rules": POLICY_READER_RULES})
+    rbac.create_cluster_role({"metadata": {"name": user}, "rules": rules})
     rbac.create_cluster_role_binding({
         "metadata": {"name": user},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
