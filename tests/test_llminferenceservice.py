@@ -280,3 +280,55 @@ def test_the_readme_examples_run_as_documented(
         assert ns.enable_expert_parallel is True
         assert (ns.tensor_parallel_size, ns.data_parallel_size) == (tp, dp)
         assert (ns.data_parallel_size_local or dp) == local
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 20) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+_words = st.sampled_from(["--data-parallel-size", "-dp", "4", "-tp", "2", "--enable-expert-parallel", "-ep",
+                          "--no-enable-expert-parallel", "--max-model-len 4096", "'x y'", "$EXTRA", "--eplb-config",
+                          '{"a": 1}', "--data-parallel-size-local=2", "--headless", "--enable-eplb"]) | st.text(max_size=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    parallelism=st.none()
+    | st.fixed_dictionaries({}, optional={k: st.integers(1, 16) for k in ("tensor", "data", "dataLocal")}
+                            | {"expert": st.booleans()})
+    | _json,
+    args=st.none() | st.lists(_words, max_size=5) | _json,
+    gpus=st.sampled_from([None, "1", "2", "4", "8", "8", "8", "3", "x"]),
+    worker=st.booleans(),
+    prefill=st.booleans(),
+    annotations=st.fixed_dictionaries({}, optional={
+        "ep.nodes": st.sampled_from(["1", "2", "3", "0", "x"]),
+        "ep.tensor-parallel-size": st.sampled_from(["1", "2", "4", "3"]),
+        "ep.eplb-config": st.sampled_from(['{"window_size": 10}', '{"x": "$(id) `id`; a b"}', "[1]"]),
+    }),
+)
+def test_odd_llminferenceservices_get_a_verdict_and_allowed_patches_apply(
+    parallelism: Any, args: Any, gpus: str | None, worker: bool, prefill: bool, annotations: dict[str, str]
+) -> None:
+    obj = llmisvc(gpus=gpus, annotations=annotations)
+    if parallelism is not None:
+        obj["spec"]["parallelism"] = parallelism
+    if args is not None:
+        obj["spec"]["template"]["containers"][0]["args"] = args
+    if worker:
+        multi_node(obj, gpus or "8")
+    if prefill:
+        with_prefill(obj)
+    verdict = mutate(copy.deepcopy(obj))
+    if not verdict.allowed:
+        assert verdict.message and not verdict.patch
+        return
+    out = apply(obj, verdict)
+    again = mutate(copy.deepcopy(out))
+    assert again.allowed and not again.patch  # the result is a fixed point
