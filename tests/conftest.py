@@ -25,10 +25,13 @@ E2E_FOLDERS = (Path(__file__).parent / "e2e", Path(__file__).parent / "chart")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests under E2E_FOLDERS `e2e`: they need a real API server or helm."""
+    """Mark the tests under E2E_FOLDERS `e2e` (they need a real API server or helm), and run the tests
+    using KServe's controllers last: those controllers watch every namespace and put finalizers and
+    status on every InferenceService, which other e2e tests must not see."""
     for item in items:
         if any(folder in item.path.parents for folder in E2E_FOLDERS):
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda item: "kserve" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +49,3 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def api(cluster: Cluster) -> client.ApiClient:
     return new_client(cluster.kubeconfig)
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests using KServe's controllers run last: those controllers watch every namespace and put
-    finalizers and status on every InferenceService, which other e2e tests must not see."""
-    items.sort(key=lambda item: "kserve" in getattr(item, "fixturenames", ()))

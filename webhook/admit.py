@@ -40,6 +40,7 @@ def admit(
 
 
 def outcome(verdict: Verdict) -> str:
+    """The metric and log label for a verdict: denied, mutated or unchanged."""
     if not verdict.allowed:
         return "denied"
     return "mutated" if verdict.patch else "unchanged"

@@ -48,16 +48,19 @@ class ServerState:
     audit_interval: float = 0.0  # seconds between audits of the watched objects; 0: no audit
 
     def options_for(self, namespace: str) -> Options:
+        """The policy's options for a namespace (LabelsUnknown when its labels are needed but not known)."""
         policy = self.policy.value if self.policy else DEFAULT
         labels = self.cluster.labels(namespace) if self.cluster else None
         return policy.options_for(namespace, labels)
 
     def runtimes_for(self, namespace: str) -> Runtimes:
+        """The runtimes KServe could use in a namespace, from the watched caches."""
         if self.cluster is None:
             raise LookupError("no cluster view")
         return self.cluster.runtimes_for(namespace)
 
     def ready(self) -> bool:
+        """Serving certificates loaded and, with a cluster view, the caches admission needs listed once."""
         return self.reloader is not None and (self.cluster is None or self.cluster.synced())
 
 

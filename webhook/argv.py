@@ -39,6 +39,7 @@ class Arg:
 
     @classmethod
     def item(cls, value: str) -> Arg:
+        """A list item: its literal value is its whole text."""
         return cls(value, value, value)
 
 
@@ -60,6 +61,7 @@ class Want:
 
 @dataclass(frozen=True)
 class Occurrence:
+    """One flag the planner cares about, where it stands in the argv and what value it has."""
     name: str
     spelling: str
     flag_index: int
@@ -71,6 +73,7 @@ class Occurrence:
 
     @property
     def indices(self) -> tuple[int, ...]:
+        """The argv positions the occurrence takes (the flag, and its value when separate)."""
         if self.value_index is None:
             return (self.flag_index,)
         return (self.flag_index, self.value_index)
@@ -78,6 +81,7 @@ class Occurrence:
 
 @dataclass
 class Plan:
+    """The edits one argv needs: words replaced, words deleted, flag groups appended, and warnings."""
     replace: dict[int, str] = field(default_factory=dict)
     delete: set[int] = field(default_factory=set)
     append: list[tuple[str, ...]] = field(default_factory=list)
@@ -85,6 +89,7 @@ class Plan:
 
 
 def shorten(text: str, limit: int = _MAX_SHOWN) -> str:
+    """`text` cut to `limit` characters with an ellipsis."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

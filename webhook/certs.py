@@ -36,6 +36,7 @@ class Pair:
 
     @property
     def cert(self) -> x509.Certificate:
+        """The certificate, parsed."""
         return x509.load_pem_x509_certificate(self.cert_pem)
 
 
@@ -72,6 +73,7 @@ def _key_usage(signs_certificates: bool) -> x509.KeyUsage:
 
 
 def new_ca(common_name: str = "vllm-ep-webhook-ca", days: int = 3650) -> Pair:
+    """A new self-signed CA valid for `days`."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = _now()
@@ -133,6 +135,7 @@ def new_serving(ca: Pair, names: Sequence[str], days: int = 365) -> Pair:
 
 
 def generate(names: Sequence[str], days: int = 365) -> Bundle:
+    """A new CA and a serving certificate it signs for `names` (DNS names or IPs)."""
     ca = new_ca(days=max(days * 10, 365))
     return Bundle(ca, new_serving(ca, names, days))
 
@@ -157,6 +160,7 @@ def write_file(path: Path, data: bytes, mode: int) -> None:
 
 
 def write_bundle(out_dir: Path, bundle: Bundle, include_ca_key: bool = False) -> None:
+    """Write ca.crt, tls.crt and tls.key into `folder` (the key readable by its owner only)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_file(out_dir / CA_FILE, bundle.ca.cert_pem, 0o644)
     if include_ca_key:
@@ -166,4 +170,5 @@ def write_bundle(out_dir: Path, bundle: Bundle, include_ca_key: bool = False) ->
 
 
 def not_after(cert_pem: bytes) -> dt.datetime:
+    """When the certificate in PEM `data` expires."""
     return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc

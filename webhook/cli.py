@@ -41,6 +41,7 @@ class InputError(Exception):
 
 
 def read_text(path: str, stdin: TextIO) -> str:
+    """The text of a file, or of stdin for `-`; InputError when it cannot be read."""
     try:
         if path == "-":
             return stdin.read()
@@ -64,6 +65,7 @@ def read_documents(path: str, stdin: TextIO) -> stream.Documents:
 
 
 def render(obj: object, output: str) -> str:
+    """An object as YAML (scripts as `|` blocks) or indented JSON."""
     if output == "json":
         return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
     return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
@@ -118,6 +120,7 @@ def _runtime_files(paths: Sequence[str], stdin: TextIO) -> list[RuntimeSpec]:
 
 
 def cmd_policy_check(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """`ep-webhook policy check FILE`: exit 0 when valid, 1 naming the bad field."""
     from webhook import policy as policies
 
     try:
@@ -132,6 +135,7 @@ def cmd_policy_check(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> 
 
 
 def cmd_mutate(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    """`ep-webhook mutate`: the stream through the core; nothing printed unless every object is allowed."""
     try:
         docs = read_documents(ns.file, stdin)
         options_for = _offline_options(ns)
@@ -183,6 +187,7 @@ def _audit_summary(findings: list[Any]) -> str:
 
 
 def cmd_audit(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """`ep-webhook audit`: what the webhook would do to every existing object now."""
     import shutil
 
     from kubernetes import config as kubeconfig
@@ -236,6 +241,7 @@ def cmd_audit(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
 
 def cmd_serve(ns: argparse.Namespace, stderr: TextIO) -> int:
+    """`ep-webhook serve`: the admission server, with its policy, cluster view and certificates."""
     import os
 
     from webhook import logs, server  # the server stack loads only when serving
@@ -323,6 +329,7 @@ def _pod_namespace() -> str:
 
 
 def cmd_certs_generate(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """`ep-webhook certs generate`: a CA and serving pair for a Service or names."""
     from webhook import certs
 
     names: list[str] = []
@@ -359,6 +366,7 @@ def duration(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line: mutate, audit, policy check, serve, certs generate."""
     p = argparse.ArgumentParser(prog="ep-webhook", description="vLLM expert-parallel webhook for KServe")
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("mutate", help="apply the webhook offline to a stream of manifests")
@@ -431,6 +439,7 @@ def main(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
+    """Run one command; returns the exit status."""
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     try:
         ns = parser().parse_args(argv)

@@ -48,6 +48,7 @@ class Cache:
         return str(listing.metadata.resource_version or "")
 
     def run(self, stop: threading.Event) -> None:
+        """List, then watch from the list's version; again on expiry or error, with backoff, until `stop`."""
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
@@ -140,6 +141,7 @@ class ClusterView:
 
     @property
     def caches(self) -> tuple[Cache, ...]:
+        """Every watched collection."""
         return (self.namespaces, self.runtimes, self.cluster_runtimes, *self.workloads)
 
     def objects(self) -> list[dict[str, Any]]:
@@ -147,6 +149,7 @@ class ClusterView:
         return [obj for cache in self.workloads for obj in list(cache.items.values())]
 
     def start(self) -> None:
+        """Start one daemon thread per cache."""
         for cache in self.caches:
             threading.Thread(target=cache.run, args=(self.stop,), daemon=True, name=f"watch-{cache.name}").start()
 
@@ -163,6 +166,7 @@ class ClusterView:
         return [c.name for c in self.workloads if c.forbidden]
 
     def labels(self, namespace: str) -> dict[str, str] | None:
+        """A namespace's labels as last seen; None when the namespace has not been seen."""
         value = self.namespaces.items.get(namespace)
         return dict(value) if isinstance(value, dict) else None
 

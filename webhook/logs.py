@@ -15,7 +15,9 @@ import orjson
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per log line, with the record's extra `fields`."""
     def format(self, record: logging.LogRecord) -> str:
+        """The record as a JSON line."""
         entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
@@ -31,6 +33,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str = "info") -> None:
+    """JSON logs on stderr at `level`, for the webhook's and uvicorn's loggers."""
     global _stream
     _stream = sys.stdout.buffer
     handler = logging.StreamHandler(sys.stdout)
@@ -60,6 +63,7 @@ class ReviewLog:
         self._prefix = ""
 
     def write(self, msg: str, level: str, fields: dict[str, object]) -> None:
+        """One JSON line for a review, written directly (no logging machinery on the hot path)."""
         if not self.logger.isEnabledFor(self.LEVELS[level]):
             return
         now = time.time()

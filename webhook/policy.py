@@ -57,11 +57,13 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True)
 class Requirement:
+    """One label-selector requirement (matchLabels entries become `In` requirements)."""
     key: str
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     values: tuple[str, ...] = ()
 
     def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether the labels satisfy the requirement, as Kubernetes evaluates it."""
         if self.operator == "Exists":
             return self.key in labels
         if self.operator == "DoesNotExist":
@@ -73,6 +75,7 @@ class Requirement:
 
 @dataclass(frozen=True)
 class Rule:
+    """A policy rule: which namespaces it selects and the options it overrides."""
     name: str
     namespaces: tuple[str, ...] | None
     selector: tuple[Requirement, ...] | None
@@ -80,9 +83,11 @@ class Rule:
 
     @property
     def uses_labels(self) -> bool:
+        """Whether the rule needs namespace labels to decide."""
         return self.selector is not None
 
     def matches(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        """Whether the rule selects this namespace."""
         if self.namespaces is not None and not any(fnmatch.fnmatchcase(namespace, p) for p in self.namespaces):
             return False
         if self.selector is not None and not all(r.matches(labels) for r in self.selector):
@@ -92,6 +97,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class Policy:
+    """Defaults and ordered rules; the first matching rule wins."""
     defaults: Options
     rules: tuple[Rule, ...] = ()
 
@@ -102,6 +108,7 @@ class Policy:
 
     @property
     def uses_labels(self) -> bool:
+        """Whether any rule needs namespace labels."""
         return any(r.uses_labels for r in self.rules)
 
     def options_for(self, namespace: str, labels: Mapping[str, str] | None) -> Options:
@@ -237,6 +244,7 @@ def parse(text: str) -> Policy:
 
 
 def load(path: str) -> Policy:
+    """Read and validate a policy file; PolicyError naming the field or the read error."""
     try:
         with open(path, encoding="utf-8") as f:
             return parse(f.read())

@@ -52,6 +52,7 @@ KEYS = (certs.CA_FILE, CA_KEY, certs.CERT_FILE, certs.KEY_FILE)
 
 @dataclass(frozen=True)
 class Settings:
+    """What self-managed certificate mode keeps: the Secret, the names, the webhook configurations, the lifetimes."""
     secret_name: str
     namespace: str
     names: tuple[str, ...]
@@ -151,6 +152,7 @@ class SelfManager:
     synced_configs: set[str] = field(default_factory=set)
 
     def sync(self) -> None:
+        """Make the Secret, the files on disk and the caBundles agree, renewing what is due."""
         data = self._ensure_secret()
         self._write_files(data)
         self.bundle = data[certs.CA_FILE]
@@ -262,10 +264,12 @@ def run_forever(manager: SelfManager, interval: float, retry: float, stop: threa
 
 
 def load_clients(api: Any) -> tuple[Any, Any]:
+    """The core and admissionregistration clients for an API client."""
     from kubernetes import client
 
     return client.CoreV1Api(api), client.AdmissionregistrationV1Api(api)
 
 
 def names_for(service: str, namespace: str, extra: Sequence[str]) -> tuple[str, ...]:
+    """The DNS names of a Service in a namespace, plus extra names."""
     return tuple(dict.fromkeys([*certs.service_names(service, namespace), *extra]))

@@ -96,6 +96,7 @@ def run(app: ASGIApp, context: ssl.SSLContext, host: str, port: int) -> bool:
 
 
 def serve(cert_dir: Path, host: str, port: int, state: ServerState | None = None) -> int:
+    """Serve the app over TLS until SIGTERM/SIGINT; returns the exit status."""
     state = state or ServerState()
     state.reloader = CertReloader(cert_dir)
     log.info("serving", extra={"fields": {"host": host, "port": port, "cert_dir": str(cert_dir)}})
