@@ -21,7 +21,7 @@ from tests.vllm_grammar import ALL2ALL, GrammarError, parse_launch
 from webhook import selection
 from webhook.engine import mutate
 from webhook.flags import ALL2ALL_BACKENDS
-from webhook.runtime import ModelFormat, RuntimeSpec
+from webhook.runtime import ModelFormat, RuntimeSpec, spec_from_object
 from webhook.selection import Runtimes
 from webhook.options import Options
 
@@ -300,3 +300,50 @@ def test_a_policy_narrows_the_backends() -> None:
     options = Options(all2all_backends=("deepep_low_latency",))
     denied = mutate(isvc(command=["vllm", "serve", "m"], annotations={"ep.all2all-backend": "nixl_ep"}), options)
     assert not denied.allowed and "deepep_low_latency" in denied.message and "nixl_ep" not in denied.message.split(";")[1]
+
+
+# -- a command on the InferenceService: the runtime's args still come first ----------------------
+
+
+def runtime_doc(args: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ServingRuntime",
+        "metadata": {"name": "team-vllm", "namespace": "llm"},
+        "spec": {"supportedModelFormats": [{"name": "vLLM", "autoSelect": True}],
+                 "containers": [{"name": "kserve-container", "image": "vllm/vllm-openai:v0.33.0",
+                                 "command": ["vllm", "serve", "/mnt/models"], "args": args}]},
+    }
+
+
+def parsed(obj: dict[str, Any], doc: dict[str, Any], fake_bin: Path, tmp_path: Path) -> Any:
+    argv, env = kserve_container(obj, doc)
+    out = tmp_path / "argv"
+    env.update({"PATH": f"{fake_bin}:/usr/bin:/bin", "ARGV_OUT": str(out), "HOME": str(tmp_path)})
+    subprocess.run(argv, env=env, cwd=tmp_path, check=True, timeout=20, capture_output=True)
+    return parse_launch(out.read_bytes().decode().split("\0")[:-1])
+
+
+def test_flags_in_the_runtimes_args_cannot_override_the_webhooks_when_the_object_has_a_command(
+    fake_bin: Path, tmp_path: Path
+) -> None:
+    doc = runtime_doc(["--port=8080", "--tensor-parallel-size=4", "--data-parallel-size=2"])
+    obj = isvc(command=["vllm", "serve", "/mnt/models", "-tp", "8"])
+    model(obj)["runtime"] = "team-vllm"
+    spec = spec_from_object("ServingRuntime", doc)
+    assert spec is not None
+    before = parsed(obj, doc, fake_bin, tmp_path)
+    assert before.tensor_parallel_size == 4  # KServe: command, then the runtime's args, then the object's
+    verdict = mutate(copy.deepcopy(obj), runtimes=Runtimes((spec,)))
+    out = apply(obj, verdict)
+    assert model(out)["command"] == ["vllm", "serve", "/mnt/models"]  # moved after the runtime's args
+    ns = parsed(out, doc, fake_bin, tmp_path)
+    assert (ns.enable_expert_parallel, ns.tensor_parallel_size, ns.data_parallel_size, ns.port) == (True, 1, 8, 8080)
+
+
+def test_runtime_args_that_set_none_of_the_flags_leave_the_edit_in_the_command(fake_bin: Path, tmp_path: Path) -> None:
+    obj = isvc(command=["vllm", "serve", "/mnt/models", "-tp", "8"])
+    model(obj)["modelFormat"] = {"name": "vLLM"}
+    out = apply(obj, mutate(copy.deepcopy(obj), runtimes=shipped_runtimes()))  # kserve-vllmserver, auto-selected
+    assert "args" not in model(out) and "--data-parallel-size" in model(out)["command"]
+    ns = parsed(out, shipped("kserve-vllmserver"), fake_bin, tmp_path)
+    assert (ns.tensor_parallel_size, ns.data_parallel_size, ns.served_model_name) == (1, 8, ["qwen3"])

@@ -181,12 +181,27 @@ def _rewrite(
                 f"expected {launch.EXPECTED}"
             )
         start = found.start
-        plan = argv.plan([Arg.item(v) for v in full[start:]], wants, reject, single_node)
-        end_field = "args" if args else "command"
-        _apply_plan(plan, full_locs[start:], scripts, edits, Loc(end_field, len(args or command)))
+        plan_args = [Arg.item(v) for v in full[start:]]
+        plan_locs = full_locs[start:]
+        append_at = Loc("args", len(args)) if args else Loc("command", len(command))
+        if _sets_wanted_flags(c.runtime_args, wants):
+            # KServe puts the runtime's args between this command and these args, where the webhook
+            # cannot edit them: what the command says is overridden there, so the flags go to args.
+            cut = len(command) - start
+            plan_args.insert(cut, Arg(None, "", " ".join(c.runtime_args), opaque=True))
+            plan_locs.insert(cut, Loc("args", -1))
+            append_at = Loc("args", len(args or ()))
+        plan = argv.plan(plan_args, wants, reject, single_node)
+        _apply_plan(plan, plan_locs, scripts, edits, append_at)
         warnings.extend(plan.warnings)
     new_command, new_args = edits.apply(command, args, scripts)
     return Rewrite(new_command, new_args, tuple(warnings))
+
+
+def _sets_wanted_flags(runtime_args: Sequence[str], wants: Sequence[Want]) -> bool:
+    """Whether the runtime's args write any flag the webhook sets (or its negation)."""
+    names = {w.name for w in wants} | {w.negation for w in wants if w.negation}
+    return any(o.name in names for o in argv.scan([Arg.item(v) for v in runtime_args]))
 
 
 def _rewrite_script(

@@ -50,8 +50,8 @@ def read(
         server=server_of(command, args) if command else "vllm",
         own_image=own_image,
     )
-    if runtimes is not None and not command:
-        launch = _with_server(obj, launch, runtimes)
+    if runtimes is not None:
+        launch = _with_runtime(obj, launch, runtimes)
     role = Role(
         "predictor",
         container.get("resources"),
@@ -79,9 +79,13 @@ def _locate(predictor: dict[str, object]) -> tuple[dict[str, object], str, str, 
     )
 
 
-def _with_server(obj: dict[str, object], launch: Launch, runtimes: Runtimes) -> Launch:
-    """Which runtime KServe runs for a launch without a command: its server, and the args it puts first."""
+def _with_runtime(obj: dict[str, object], launch: Launch, runtimes: Runtimes) -> Launch:
+    """The args of the runtime KServe merges in (always put before the object's), and, for a launch
+    without a command of its own, the server that runtime starts."""
     resolution = resolve(obj, runtimes)
+    if launch.command.value:
+        # the object's command replaces the runtime's; the runtime's args still come first
+        return replace(launch, runtime_args=resolution.runtime.args or ()) if resolution.runtime else launch
     if resolution.runtime is None:
         return replace(launch, notes=(shorten(f"{resolution.how}: could not check that args reach vLLM", MAX_WARNING_LENGTH),))
     try:
