@@ -88,6 +88,24 @@ def custom_runtime_forwarding_args(api: client.ApiClient, ns: str) -> dict[str, 
     return {"modelFormat": {"name": "bash-vllm"}, "runtime": "bash-vllm", "args": ["--max-model-len", "4096"]}
 
 
+def command_with_runtime_args_setting_tp(api: client.ApiClient, ns: str) -> dict[str, Any]:
+    """A list command naming a runtime whose args set TP: KServe puts those args after the command."""
+    runtime = {
+        "apiVersion": f"{GROUP}/v1alpha1", "kind": "ServingRuntime",
+        "metadata": {"name": "tp4-vllm"},
+        "spec": {
+            "supportedModelFormats": [{"name": "tp4-vllm", "autoSelect": True}],
+            "containers": [{
+                "name": "kserve-container", "image": "vllm/vllm-openai:v0.11.0",
+                "command": ["python", "-m", "vllm.entrypoints.openai.api_server"],
+                "args": ["--port=8080", "--tensor-parallel-size=4", "--served-model-name={{.Name}}"],
+            }],
+        },
+    }
+    client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, "v1alpha1", ns, "servingruntimes", runtime)
+    return {"modelFormat": {"name": "tp4-vllm"}, "runtime": "tp4-vllm", "command": ["vllm", "serve", "/mnt/models"]}
+
+
 def auto_selected_runtime(api: client.ApiClient, ns: str) -> dict[str, Any]:
     """No command and no runtime: KServe auto-selects kserve-vllmserver for modelFormat vLLM."""
     return {"modelFormat": {"name": "vLLM"}, "args": ["--max-model-len", "4096"]}
@@ -109,6 +127,7 @@ SHAPES = [
     Shape("custom-servingruntime-forwarding-args", custom_runtime_forwarding_args, tp_without_ep=1, port=8080,
           max_model_len=4096),
     Shape("args-only-auto-selected-runtime", auto_selected_runtime, tp_without_ep=1, port=8080, max_model_len=4096),
+    Shape("command-with-runtime-args-setting-tp", command_with_runtime_args_setting_tp, tp_without_ep=4, port=8080),
 ]
 
 
