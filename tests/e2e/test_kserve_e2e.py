@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,15 @@ def command_with_runtime_args_setting_tp(api: client.ApiClient, ns: str) -> dict
         },
     }
     client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, "v1alpha1", ns, "servingruntimes", runtime)
-    return {"modelFormat": {"name": "tp4-vllm"}, "runtime": "tp4-vllm", "command": ["vllm", "serve", "/mnt/models"]}
+    model = {"modelFormat": {"name": "tp4-vllm"}, "runtime": "tp4-vllm", "command": ["vllm", "serve", "/mnt/models"]}
+    # the webhook learns of new runtimes through its watch: wait until a dry run shows it knows this one
+    probe = inference_service("probe-tp4", copy.deepcopy(model), EP_ANNOTATIONS)
+    deadline = time.monotonic() + 20
+    while not plain(api, isvcs(api).create_namespaced_custom_object(
+            GROUP, "v1beta1", ns, "inferenceservices", probe, dry_run="All"))["spec"]["predictor"]["model"].get("args"):
+        assert time.monotonic() < deadline, "the webhook never saw ServingRuntime tp4-vllm"
+        time.sleep(0.3)
+    return model
 
 
 def auto_selected_runtime(api: client.ApiClient, ns: str) -> dict[str, Any]:
