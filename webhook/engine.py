@@ -135,7 +135,7 @@ def _turn_off(
             )
         else:
             verdict = _result(obj, fields, current, None).with_warnings(
-                [f"EP is off; {_owned_short(workload)} were edited after the webhook changed them, "
+                [f"EP is off; {workload.owned_short} were edited after the webhook changed them, "
                  f"so they stay as they are"]
             )
     if options.mode == "forbid":
@@ -158,14 +158,7 @@ def running_ep(obj: object) -> bool:
         workload = adapter(obj, annotations_of(obj), None, None)
     except Denied:
         return False
-    values = _values(workload.fields())
-    for role in workload.roles:
-        expert = values.get(role.parallelism.pointer) if role.parallelism is not None else None
-        if role.layout == "multi" and isinstance(expert, dict) and expert.get("expert") is True:
-            return True
-        if any(_launch_ep(launch, values) for launch in role.launches):
-            return True
-    return False
+    return _ep_in(workload, _values(workload.fields()), rendered_only=True) is not None
 
 
 def _launch_ep(launch: Launch, values: Mapping[str, object]) -> str | None:
@@ -175,14 +168,11 @@ def _launch_ep(launch: Launch, values: Mapping[str, object]) -> str | None:
     )
 
 
-def _owned_short(workload: Workload) -> str:
-    return "command/args" if workload.owned == "the command and args" else workload.owned.removeprefix("the ")
-
-
-def _ep_in(workload: Workload, values: Mapping[str, object]) -> str | None:
-    """Where EP is switched on by hand, if anywhere (for forbid mode)."""
+def _ep_in(workload: Workload, values: Mapping[str, object], rendered_only: bool = False) -> str | None:
+    """Where EP is switched on, if anywhere. `rendered_only`: count `parallelism.expert` only where the
+    kind's preset renders it (multi-node roles), i.e. where vLLM really gets the flag."""
     for role in workload.roles:
-        if role.parallelism is not None:
+        if role.parallelism is not None and (role.layout == "multi" or not rendered_only):
             p = values.get(role.parallelism.pointer)
             if isinstance(p, dict) and p.get("expert") is True:
                 return f"{role.parallelism.label}.expert is true"

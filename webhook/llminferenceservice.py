@@ -39,7 +39,8 @@ def read(
         if not isinstance(prefill, dict):
             raise Denied("spec.prefill must be an object")
         roles.append(_role("prefill", prefill, "/spec/prefill", "spec.prefill"))
-    return Workload(KIND, annotations, undo, tuple(roles), owned="parallelism and the main containers' args")
+    owned = "parallelism and the main containers' args"
+    return Workload(KIND, annotations, undo, tuple(roles), owned=owned, owned_short=owned)
 
 
 def _main(pod: object, where: str) -> tuple[int, dict[str, object]] | None:

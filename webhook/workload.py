@@ -92,6 +92,7 @@ class Workload:
     undo: Undo | None
     roles: tuple[Role, ...]
     owned: str = "the command and args"  # how messages name the fields the webhook owns
+    owned_short: str = "command/args"  # the same, where a message is already long
 
     def fields(self) -> tuple[Field, ...]:
         """Every field the webhook owns on this workload, in order."""
