@@ -9,9 +9,9 @@ from typing import Any
 import jsonpatch
 import yaml
 
-from tests.helpers import RUNTIMES_DIR, isvc, model
+from tests.helpers import RUNTIMES_DIR, isvc, kserve_container, model
 from tests.test_cli import cli
-from tests.vllm_grammar import parse_launch
+from tests.vllm_grammar import parse_huggingfaceserver, parse_launch
 
 NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "llm", "labels": {"team": "a"}}}
 CONFIGMAP = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "llm"},
@@ -72,7 +72,11 @@ def test_runtimes_from_files_resolve_kserves_default_llm_runtime() -> None:
     done = cli("mutate", *files, "-f", "-", stdin=stream(huggingface("hf")))
     assert done.returncode == 0, done.stderr
     out = yaml.safe_load(done.stdout)
-    assert model(out)["args"] == ["--enable-expert-parallel"]  # huggingfaceserver forces TP = GPUs, DP stays 1
+    assert model(out)["args"] == ["--enable-expert-parallel"]  # nothing else: the server forces TP = GPUs
+    runtime = yaml.safe_load((RUNTIMES_DIR / "kserve-huggingfaceserver.yaml").read_text())
+    argv, _ = kserve_container(out, runtime)  # what KServe starts: the image's entrypoint + runtime and own args
+    server = parse_huggingfaceserver(argv[3:], visible_gpus=8)
+    assert (server.enable_expert_parallel, server.tensor_parallel_size, server.data_parallel_size) == (True, 8, 1)
     assert "GPU count (8)" in done.stderr
 
 

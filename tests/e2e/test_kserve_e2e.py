@@ -70,40 +70,35 @@ def kserve_vllmserver_args(api: client.ApiClient, ns: str) -> dict[str, Any]:
     return {"modelFormat": {"name": "vLLM"}, "runtime": "kserve-vllmserver", "args": ["--max-model-len", "4096"]}
 
 
-def custom_runtime_forwarding_args(api: client.ApiClient, ns: str) -> dict[str, Any]:
-    """A namespaced ServingRuntime whose `bash -c` script forwards "$@"; its args use `$(PORT)`."""
+def serving_runtime(api: client.ApiClient, ns: str, name: str, container: dict[str, Any]) -> None:
+    """A namespaced ServingRuntime `name` for model format `name`, whose kserve-container is `container`."""
     runtime = {
         "apiVersion": f"{GROUP}/v1alpha1", "kind": "ServingRuntime",
-        "metadata": {"name": "bash-vllm"},
+        "metadata": {"name": name},
         "spec": {
-            "supportedModelFormats": [{"name": "bash-vllm", "autoSelect": True}],
-            "containers": [{
-                "name": "kserve-container", "image": "vllm/vllm-openai:v0.11.0",
-                "command": ["bash", "-c", CUSTOM_RUNTIME_SCRIPT, "--"],
-                "args": ["--port=$(PORT)"],
-                "env": [{"name": "PORT", "value": "8080"}, {"name": "MODEL_NAME", "value": "{{.Name}}"}],
-            }],
+            "supportedModelFormats": [{"name": name, "autoSelect": True}],
+            "containers": [{"name": "kserve-container", "image": "vllm/vllm-openai:v0.11.0", **container}],
         },
     }
     client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, "v1alpha1", ns, "servingruntimes", runtime)
+
+
+def custom_runtime_forwarding_args(api: client.ApiClient, ns: str) -> dict[str, Any]:
+    """A namespaced ServingRuntime whose `bash -c` script forwards "$@"; its args use `$(PORT)`."""
+    serving_runtime(api, ns, "bash-vllm", {
+        "command": ["bash", "-c", CUSTOM_RUNTIME_SCRIPT, "--"],
+        "args": ["--port=$(PORT)"],
+        "env": [{"name": "PORT", "value": "8080"}, {"name": "MODEL_NAME", "value": "{{.Name}}"}],
+    })
     return {"modelFormat": {"name": "bash-vllm"}, "runtime": "bash-vllm", "args": ["--max-model-len", "4096"]}
 
 
 def command_with_runtime_args_setting_tp(api: client.ApiClient, ns: str) -> dict[str, Any]:
     """A list command naming a runtime whose args set TP: KServe puts those args after the command."""
-    runtime = {
-        "apiVersion": f"{GROUP}/v1alpha1", "kind": "ServingRuntime",
-        "metadata": {"name": "tp4-vllm"},
-        "spec": {
-            "supportedModelFormats": [{"name": "tp4-vllm", "autoSelect": True}],
-            "containers": [{
-                "name": "kserve-container", "image": "vllm/vllm-openai:v0.11.0",
-                "command": ["python", "-m", "vllm.entrypoints.openai.api_server"],
-                "args": ["--port=8080", "--tensor-parallel-size=4", "--served-model-name={{.Name}}"],
-            }],
-        },
-    }
-    client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, "v1alpha1", ns, "servingruntimes", runtime)
+    serving_runtime(api, ns, "tp4-vllm", {
+        "command": ["python", "-m", "vllm.entrypoints.openai.api_server"],
+        "args": ["--port=8080", "--tensor-parallel-size=4", "--served-model-name={{.Name}}"],
+    })
     model = {"modelFormat": {"name": "tp4-vllm"}, "runtime": "tp4-vllm", "command": ["vllm", "serve", "/mnt/models"]}
     # the webhook learns of new runtimes through its watch: wait until a dry run shows it knows this one
     probe = inference_service("probe-tp4", copy.deepcopy(model), EP_ANNOTATIONS)
