@@ -97,6 +97,7 @@ def model(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 SHARED = Path(os.environ.get("EP_WEBHOOK_SHARED_DIR") or ROOT.parent / "shared")
+"""KServe's manifests (read-only test data): ../shared beside the checkout, or EP_WEBHOOK_SHARED_DIR."""
 RUNTIMES_DIR = SHARED / "kserve" / "runtimes"
 
 

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.helpers import SHARED
 from webhook import certs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +37,7 @@ CRDS_ENV = "EP_WEBHOOK_CRDS_DIR"
 
 
 def crds_dir() -> Path:
-    return Path(os.environ.get(CRDS_ENV) or ROOT.parent / "shared" / "crds")
+    return Path(os.environ.get(CRDS_ENV) or SHARED / "crds")
 
 
 def free_port() -> int:

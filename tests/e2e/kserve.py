@@ -49,7 +49,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.cluster import ROOT, free_port
-from tests.helpers import yaml_documents
+from tests.helpers import RUNTIMES_DIR, yaml_documents
 from webhook import certs
 
 BINS_ENV = "VLLM_EP_KSERVE_BINS"
@@ -77,7 +77,7 @@ INFERENCESERVICE_CONFIG = {
 
 
 def runtimes_dir() -> Path:
-    return Path(os.environ.get(RUNTIMES_ENV) or ROOT.parent / "shared" / "kserve" / "runtimes")
+    return Path(os.environ.get(RUNTIMES_ENV) or RUNTIMES_DIR)
 
 
 def _script(*args: str) -> Path:
