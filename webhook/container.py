@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from webhook.verdict import MAX_WARNING_LENGTH
 from webhook import argv, flags, launch, shell
@@ -30,12 +31,11 @@ CommandArgs = tuple[tuple[str, ...] | None, tuple[str, ...] | None]
 # -- locations ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Loc:
-    """A list item (`field`, `index`), or a span inside that item's script."""
+class Loc(NamedTuple):
+    """A list item (`field`, `position`), or a span inside that item's script."""
 
     field: str
-    index: int
+    position: int
     span: tuple[int, int] | None = None
 
 
@@ -77,26 +77,26 @@ def _apply_plan(
     for k, value in plan.replace.items():
         loc = locs[k]
         if loc.span is None:
-            edits.items[(loc.field, loc.index)] = item(value)
+            edits.items[(loc.field, loc.position)] = item(value)
         else:
-            edits.script.setdefault((loc.field, loc.index), []).append((loc.span[0], loc.span[1], shell.quote(value)))
+            edits.script.setdefault((loc.field, loc.position), []).append((loc.span[0], loc.span[1], shell.quote(value)))
     for k in plan.delete:
         loc = locs[k]
         if loc.span is None:
-            edits.deleted.add((loc.field, loc.index))
+            edits.deleted.add((loc.field, loc.position))
         else:
-            script = scripts[(loc.field, loc.index)]
+            script = scripts[(loc.field, loc.position)]
             start = shell.blank_start(script, loc.span[0])
-            edits.script.setdefault((loc.field, loc.index), []).append((start, loc.span[1], ""))
+            edits.script.setdefault((loc.field, loc.position), []).append((start, loc.span[1], ""))
     if plan.append:
         if append_at.span is None:
             edits.appended.setdefault(append_at.field, []).extend(item(v) for group in plan.append for v in group)
         else:
-            script = scripts[(append_at.field, append_at.index)]
+            script = scripts[(append_at.field, append_at.position)]
             pos = append_at.span[1]
             separator = shell.continuation_style(script, append_at.span[0])
             text = "".join(separator + " ".join(shell.quote(v) for v in group) for group in plan.append)
-            edits.script.setdefault((append_at.field, append_at.index), []).append((pos, pos, text))
+            edits.script.setdefault((append_at.field, append_at.position), []).append((pos, pos, text))
 
 
 # -- rewriting -----------------------------------------------------------------
@@ -169,7 +169,7 @@ def _rewrite(
 
     full_locs = [Loc("command", i) for i in range(len(command))] + [Loc("args", i) for i in range(len(args or ()))]
     full = list(command) + list(args or ())
-    words = [launch.Word(v, v) for v in full]
+    words = [Arg.item(v) for v in full]
     call = launch.shell_call(words)
     if call is not None:
         _rewrite_script(c, full, full_locs, call.script_index, wants, reject, single_node, edits, scripts, warnings)
@@ -181,7 +181,7 @@ def _rewrite(
                 f"expected {launch.EXPECTED}"
             )
         start = found.start
-        plan_args = [Arg.item(v) for v in full[start:]]
+        plan_args = words[start:]
         plan_locs = full_locs[start:]
         append_at = Loc("args", len(args)) if args else Loc("command", len(command))
         if _sets_wanted_flags(c.runtime_args, wants):
@@ -200,6 +200,8 @@ def _rewrite(
 
 def _sets_wanted_flags(runtime_args: Sequence[str], wants: Sequence[Want]) -> bool:
     """Whether the runtime's args write any flag the webhook sets (or its negation)."""
+    if not runtime_args:
+        return False
     names = {w.name for w in wants} | {w.negation for w in wants if w.negation}
     return any(o.name in names for o in argv.scan([Arg.item(v) for v in runtime_args]))
 
@@ -218,8 +220,8 @@ def _rewrite_script(
 ) -> None:
     script_loc = full_locs[script_index]
     script = full[script_index]
-    scripts[(script_loc.field, script_loc.index)] = script
-    where = f"{c.where}.{script_loc.field}[{script_loc.index}]"
+    scripts[(script_loc.field, script_loc.position)] = script
+    where = f"{c.where}.{script_loc.field}[{script_loc.position}]"
     try:
         commands = shell.parse(script)
     except shell.ShellSyntaxError as e:
@@ -228,11 +230,10 @@ def _rewrite_script(
     launches = []
     seen: list[str] = []
     for cmd in commands:
-        words = [launch.Word(w.literal, w.prefix) for w in cmd.words]
-        found = None if cmd.compound else launch.find(words)
+        found = None if cmd.compound else launch.find(cmd.words)
         if found is None:
             if len(seen) < 4:
-                seen.append(launch.describe(words, 2))
+                seen.append(launch.describe(cmd.words, 2))
             continue
         launches.append((cmd, found.start))
     if not launches:
@@ -245,7 +246,7 @@ def _rewrite_script(
         args: list[Arg] = []
         locs: list[Loc] = []
         for w in cmd.words[start:]:
-            span_loc = Loc(script_loc.field, script_loc.index, (w.start, w.end))
+            span_loc = Loc(script_loc.field, script_loc.position, (w.start, w.end))
             if w.all_positional:
                 forwards = True
                 for p in positional:
@@ -259,7 +260,7 @@ def _rewrite_script(
                 locs.append(span_loc)
         plan = argv.plan(args, wants, reject, single_node)
         last = cmd.words[-1]
-        _apply_plan(plan, locs, scripts, edits, Loc(script_loc.field, script_loc.index, (last.start, last.end)))
+        _apply_plan(plan, locs, scripts, edits, Loc(script_loc.field, script_loc.position, (last.start, last.end)))
         warnings.extend(plan.warnings)
     after_script = range(script_index + 1, len(full))
     if not forwards and after_script:
@@ -272,7 +273,7 @@ def _rewrite_script(
 
 def _script_words(items: list[str]) -> list[Arg]:
     """The words of the `bash -c` script among these items, if there is one that parses."""
-    call = launch.shell_call([launch.Word(v, v) for v in items])
+    call = launch.shell_call([Arg.item(v) for v in items])
     if call is None:
         return []
     try:
@@ -287,7 +288,7 @@ def server_of(command: Sequence[str], args: Sequence[str] | None) -> launch.Serv
     items = list(command) + list(args or ())
     if not any("huggingfaceserver" in item for item in items):
         return "vllm"  # the only other server: its module name must be written somewhere
-    words = [launch.Word(v, v) for v in items]
+    words = [Arg.item(v) for v in items]
     call = launch.shell_call(words)
     if call is None:
         found = launch.find(words)
@@ -297,7 +298,7 @@ def server_of(command: Sequence[str], args: Sequence[str] | None) -> launch.Serv
     except shell.ShellSyntaxError:
         return "vllm"
     for cmd in commands:
-        found = None if cmd.compound else launch.find([launch.Word(w.literal, w.prefix) for w in cmd.words])
+        found = None if cmd.compound else launch.find(cmd.words)
         if found is not None:
             return found.server
     return "vllm"

@@ -11,7 +11,7 @@ leave contradicting what it sets.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 ENABLE_EP = "--enable-expert-parallel"
 DISABLE_EP = "--no-enable-expert-parallel"
@@ -81,8 +81,7 @@ FALLBACK_ALL2ALL_BACKENDS = frozenset({"naive", "pplx"})
 _NEGATIVE_NUMBER = re.compile(r"-\d+$|-\d*\.\d+$")
 
 
-@dataclass(frozen=True)
-class FlagWord:
+class FlagWord(NamedTuple):
     """A word read as a flag: its canonical long name and any `=value` part.
 
     `value` is None when there is no `=`; `value_dynamic` is True when the

@@ -36,18 +36,18 @@ _DECIMAL = {
 }
 
 
-def parse_quantity(value: object) -> Fraction | None:
-    """A Kubernetes quantity ("8", 8, "8000m", "1e1") as an exact number."""
+def parse_quantity(value: object) -> Fraction | int | None:
+    """A Kubernetes quantity ("8", 8, "8000m", "1e1") as an exact number (whole ones as int)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return Fraction(value)
+        return value
     if isinstance(value, float):
         return Fraction(value) if value == value and abs(value) != float("inf") else None
     if not isinstance(value, str):
         return None
     if value.isascii() and value.isdigit():  # the usual "8": skip the general parser
-        return Fraction(int(value))
+        return int(value)
     m = _QUANTITY.fullmatch(value.strip())
     if m is None:
         return None
@@ -93,7 +93,7 @@ def count_gpus(resources: object, path: str, keys: Sequence[str] = DEFAULT_GPU_R
             f"expert parallelism runs on one kind: keep only one"
         )
     key = kinds[0]
-    counted: dict[str, Fraction] = {}
+    counted: dict[str, Fraction | int] = {}
     for section, entries in (("limits", limits), ("requests", requests)):
         if key in entries:
             raw = entries[key]

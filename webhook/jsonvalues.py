@@ -9,8 +9,11 @@ def string_list(value: object, where: str) -> list[str] | None:
     """A list of strings as written, None when absent; Denied naming `where` otherwise."""
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list):
         raise Denied(f"{where} must be a list of strings")
+    for item in value:
+        if not isinstance(item, str):
+            raise Denied(f"{where} must be a list of strings")
     return value
 
 

@@ -11,11 +11,9 @@ the same flags but then sets the tensor parallel size to the GPU count.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple, Protocol
 
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh"})
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=")
@@ -37,20 +35,32 @@ EXPECTED = (
 Server = Literal["vllm", "huggingfaceserver"]
 
 
-@dataclass(frozen=True)
-class Launch:
+class Launch(NamedTuple):
     """A recognised launch: which server it starts and where that server's argv begins."""
 
     server: Server
     start: int
 
 
-@dataclass(frozen=True)
-class Word:
-    """What launch detection needs of a word: its static value and prefix."""
+class Word(Protocol):
+    """What launch detection needs of a word: its static value and prefix.
 
-    literal: str | None
-    prefix: str
+    Both kinds of word the webhook reads have them: list items (`argv.Arg`)
+    and the words of a script (`shell.Word`).
+    """
+
+    @property
+    def literal(self) -> str | None:
+        """The word's value, None when it expands at run time."""
+
+    @property
+    def prefix(self) -> str:
+        """The static text before the word's first expansion."""
+
+
+def _basename(path: str) -> str:
+    """The last component of a path, as posixpath.basename gives it."""
+    return path.rpartition("/")[2]
 
 
 def _is_assignment(word: Word) -> bool:
@@ -73,7 +83,7 @@ def skip_prefixes(words: Sequence[Word], i: int = 0) -> int:
             while i < n and (words[i].literal or "").startswith("-") and words[i].literal != "--":
                 i += 2 if words[i].literal == "-a" else 1
             continue
-        if posixpath.basename(w) == "env":
+        if _basename(w) == "env":
             i += 1
             while i < n:
                 a = words[i].literal
@@ -97,7 +107,7 @@ def find(words: Sequence[Word]) -> Launch | None:
     n = len(words)
     if i >= n or words[i].literal is None:
         return None
-    prog = posixpath.basename(words[i].literal or "")
+    prog = _basename(words[i].literal or "")
 
     def lit(k: int) -> str | None:
         return words[k].literal if k < n else None
@@ -130,8 +140,7 @@ def find(words: Sequence[Word]) -> Launch | None:
     return None
 
 
-@dataclass(frozen=True)
-class ShellCall:
+class ShellCall(NamedTuple):
     """`SHELL [options] -c SCRIPT [$0 [args...]]`: where the script word sits."""
 
     script_index: int
@@ -143,7 +152,7 @@ def shell_call(words: Sequence[Word]) -> ShellCall | None:
     n = len(words)
     if i >= n or words[i].literal is None:
         return None
-    shell = posixpath.basename(words[i].literal or "")
+    shell = _basename(words[i].literal or "")
     if shell not in SHELLS:
         return None
     j = i + 1

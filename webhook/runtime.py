@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from webhook import launch, shell
+from webhook.argv import Arg
 from webhook.errors import NotApplicable
 from webhook.jsonvalues import strings_or_none
 
@@ -117,7 +118,7 @@ def check(runtime: RuntimeSpec) -> Judgement:
             return Judgement("vllm")
         return Judgement("vllm", f"{label} uses its image's entrypoint; assuming it starts vLLM")
     full = list(runtime.command) + list(runtime.args or ())
-    words = [launch.Word(v, v) for v in full]
+    words = [Arg.item(v) for v in full]
     call = launch.shell_call(words)
     if call is None:
         found = launch.find(words)
@@ -133,7 +134,7 @@ def check(runtime: RuntimeSpec) -> Judgement:
         return Judgement("vllm", f"{label}'s script could not be read; assuming it forwards its arguments to vLLM")
     launches = []
     for c in commands:
-        found = None if c.compound else launch.find([launch.Word(w.literal, w.prefix) for w in c.words])
+        found = None if c.compound else launch.find(c.words)
         if found is not None:
             launches.append((c, found))
     if not launches:

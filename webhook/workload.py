@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from webhook.launch import Server
 from webhook.selection import Runtimes
@@ -31,8 +31,7 @@ ArgsForm = Literal["argv", "eval"]
 Layout = Literal["single", "multi"]
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One JSON value the webhook may own: where it is, how to name it, what it holds (None: absent)."""
 
     pointer: str
