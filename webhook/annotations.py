@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from webhook.errors import Denied
 from webhook.options import Options
@@ -41,8 +41,7 @@ def annotations_of(obj: Mapping[str, object]) -> dict[str, object]:
     return annotations
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """The EP settings one object asks for through annotations."""
 
     tensor_parallel_size: int

@@ -32,8 +32,8 @@ _MAX_SHOWN = 40
 class Arg(NamedTuple):
     """One word of vLLM's argv. `opaque` marks words that may hide flags.
 
-    The word-level types are named tuples: immutable, and several are made per
-    word of every review, where a frozen dataclass costs three times as much.
+    The core's per-review values are named tuples (see `workload`): immutable,
+    and several are made per word of every review.
     """
 
     literal: str | None
@@ -71,7 +71,14 @@ class Occurrence(NamedTuple):
     value: str | None
     value_known: bool
     inline: bool
-    display: str
+    flag_text: str
+    value_text: str | None = None
+
+    @property
+    def display(self) -> str:
+        """The occurrence as messages show it: the flag, and its separate value, as written (shortened)."""
+        flag = shorten(self.flag_text)
+        return flag if self.value_text is None else f"{flag} {shorten(self.value_text)}"
 
     @property
     def indices(self) -> tuple[int, ...]:
@@ -95,8 +102,8 @@ def shorten(text: str, limit: int = _MAX_SHOWN) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _shown(arg: Arg) -> str:
-    return shorten(arg.text or (arg.literal or ""))
+def _written(arg: Arg) -> str:
+    return arg.text or (arg.literal or "")
 
 
 def scan(args: Sequence[Arg]) -> list[Occurrence]:
@@ -115,7 +122,7 @@ def scan(args: Sequence[Arg]) -> list[Occurrence]:
             continue
         if fw.value is not None or fw.value_dynamic:
             found.append(
-                Occurrence(fw.name, fw.spelling, k, None, fw.value, not fw.value_dynamic, True, _shown(a))
+                Occurrence(fw.name, fw.spelling, k, None, fw.value, not fw.value_dynamic, True, _written(a))
             )
             k += 1
             continue
@@ -125,12 +132,12 @@ def scan(args: Sequence[Arg]) -> list[Occurrence]:
                 found.append(
                     Occurrence(
                         fw.name, fw.spelling, k, k + 1, v.literal, v.literal is not None, False,
-                        f"{_shown(a)} {_shown(v)}",
+                        _written(a), _written(v),
                     )
                 )
                 k += 2
                 continue
-        found.append(Occurrence(fw.name, fw.spelling, k, None, None, True, False, _shown(a)))
+        found.append(Occurrence(fw.name, fw.spelling, k, None, None, True, False, _written(a)))
         k += 1
     return found
 

@@ -56,8 +56,9 @@ class _Edits:
             lists[key[0]][key[1]] = value
         out: dict[str, tuple[str, ...]] = {}
         for name, items in lists.items():
-            kept = [v for i, v in enumerate(items) if (name, i) not in self.deleted]
-            out[name] = tuple(kept + self.appended.get(name, []))
+            if self.deleted:
+                items = [v for i, v in enumerate(items) if (name, i) not in self.deleted]
+            out[name] = tuple(items + self.appended.get(name, []))
         new_command = out["command"] if command is not None else None
         new_args = out["args"] if (args is not None or out["args"]) else None
         return new_command, new_args
@@ -102,8 +103,7 @@ def _apply_plan(
 # -- rewriting -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Rewrite:
+class Rewrite(NamedTuple):
     """Command and args after an edit, and what the edit did (for warnings)."""
 
     command: tuple[str, ...] | None

