@@ -43,4 +43,4 @@ def outcome(verdict: Verdict) -> str:
     """The metric and log label for a verdict: denied, mutated or unchanged."""
     if not verdict.allowed:
         return "denied"
-    return "mutated" if verdict.patch else "unchanged"
+    return "mutated" if verdict.patch_json else "unchanged"  # the wire text: no decoding per review
