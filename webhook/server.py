@@ -78,12 +78,7 @@ def run(app: ASGIApp, context: ssl.SSLContext, host: str, port: int) -> bool:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    # Everything loaded so far lives for the whole process: keep it out of the cyclic
-    # collector's scans, and collect young objects less often. Reviews allocate many
-    # short-lived objects, and frequent full-heap passes show up as tail latency.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 50)
+    tune_gc()
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the
     # handler that was installed before it: make that one a clean exit with status 0.
     signal.signal(signal.SIGTERM, _exit_zero)
@@ -93,6 +88,19 @@ def run(app: ASGIApp, context: ssl.SSLContext, host: str, port: int) -> bool:
         if stop.code not in (0, None):
             raise
     return bool(server.started)
+
+
+def tune_gc() -> None:
+    """The cyclic collector's settings for serving, applied once everything long-lived is loaded.
+
+    Everything loaded so far lives for the whole process: it is kept out of the
+    collector's scans, and young objects are collected less often. Reviews
+    allocate many short-lived objects, and frequent full-heap passes show up as
+    tail latency.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
 
 
 def serve(cert_dir: Path, host: str, port: int, state: ServerState | None = None) -> int:
