@@ -113,9 +113,6 @@ def scan(args: Sequence[Arg]) -> list[Occurrence]:
     n = len(args)
     while k < n:
         a = args[k]
-        if (a.literal if a.literal is not None else a.prefix)[:1] != "-":  # values, paths: read_flag says None
-            k += 1
-            continue
         fw = None if a.opaque else flags.read_flag(a.literal, a.prefix)
         if fw is None or (fw.name not in VALUE_FLAGS and fw.name not in BOOL_FLAGS):
             k += 1

@@ -188,7 +188,7 @@ def _turn_on(obj: dict[str, object], workload: Workload, options: Options) -> Ve
     fields = workload.fields()
     current = _values(fields)
     untouched_since = _untouched(stored, current)
-    request = read_request(dict(workload.annotations), options)
+    request = read_request(workload.annotations, options)
     reject = options.on_conflict == "reject"
 
     # Fields the webhook wrote itself are never "hand-written conflicts".

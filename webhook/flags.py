@@ -111,7 +111,7 @@ def looks_like_flag(text: str) -> bool:
 def read_flag(literal: str | None, prefix: str) -> FlagWord | None:
     """Read a word as a flag, if it is one; dynamic words only via `--x=$V`."""
     if literal is not None:
-        if not looks_like_flag(literal) or literal == "--":
+        if literal[:1] != "-" or literal == "--" or not looks_like_flag(literal):  # most words: values, paths
             return None
         spelling, eq, value = literal.partition("=")
         return FlagWord(canonical(spelling), spelling, value if eq else None)

@@ -83,12 +83,11 @@ def plan(
     warnings: list[str] = []
     notes: list[str] = []
     for role in workload.roles:
-        _plan_role(workload, role, out, request, options, reject, warnings, notes)
+        _plan_role(role, out, request, options, reject, warnings, notes)
     return Planned(out, tuple(warnings), tuple(notes))
 
 
 def _plan_role(
-    workload: Workload,
     role: Role,
     out: dict[str, object],
     request: Request,
@@ -125,7 +124,7 @@ def _plan_role(
         )
     local = gpus // tp
     if role.layout == "multi":
-        _plan_multi_node(workload, role, out, request, options, reject, tp, local, warnings, notes)
+        _plan_multi_node(role, out, request, options, reject, tp, local, warnings, notes)
         return
     _check_maximum(local, f"{gpus} GPUs / TP {tp}", options)
     parallelism = role.parallelism
@@ -147,7 +146,6 @@ def _plan_role(
 
 
 def _plan_multi_node(
-    workload: Workload,
     role: Role,
     out: dict[str, object],
     request: Request,
