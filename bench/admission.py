@@ -44,13 +44,13 @@ sys.path.insert(0, str(ROOT))
 
 from tests.helpers import isvc  # noqa: E402
 from tests.server_harness import Server, free_port, review_for  # noqa: E402
-from webhook import certs  # noqa: E402
+from webhook.tls import certs  # noqa: E402
 
 FLOOR = """
 import sys
 from pathlib import Path
-from webhook.server import run
-from webhook.tls import server_context
+from webhook.server.server import run
+from webhook.tls.context import server_context
 
 BODY = b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"x","allowed":true}}'
 

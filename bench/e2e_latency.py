@@ -29,7 +29,7 @@ from tests.e2e.cluster import Cluster, k8s_binaries  # noqa: E402
 from tests.e2e.conftest import install_crds, new_client, wait_for_webhook, webhook_configuration  # noqa: E402
 from tests.helpers import isvc  # noqa: E402
 from tests.server_harness import running_server  # noqa: E402
-from webhook import certs  # noqa: E402
+from webhook.tls import certs  # noqa: E402
 
 
 def measure(api: client.ApiClient, ns: str, n: int, prefix: str) -> list[float]:

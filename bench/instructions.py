@@ -39,8 +39,8 @@ def answer_reviews(case: str, built: int, count: int) -> None:
     from tests.server_harness import review_for
     import uvloop
 
-    from webhook.app import ServerState, create_app
-    from webhook.server import tune_gc
+    from webhook.server.app import ServerState, create_app
+    from webhook.server.server import tune_gc
 
     logging.getLogger("webhook.review").setLevel(logging.WARNING)
     app = create_app(ServerState())

@@ -13,11 +13,11 @@ from typing import Any
 import jsonpatch
 import yaml
 
-from webhook.engine import mutate
-from webhook.runtime import spec_from_object
-from webhook.selection import Runtimes
-from webhook.options import Options
-from webhook.verdict import Verdict
+from webhook.admission.kinds import mutate
+from webhook.kserve.servingruntime import spec_from_object
+from webhook.kserve.selection import Runtimes
+from webhook.core.options import Options
+from webhook.core.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

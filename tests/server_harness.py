@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import isvc
-from webhook import certs
+from webhook.tls import certs
 
 
 def free_port() -> int:

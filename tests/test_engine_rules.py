@@ -9,9 +9,9 @@ import pytest
 
 from tests.helpers import isvc, model, run
 from tests.vllm_grammar import parse_launch
-from webhook.engine import mutate
-from webhook.annotations import UNDO_RECORD
-from webhook.options import Options
+from webhook.admission.kinds import mutate
+from webhook.core.annotations import UNDO_RECORD
+from webhook.core.options import Options
 
 SERVE = ["vllm", "serve", "/mnt/models"]
 

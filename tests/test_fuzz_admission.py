@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from tests.helpers import isvc
 from tests.server_harness import review_for
-from webhook.app import ServerState, create_app
-from webhook.logs import JsonFormatter
+from webhook.server.app import ServerState, create_app
+from webhook.server.logs import JsonFormatter
 
 APP = create_app(ServerState())
 

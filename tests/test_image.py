@@ -24,7 +24,7 @@ import pytest
 
 from tests.helpers import ROOT
 from tests.server_harness import client_context, free_port
-from webhook import certs
+from webhook.tls import certs
 
 DOCKERFILE = ROOT / "Dockerfile"
 

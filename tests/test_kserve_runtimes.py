@@ -18,12 +18,12 @@ import pytest
 
 from tests.helpers import apply, isvc, kserve_container, model, shipped_runtime_docs, shipped_runtimes
 from tests.vllm_grammar import ALL2ALL, GrammarError, parse_launch
-from webhook import selection
-from webhook.engine import mutate
-from webhook.flags import ALL2ALL_BACKENDS
-from webhook.runtime import ModelFormat, RuntimeSpec, spec_from_object
-from webhook.selection import Runtimes
-from webhook.options import Options
+from webhook.kserve import selection
+from webhook.admission.kinds import mutate
+from webhook.vllm.flags import ALL2ALL_BACKENDS
+from webhook.kserve.servingruntime import ModelFormat, RuntimeSpec, spec_from_object
+from webhook.kserve.selection import Runtimes
+from webhook.core.options import Options
 
 FAKE = """#!/bin/bash
 { printf '%s\\0' "$(basename "$0")"; printf '%s\\0' "$@"; } > "$ARGV_OUT"

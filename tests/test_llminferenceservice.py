@@ -18,10 +18,10 @@ import pytest
 from tests.helpers import apply, load_example
 from tests.kserve_presets import container_argv, run
 from tests.vllm_grammar import parse_launch
-from webhook.engine import mutate
-from webhook.planner import HYBRID_LB_NOTE
-from webhook.annotations import UNDO_RECORD
-from webhook.options import Options
+from webhook.admission.kinds import mutate
+from webhook.core.planner import HYBRID_LB_NOTE
+from webhook.core.annotations import UNDO_RECORD
+from webhook.core.options import Options
 
 
 def llmisvc(

@@ -10,12 +10,12 @@ import pytest
 
 from tests.helpers import isvc, model, run
 from tests.vllm_grammar import parse_launch
-from webhook.engine import mutate
-from webhook.policy import LabelsUnknown, PolicyError, parse
-from webhook.runtime import RuntimeSpec
-from webhook.selection import Runtimes
-from webhook.options import Options
-from webhook.verdict import MAX_WARNING_LENGTH
+from webhook.admission.kinds import mutate
+from webhook.core.policy import LabelsUnknown, PolicyError, parse
+from webhook.kserve.servingruntime import RuntimeSpec
+from webhook.kserve.selection import Runtimes
+from webhook.core.options import Options
+from webhook.core.verdict import MAX_WARNING_LENGTH
 
 EXAMPLE = """
 defaults:
@@ -241,7 +241,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import yaml  # noqa: E402
 
-from webhook.policy import Policy  # noqa: E402
+from webhook.core.policy import Policy  # noqa: E402
 
 _scalars = st.none() | st.booleans() | st.integers(-3, 70) | st.sampled_from(
     ["optIn", "enforce", "forbid", "override", "reject", "prod-*", "nvidia.com/gpu", "In", "Exists", "pplx", ""])

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from tests.helpers import apply, isvc, model
 from tests.vllm_grammar import GrammarError, parse_launch, parser
-from webhook import shell
-from webhook.engine import mutate
-from webhook.annotations import UNDO_RECORD
-from webhook.verdict import MAX_WARNING_LENGTH
+from webhook.vllm import shell
+from webhook.admission.kinds import mutate
+from webhook.core.annotations import UNDO_RECORD
+from webhook.core.verdict import MAX_WARNING_LENGTH
 
 ALLOWED_PATHS = (
     "/spec/predictor/model/command",

@@ -19,7 +19,7 @@ import pytest
 
 from tests.server_harness import Server, annotated, client_context, review_for, running_server, server_with_new_certs
 from tests.test_server import _k8s_secret_layout, _peer_cert
-from webhook import certs
+from webhook.tls import certs
 
 pytestmark = pytest.mark.slow  # each test keeps a server busy for seconds to half a minute
 BODY = json.dumps(review_for(annotated())).encode()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from webhook import certs
-from webhook.reloader import Reloading
-from webhook.tls import CertReloader
+from webhook.tls import certs
+from webhook.tls.reloader import Reloading
+from webhook.tls.context import CertReloader
 
 
 def swap_data(folder: Path, files: dict[str, bytes], stamp: str) -> None:

@@ -6,8 +6,8 @@ import datetime as dt
 
 from cryptography import x509
 
-from webhook import certs
-from webhook.selfmanaged import CA_KEY, Settings, plan, split_pems
+from webhook.tls import certs
+from webhook.cluster.selfmanaged import CA_KEY, Settings, plan, split_pems
 
 SETTINGS = Settings("tls", "kserve", ("ep.kserve.svc", "ep"), renew_before=dt.timedelta(days=30))
 NOW = dt.datetime.now(dt.timezone.utc)

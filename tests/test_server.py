@@ -21,7 +21,7 @@ import pytest
 
 from tests.helpers import isvc
 from tests.server_harness import Server, annotated, review_for, running_server, server_with_new_certs
-from webhook import certs
+from webhook.tls import certs
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ import yaml
 
 from tests.helpers import isvc, load_example, model, recorded_argv, run, stand_in_bin
 from tests.vllm_grammar import parse_launch
-from webhook import shell
-from webhook.engine import mutate
+from webhook.vllm import shell
+from webhook.admission.kinds import mutate
 
 BASH = shutil.which("bash") or "/bin/bash"
 

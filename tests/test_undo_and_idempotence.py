@@ -10,9 +10,9 @@ import pytest
 
 from tests.helpers import EXAMPLES, isvc, load_example, model, run
 from tests.vllm_grammar import parse_launch
-from webhook.engine import mutate
-from webhook.annotations import UNDO_RECORD
-from webhook.options import Options
+from webhook.admission.kinds import mutate
+from webhook.core.annotations import UNDO_RECORD
+from webhook.core.options import Options
 
 EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
 SCRIPT = "GPU_COUNT=$(nvidia-smi -L | wc -l)\nvllm serve /mnt/models \\\n  --tensor-parallel-size ${GPU_COUNT}\n"

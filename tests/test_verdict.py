@@ -10,9 +10,9 @@ import json
 import pytest
 
 from tests.helpers import apply, isvc
-from webhook.engine import mutate
-from webhook.response import build_response
-from webhook.verdict import Verdict
+from webhook.admission.kinds import mutate
+from webhook.admission.response import build_response
+from webhook.core.verdict import Verdict
 
 SCRIPT = isvc(command=["bash", "-c", "N=$(nvidia-smi -L | wc -l)\nexec vllm serve m -tp ${N}"])
 

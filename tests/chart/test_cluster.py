@@ -26,7 +26,7 @@ from tests.chart.test_render import EXISTING_CA, MODES
 from tests.e2e.cluster import Cluster
 from tests.e2e.conftest import new_client
 from tests.server_harness import annotated, review_for, running_server
-from webhook import certs
+from webhook.tls import certs
 
 # Only namespaces with this label could ever be sent to an installed release's webhook; none has it.
 ISOLATED = {"webhook": {"namespaceSelector": {"matchLabels": {"vllm-ep-webhook.io/chart-test": "never-set"}}}}

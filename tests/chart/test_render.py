@@ -22,9 +22,9 @@ from cryptography import x509
 from tests.chart.helmtool import CHART, Helm, HelmFailed, b64, kinds, one
 from tests.e2e.conftest import MATCH_ANNOTATED
 from tests.server_harness import running_server
-from webhook import certs
-from webhook import policy as policies
-from webhook.cli import parser
+from webhook.tls import certs
+from webhook.core import policy as policies
+from webhook.cli.main import parser
 
 RELEASE, NAMESPACE = "ep", "ml-system"
 FULLNAME = "ep-vllm-ep-webhook"
@@ -267,7 +267,7 @@ def test_the_default_policy_is_one_the_server_loads(helm: Helm, tmp_path: Path) 
     text = one(objs, "ConfigMap", f"{FULLNAME}-policy")["data"]["policy.yaml"]
     path = tmp_path / "policy.yaml"
     path.write_text(text)
-    policy = policies.load(str(path))
+    policy = policies.parse(path.read_text())
     assert policy.opt_in_only
 
 

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.helpers import SHARED
-from webhook import certs
+from webhook.tls import certs
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS_ENV = "EP_WEBHOOK_CRDS_DIR"

@@ -50,7 +50,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.cluster import ROOT, free_port
 from tests.helpers import RUNTIMES_DIR, yaml_documents
-from webhook import certs
+from webhook.tls import certs
 
 BINS_ENV = "VLLM_EP_KSERVE_BINS"
 RUNTIMES_ENV = "EP_WEBHOOK_KSERVE_RUNTIMES_DIR"

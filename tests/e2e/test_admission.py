@@ -21,8 +21,8 @@ from tests.e2e.conftest import WEBHOOK_CONFIG, wait_for_webhook, webhook_configu
 from tests.helpers import isvc
 from tests.server_harness import Server, free_port, server_with_new_certs
 from tests.vllm_grammar import parse_launch
-from webhook import certs
-from webhook.annotations import UNDO_RECORD
+from webhook.tls import certs
+from webhook.core.annotations import UNDO_RECORD
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 SCRIPT = (

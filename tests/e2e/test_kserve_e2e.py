@@ -30,7 +30,7 @@ from tests.e2e.kubelet import run_container
 from tests.helpers import stand_in_bin
 from tests.server_harness import Server
 from tests.vllm_grammar import parse_launch
-from webhook.annotations import UNDO_RECORD
+from webhook.core.annotations import UNDO_RECORD
 
 GPUS = 8
 EP_ANNOTATIONS = {

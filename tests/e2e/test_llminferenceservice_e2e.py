@@ -15,7 +15,7 @@ from tests.kserve_presets import container_argv, run
 from tests.server_harness import Server
 from tests.test_llminferenceservice import llmisvc, multi_node, with_prefill
 from tests.vllm_grammar import parse_launch
-from webhook.annotations import UNDO_RECORD
+from webhook.core.annotations import UNDO_RECORD
 
 GROUP, PLURAL = "serving.kserve.io", "llminferenceservices"
 

@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.e2e.conftest import wait_for_webhook, webhook_configuration
 from tests.e2e.test_admission import create, manifest, model
 from tests.server_harness import free_port, running_server
-from webhook import certs
+from webhook.tls import certs
 
 SERVE = ["vllm", "serve", "/mnt/models"]
 

@@ -1,0 +1,106 @@
+"""Audit: the decision the webhook would make on an UPDATE of every existing object.
+
+Admission sees an object only when it is written; objects created before the
+webhook was installed, before a namespace moved to `enforce`, or while the
+webhook was down are never checked. The audit runs the same engine over the
+objects as they are now, with the current policy, namespace labels and
+runtimes, and reports one result per object. Pure: listing objects is the
+caller's job (the CLI lists them through the API; the server uses its
+watched caches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from webhook.admission.kinds import KINDS, mutate, running_ep
+from webhook.core.policy import LabelsUnknown, Policy
+from webhook.kserve.selection import Runtimes
+
+Result = Literal["compliant", "change", "deny"]
+RESULTS: tuple[Result, ...] = ("compliant", "change", "deny")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One object's result: what the webhook would do to it now."""
+
+    kind: str
+    api_version: str
+    namespace: str
+    name: str
+    ep: bool  # EP is on as the object runs now
+    result: Result
+    message: str
+    changes: tuple[str, ...]
+
+    def as_json(self) -> dict[str, object]:
+        """The `-o json` form of a finding."""
+        return {
+            "kind": self.kind,
+            "apiVersion": self.api_version,
+            "namespace": self.namespace,
+            "name": self.name,
+            "ep": self.ep,
+            "result": self.result,
+            "message": self.message,
+            "changes": list(self.changes),
+        }
+
+
+def _meta(obj: Mapping[str, object]) -> tuple[str, str]:
+    metadata = obj.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+
+def check(
+    obj: dict[str, object],
+    policy: Policy,
+    labels: Mapping[str, str] | None,
+    runtimes: Runtimes | None,
+) -> Finding:
+    """The finding for one object; `labels` None when its namespace's labels are unknown."""
+    namespace, name = _meta(obj)
+    kind, api_version = str(obj.get("kind") or ""), str(obj.get("apiVersion") or "")
+    ep = running_ep(obj)
+    try:
+        options = policy.options_for(namespace, labels)
+    except LabelsUnknown:
+        return Finding(kind, api_version, namespace, name, ep, "deny",
+                       f"the labels of namespace {namespace!r} could not be read, and the policy selects by label",
+                       ())
+    verdict = mutate(obj, options, runtimes)
+    if not verdict.allowed:
+        return Finding(kind, api_version, namespace, name, ep, "deny", verdict.message, ())
+    if verdict.patch:
+        return Finding(kind, api_version, namespace, name, ep, "change", "; ".join(verdict.warnings),
+                       verdict.changed)
+    return Finding(kind, api_version, namespace, name, ep, "compliant", "; ".join(verdict.warnings), ())
+
+
+def run(
+    objects: Iterable[dict[str, object]],
+    policy: Policy,
+    labels_of: Callable[[str], Mapping[str, str] | None],
+    runtimes_for: Callable[[str], Runtimes] | None,
+) -> list[Finding]:
+    """Findings for every InferenceService and LLMInferenceService among `objects`, sorted by namespace, kind, name."""
+    findings = []
+    for obj in objects:
+        if obj.get("kind") not in KINDS:
+            continue
+        namespace, _ = _meta(obj)
+        findings.append(check(obj, policy, labels_of(namespace), runtimes_for(namespace) if runtimes_for else None))
+    return sorted(findings, key=lambda f: (f.namespace, f.kind, f.name))
+
+
+def counts(findings: Iterable[Finding]) -> dict[tuple[str, str, str], int]:
+    """How many objects per (namespace, kind, result), for the server's gauges."""
+    out: dict[tuple[str, str, str], int] = {}
+    for f in findings:
+        key = (f.namespace, f.kind, f.result)
+        out[key] = out.get(key, 0) + 1
+    return out

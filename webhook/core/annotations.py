@@ -1,0 +1,124 @@
+"""What users write: the `ep.*` annotations, read and validated.
+
+Annotations are the user-facing interface: `ep.enabled` and a few optional
+knobs, the same on every kind. The webhook's own annotation holds the undo
+record (see `undo`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from webhook.base.errors import Denied
+from webhook.core.options import Options
+
+ENABLED = "ep.enabled"
+TENSOR_PARALLEL_SIZE = "ep.tensor-parallel-size"
+ALL2ALL_BACKEND = "ep.all2all-backend"
+EPLB = "ep.eplb"
+EPLB_CONFIG = "ep.eplb-config"
+NODES = "ep.nodes"
+"""LLMInferenceService multi-node roles: pods (nodes) per data-parallel group."""
+UNDO_RECORD = "vllm-ep-webhook.io/original"
+"""Owned by the webhook: what it changed, so that turning EP off can undo it."""
+_MAX_NODES = 4096
+
+
+def annotations_of(obj: Mapping[str, object]) -> dict[str, object]:
+    """metadata.annotations ({} when absent); Denied when metadata or annotations are not maps."""
+    metadata = obj.get("metadata")
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise Denied("metadata must be an object")
+    annotations = metadata.get("annotations")
+    if annotations is None:
+        return {}
+    if not isinstance(annotations, dict):
+        raise Denied("metadata.annotations must be a map of strings")
+    return annotations
+
+
+class Request(NamedTuple):
+    """The EP settings one object asks for through annotations."""
+
+    tensor_parallel_size: int
+    all2all_backend: str | None = None
+    eplb: bool | None = None
+    eplb_config: str | None = None
+    nodes: int | None = None
+    tensor_parallel_asked: bool = False
+
+def _bool(annotations: Mapping[str, object], key: str) -> bool | None:
+    if key not in annotations:
+        return None
+    value = annotations[key]
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    raise Denied(f'annotation {key} is {_show(value)}; it must be "true" or "false"')
+
+
+def _show(value: object) -> str:
+    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def ep_enabled(annotations: Mapping[str, object]) -> bool | None:
+    """True/False as written, None when the annotation is absent."""
+    return _bool(annotations, ENABLED)
+
+
+def read_request(annotations: Mapping[str, object], options: Options) -> Request:
+    """Validate the optional annotations of an EP-enabled object."""
+    tp = options.tensor_parallel_size
+    if TENSOR_PARALLEL_SIZE in annotations:
+        raw = annotations[TENSOR_PARALLEL_SIZE]
+        text = raw.strip() if isinstance(raw, str) else ""
+        if not (text.isascii() and text.isdigit()) or int(text) < 1 or len(text) > 6:
+            raise Denied(
+                f"annotation {TENSOR_PARALLEL_SIZE} is {_show(raw)}; it must be a whole number of at "
+                f'least 1 that divides the GPU count, e.g. "2"'
+            )
+        tp = int(text)
+
+    backend: str | None = None
+    if ALL2ALL_BACKEND in annotations:
+        raw = annotations[ALL2ALL_BACKEND]
+        backend = raw.strip() if isinstance(raw, str) else None
+        if backend not in options.all2all_backends:
+            raise Denied(
+                f"annotation {ALL2ALL_BACKEND} is {_show(raw)}; use one of: "
+                f"{', '.join(options.all2all_backends)}"
+            )
+
+    config: str | None = None
+    if EPLB_CONFIG in annotations:
+        raw = annotations[EPLB_CONFIG]
+        try:
+            parsed = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise Denied(
+                f"annotation {EPLB_CONFIG} is {_show(raw)}; it must be a JSON object, "
+                f'e.g. {{"window_size": 1000}}'
+            )
+        config = json.dumps(parsed, separators=(",", ":"))
+
+    nodes: int | None = None
+    if NODES in annotations:
+        raw = annotations[NODES]
+        text = raw.strip() if isinstance(raw, str) else ""
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text[:6] or "0") <= _MAX_NODES:
+            raise Denied(
+                f'annotation {NODES} is {_show(raw)}; it must be the number of pods (nodes) per data-parallel '
+                f'group, a whole number from 1 to {_MAX_NODES}, e.g. "2"'
+            )
+        nodes = int(text)
+
+    return Request(tp, backend, _bool(annotations, EPLB), config, nodes, TENSOR_PARALLEL_SIZE in annotations)

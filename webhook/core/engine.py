@@ -1,0 +1,229 @@
+"""The pure core: an object and its kind's adapter in, a verdict out.
+
+One way through: the kind's adapter reads the object into plain data
+(`workload`), the planner decides the new values of the fields the webhook
+owns (`planner`), and this module turns them into a JSON patch and the undo
+record. `mutate` never performs I/O and never raises: every problem with the
+object becomes a denial whose message says what is wrong and how to fix it.
+Which adapter reads which kind is wired above the core (`webhook.admission.kinds`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+from webhook.vllm import flags
+from webhook.core import patch
+from webhook.core import undo
+from webhook.vllm.command import find_ep_flag
+from webhook.base.errors import Denied, NotApplicable
+from webhook.core.planner import Planned, plan
+from webhook.core.annotations import annotations_of, ENABLED, UNDO_RECORD, ep_enabled, read_request
+from webhook.core.options import Options
+from webhook.core.verdict import Verdict
+from webhook.core.workload import Adapter, Field, Launch, Workload
+
+C = TypeVar("C")
+
+
+def mutate(obj: object, adapter: Adapter[C], options: Options, context: C | None) -> Verdict:
+    """Decide on one object that `adapter` reads: allow, allow with a patch, or deny.
+
+    `context` is passed to the adapter as it is (None: unknown); for KServe's
+    kinds it is the runtimes KServe could run the object with.
+    """
+    if options.mode == "optIn" and _not_asking(obj):
+        return _ALLOW  # the common case when every InferenceService reaches the webhook
+    try:
+        return _mutate(obj, adapter, options, context)
+    except Denied as denied:
+        return Verdict.deny(denied.message)
+
+
+_ALLOW = Verdict.allow()
+
+
+def _not_asking(obj: object) -> bool:
+    """Well-formed metadata without ep.enabled or the webhook's state: nothing to do in opt-in mode."""
+    if not isinstance(obj, dict):
+        return False
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        return False
+    annotations = metadata.get("annotations")
+    if annotations is None:
+        return True
+    return isinstance(annotations, dict) and ENABLED not in annotations and UNDO_RECORD not in annotations
+
+
+def _wants_ep(enabled: bool | None, options: Options) -> bool:
+    """Whether EP should be on, given the annotation and the namespace's policy."""
+    rule = f"policy rule {options.rule!r}"
+    if options.mode == "forbid":
+        if enabled:
+            raise Denied(f"expert parallelism is forbidden in this namespace ({rule}); remove the ep.enabled annotation")
+        return False
+    if options.mode == "enforce":
+        if enabled is False and not options.allow_opt_out:
+            raise Denied(
+                f'expert parallelism is required in this namespace ({rule}) and opting out is not allowed; '
+                f'remove ep.enabled: "false"'
+            )
+        return enabled is not False
+    return bool(enabled)
+
+
+def _mutate(obj: object, adapter: Adapter[C], options: Options, context: C | None) -> Verdict:
+    if not isinstance(obj, dict):
+        raise Denied("the object is not a JSON object; expected an InferenceService")
+    annotations = annotations_of(obj)
+    enabled = ep_enabled(annotations)
+    stored = undo.read(annotations)
+    want = _wants_ep(enabled, options)
+    if not want:
+        if stored is None and options.mode != "forbid":
+            return Verdict.allow()
+        return _turn_off(obj, adapter, annotations, stored, options)
+    try:
+        return _turn_on(obj, adapter(obj, context), annotations, stored, options)
+    except NotApplicable as na:
+        if enabled is None and options.mode == "enforce":
+            # enforced by policy on an object that did not ask and cannot have it: pass untouched
+            return Verdict.allow().with_warnings([f"EP not applied: {na.message}"])
+        raise
+
+
+def _values(fields: tuple[Field, ...]) -> dict[str, object]:
+    return {f.pointer: f.value for f in fields}
+
+
+def _untouched(stored: undo.Undo | None, values: Mapping[str, object]) -> bool:
+    """The fields are exactly as the webhook left them."""
+    return stored is not None and stored.pointers == frozenset(values) and stored.applied == undo.digest(values)
+
+
+def _turn_off(
+    obj: dict[str, object], adapter: Adapter[C], annotations: Mapping[str, object], stored: undo.Undo | None,
+    options: Options,
+) -> Verdict:
+    """Undo an earlier change if there is one; in forbid mode also refuse hand-written EP."""
+    try:
+        workload = adapter(obj, None)
+    except NotApplicable:
+        if stored is None:
+            return Verdict.allow()
+        raise
+    fields = workload.fields()
+    current = _values(fields)
+    new, verdict = current, Verdict.allow()
+    if stored is not None:
+        if _untouched(stored, current):
+            new = {p: stored.original(p) for p in current}
+            verdict = _result(obj, fields, new, None).with_warnings(
+                [f"EP is off: restored {workload.owned} the webhook had changed"]
+            )
+        else:
+            verdict = _result(obj, fields, current, None).with_warnings(
+                [f"EP is off; {workload.owned_short} were edited after the webhook changed them, "
+                 f"so they stay as they are"]
+            )
+    if options.mode == "forbid":
+        found = _ep_in(workload, new)
+        if found:
+            raise Denied(
+                f"expert parallelism is forbidden in this namespace (policy rule {options.rule!r}), "
+                f"but {found}; remove it"
+            )
+    return verdict
+
+
+def running_ep(obj: object, adapter: Adapter[C]) -> bool:
+    """Whether the object runs EP as it is now: a hand-written or webhook-written flag, or a
+    multi-node `parallelism.expert` that the kind's preset renders into the flag."""
+    if not isinstance(obj, dict):
+        return False
+    try:
+        workload = adapter(obj, None)
+    except Denied:
+        return False
+    return _ep_in(workload, _values(workload.fields()), rendered_only=True) is not None
+
+
+def _launch_ep(launch: Launch, values: Mapping[str, object]) -> str | None:
+    command, args = values.get(launch.command.pointer), values.get(launch.args.pointer)
+    return find_ep_flag(
+        tuple(command) if isinstance(command, list) else None, tuple(args) if isinstance(args, list) else None
+    )
+
+
+def _ep_in(workload: Workload, values: Mapping[str, object], rendered_only: bool = False) -> str | None:
+    """Where EP is switched on, if anywhere. `rendered_only`: count `parallelism.expert` only where the
+    kind's preset renders it (multi-node roles), i.e. where vLLM really gets the flag."""
+    for role in workload.roles:
+        if role.parallelism is not None and (role.layout == "multi" or not rendered_only):
+            p = values.get(role.parallelism.pointer)
+            if isinstance(p, dict) and p.get("expert") is True:
+                return f"{role.parallelism.label}.expert is true"
+        for launch in role.launches:
+            found = _launch_ep(launch, values)
+            if found:
+                return f"the command sets {found}"
+    return None
+
+
+def _turn_on(
+    obj: dict[str, object], workload: Workload, annotations: Mapping[str, object], stored: undo.Undo | None,
+    options: Options,
+) -> Verdict:
+    fields = workload.fields()
+    current = _values(fields)
+    untouched_since = _untouched(stored, current)
+    request = read_request(annotations, options)
+    reject = options.on_conflict == "reject"
+
+    # Fields the webhook wrote itself are never "hand-written conflicts".
+    on_current = plan(workload, current, request, options, reject and not untouched_since)
+    notes = list(on_current.notes)
+    if request.all2all_backend in flags.FALLBACK_ALL2ALL_BACKENDS:
+        notes.append(
+            f"all2all backend {request.all2all_backend} is deprecated in {flags.ALL2ALL_RELEASE}: "
+            f"vLLM falls back to its default backend"
+        )
+    if on_current.values == current:
+        # Already EP-configured for this request. If the webhook changed it earlier and
+        # something else edited other fields since (another mutating webhook, a hand edit),
+        # keep the original for undo and track the new digest.
+        if stored is None or stored.pointers != frozenset(current) or untouched_since:
+            return Verdict.allow()
+        return _result(obj, fields, current, undo.Undo(stored.fields, undo.digest(current)))
+
+    # Recompute from the original while the webhook's last output is untouched, so that
+    # a new GPU request or TP gives a fresh layout and undo stays exact.
+    result: Planned
+    if stored is not None and untouched_since:
+        base = {p: stored.original(p) for p in current}
+        result = plan(workload, base, request, options, reject)
+    else:
+        base, result = current, on_current
+    new = result.values
+    new_undo = None if new == base else undo.Undo(tuple(sorted(base.items())), undo.digest(new))
+    # warnings describe the change against what is deployed
+    return _result(obj, fields, new, new_undo).with_warnings([*on_current.warnings, *notes])
+
+
+def _result(
+    obj: dict[str, object], fields: tuple[Field, ...], new: Mapping[str, object], new_undo: undo.Undo | None
+) -> Verdict:
+    ops: list[dict[str, object]] = []
+    changed: list[str] = []
+    for field in fields:
+        step = patch.set_value(field.pointer, field.value, new.get(field.pointer))
+        if step:
+            ops.extend(step)
+            changed.append(field.label)
+    state_ops = patch.set_annotation(obj, UNDO_RECORD, None if new_undo is None else undo.dump(new_undo))
+    if state_ops:
+        ops.extend(state_ops)
+        changed.append(f"metadata.annotations[{UNDO_RECORD}]")
+    return Verdict.patched(tuple(ops), tuple(changed))

@@ -1,0 +1,272 @@
+"""The pure planner: a workload's roles and the user's request in, the new field values out.
+
+It knows layouts, not kinds: a role is configured from its own GPU count,
+either as one pod running the whole data-parallel group (flags in its
+launches, and in `parallelism` where the kind has one) or as a leader and
+workers whose flags the kind's preset renders from `parallelism` (a
+"multi" layout: only the parallelism object changes, and hand-written flags
+in the launches that would contradict it are corrected).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from webhook.vllm import flags
+from webhook.vllm.argv import Want
+from webhook.vllm.command import flag_value, rewrite
+from webhook.base.errors import Denied, NotApplicable
+from webhook.core.gpus import count_gpus
+from webhook.base.jsonvalues import strings_or_none
+from webhook.vllm.launch import Server
+from webhook.core.annotations import NODES, Request, TENSOR_PARALLEL_SIZE
+from webhook.core.options import Options
+from webhook.core.workload import Field, Launch, Role, Workload
+
+# vLLM 0.10.0 through 0.33 (vllm/engine/arg_utils.py, vllm/v1/engine/utils.py; 0.9.x did not infer it): a rank started with
+# --data-parallel-size-local and --data-parallel-start-rank but without --headless is put in hybrid
+# load-balancing mode, and the rank-0 engine then refuses remote engines that run --headless
+# ("Remote engine N must not use --headless in external or hybrid dp lb mode"). KServe's
+# data-parallel preset starts the leader exactly so and its workers with --headless.
+HYBRID_LB_NOTE = (
+    "vLLM 0.10.0-0.33 refuse KServe's multi-node preset: leader --data-parallel-start-rank 0 = hybrid LB, "
+    "workers --headless"
+)
+
+
+class Planned(NamedTuple):
+    """New values by pointer, warnings describing the edit, and notes about the decision."""
+
+    values: dict[str, object]
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def extra_wants(request: Request) -> list[Want]:
+    """all2all and EPLB: the same on every layout."""
+    wants = []
+    if request.all2all_backend is not None:
+        wants.append(Want(flags.ALL2ALL, request.all2all_backend))
+    if request.eplb is True:
+        wants.append(Want(flags.ENABLE_EPLB, negation=flags.DISABLE_EPLB))
+    elif request.eplb is False:
+        wants.append(Want(flags.ENABLE_EPLB, present=False))
+    if request.eplb_config is not None:
+        wants.append(Want(flags.EPLB_CONFIG, request.eplb_config))
+    return wants
+
+
+def wants_for(request: Request, data_parallel_size: int, server: Server = "vllm") -> list[Want]:
+    """The flags that make a single-pod server run EP with the requested layout.
+
+    huggingfaceserver sets the tensor parallel size to the GPU count itself, so
+    there EP spans the TP group: only EP on, and no data-parallel size.
+    """
+    if server == "huggingfaceserver":
+        wants = [Want(flags.ENABLE_EP, negation=flags.DISABLE_EP), Want(flags.DP, present=False)]
+    else:
+        wants = [
+            Want(flags.ENABLE_EP, negation=flags.DISABLE_EP),
+            Want(flags.TP, str(request.tensor_parallel_size)),
+            Want(flags.DP, str(data_parallel_size)),
+        ]
+    return wants + extra_wants(request)
+
+
+def plan(
+    workload: Workload, values: Mapping[str, object], request: Request, options: Options, reject: bool
+) -> Planned:
+    """The values every owned field should hold for EP, computed from `values` (current or original)."""
+    out = dict(values)
+    warnings: list[str] = []
+    notes: list[str] = []
+    for role in workload.roles:
+        _plan_role(role, out, request, options, reject, warnings, notes)
+    return Planned(out, tuple(warnings), tuple(notes))
+
+
+def _plan_role(
+    role: Role,
+    out: dict[str, object],
+    request: Request,
+    options: Options,
+    reject: bool,
+    warnings: list[str],
+    notes: list[str],
+) -> None:
+    if role.refusal:
+        raise NotApplicable(role.refusal)
+    gpus = count_gpus(role.resources, role.resources_where, options.gpu_resources)
+    if role.layout == "multi":
+        worker_gpus = count_gpus(role.worker_resources, role.worker_where, options.gpu_resources)
+        if worker_gpus != gpus:
+            raise Denied(
+                f"{role.resources_where} gets {gpus} GPUs but {role.worker_where} gets {worker_gpus}; every pod "
+                f"of a data-parallel group needs the same GPUs: make them equal"
+            )
+    for launch in role.launches:
+        if launch.refusal:
+            raise NotApplicable(launch.refusal)
+        notes.extend(launch.notes)
+    server = role.launches[0].server if role.launches else "vllm"
+    if server == "huggingfaceserver":
+        wants = _huggingfaceserver_wants(role.launches[0], request, gpus)
+        notes.append(f"huggingfaceserver sets tensor parallel size to the GPU count ({gpus}): EP runs as TP {gpus}, DP 1")
+        _rewrite_launches(role.launches, out, wants, reject, True, warnings)
+        return
+    tp = request.tensor_parallel_size
+    if gpus % tp:
+        raise Denied(
+            f"the pod gets {gpus} GPUs, which tensor parallel size {tp} does not divide; "
+            f"set ep.tensor-parallel-size to a divisor of {gpus} or change the GPU limit"
+        )
+    local = gpus // tp
+    if role.layout == "multi":
+        _plan_multi_node(role, out, request, options, reject, tp, local, warnings, notes)
+        return
+    _check_maximum(local, f"{gpus} GPUs / TP {tp}", options)
+    parallelism = role.parallelism
+    evaluated = [launch for launch in role.launches if launch.form == "eval"]
+    if parallelism is None or not evaluated:
+        # the launch carries the whole layout (an InferenceService, or a role with its own command)
+        _rewrite_launches(role.launches, out, wants_for(request, local), reject, True, warnings)
+        return
+    _set_parallelism(parallelism, out, {"tensor": tp, "expert": True, "data": local, "dataLocal": local},
+                     reject, warnings)
+    # KServe's single-node preset renders only --tensor-parallel-size: EP and DP go to the args
+    wants = [
+        Want(flags.ENABLE_EP, negation=flags.DISABLE_EP),
+        Want(flags.TP, str(tp), add=False),
+        Want(flags.DP, str(local)),
+        *extra_wants(request),
+    ]
+    _rewrite_launches(role.launches, out, wants, reject, True, warnings)
+
+
+def _plan_multi_node(
+    role: Role,
+    out: dict[str, object],
+    request: Request,
+    options: Options,
+    reject: bool,
+    tp: int,
+    local: int,
+    warnings: list[str],
+    notes: list[str],
+) -> None:
+    assert role.parallelism is not None
+    current = out.get(role.parallelism.pointer)
+    current = current if isinstance(current, dict) else {}
+    if current.get("pipeline") is not None:
+        raise NotApplicable(
+            f"{role.parallelism.label}.pipeline is set: KServe runs pipeline parallelism, not data parallelism, "
+            f"across these nodes, and expert parallelism needs data parallelism; remove pipeline or ep.enabled"
+        )
+    nodes = _nodes(request, current, role.parallelism.label)
+    data = local * nodes
+    _check_maximum(data, f"{nodes} nodes x {local} per node", options)
+    for launch in role.launches:
+        if launch.form != "eval":
+            raise NotApplicable(
+                f"{launch.where} has its own command, which replaces KServe's multi-node data-parallel preset; "
+                f"remove the command so that the preset renders the EP flags from parallelism"
+            )
+    _set_parallelism(role.parallelism, out, {"expert": True, "tensor": tp, "data": data, "dataLocal": local},
+                     reject, warnings)
+    # the preset renders EP, TP, DP and DP-local; hand-written copies in args come later and would win
+    wants = [
+        Want(flags.ENABLE_EP, negation=flags.DISABLE_EP, add=False),
+        Want(flags.TP, str(tp), add=False),
+        Want(flags.DP, str(data), add=False),
+        Want(flags.DP_LOCAL, str(local), add=False),
+        *extra_wants(request),
+    ]
+    _rewrite_launches(role.launches, out, wants, reject, False, warnings)
+    notes.append(HYBRID_LB_NOTE)
+
+
+def _nodes(request: Request, parallelism: Mapping[str, object], label: str) -> int:
+    if request.nodes is not None:
+        return request.nodes
+    data, data_local = parallelism.get("data"), parallelism.get("dataLocal")
+    if isinstance(data, int) and isinstance(data_local, int) and data_local > 0 and data % data_local == 0:
+        return max(data // data_local, 1)
+    raise NotApplicable(
+        f"a multi-node role needs its node count: set annotation {NODES} (e.g. \"2\"), or {label}.data and "
+        f"dataLocal (nodes = data / dataLocal)"
+    )
+
+
+def _check_maximum(dp: int, how: str, options: Options) -> None:
+    if options.max_data_parallel_size is not None and dp > options.max_data_parallel_size:
+        raise Denied(
+            f"data parallel size {dp} ({how}) exceeds the policy's maximum of "
+            f"{options.max_data_parallel_size}; request fewer GPUs or a larger ep.tensor-parallel-size"
+        )
+
+
+def _set_parallelism(
+    field: Field, out: dict[str, object], wanted: Mapping[str, object], reject: bool, warnings: list[str]
+) -> None:
+    current = out.get(field.pointer)
+    base = dict(current) if isinstance(current, dict) else {}
+    differing = {k: v for k, v in wanted.items() if base.get(k) != v}
+    if not differing:
+        return
+    if reject:
+        conflicts = [f"{k}: {_show(base[k])}" for k in differing if k in base]
+        if conflicts:
+            raise Denied(
+                f"{field.label} sets {', '.join(conflicts)}, which conflicts with the expert-parallel layout the "
+                f"webhook manages; the policy says onConflict: reject, so remove those fields and let the "
+                f"webhook set them"
+            )
+    base.update(differing)
+    out[field.pointer] = base
+    warnings.append(f"set {field.label}: " + " ".join(f"{k}={_show(v)}" for k, v in differing.items()))
+
+
+def _show(value: object) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+def _huggingfaceserver_wants(launch: Launch, request: Request, gpus: int) -> list[Want]:
+    """huggingfaceserver: TP is the GPU count whatever the flags say; the vLLM backend must be in use."""
+    if request.tensor_parallel_asked and request.tensor_parallel_size != gpus:
+        raise Denied(
+            f"{TENSOR_PARALLEL_SIZE} is {request.tensor_parallel_size}, but huggingfaceserver always uses tensor "
+            f"parallel size = GPU count ({gpus}); remove the annotation, or run vLLM itself (runtime "
+            f"kserve-vllmserver, modelFormat vLLM) for a TP x DP layout"
+        )
+    command, args = launch.command.value, launch.args.value
+    backend = flag_value(
+        launch.runtime_args,
+        command if isinstance(command, list) else None,
+        args if isinstance(args, list) else None,
+        "--backend",
+    )
+    if backend is not None and backend not in ("vllm", "auto"):
+        raise Denied(
+            f"huggingfaceserver runs with --backend={backend}, which is not vLLM, so expert parallelism cannot "
+            f"apply; use --backend=vllm (or drop --backend) or remove the ep.enabled annotation"
+        )
+    return wants_for(request, 1, "huggingfaceserver")
+
+
+def _rewrite_launches(
+    launches: tuple[Launch, ...],
+    out: dict[str, object],
+    wants: list[Want],
+    reject: bool,
+    single_node: bool,
+    warnings: list[str],
+) -> None:
+    for launch in launches:
+        result = rewrite(
+            launch, strings_or_none(out.get(launch.command.pointer)), strings_or_none(out.get(launch.args.pointer)),
+            wants, reject, single_node,
+        )
+        out[launch.command.pointer] = None if result.command is None else list(result.command)
+        out[launch.args.pointer] = None if result.args is None else list(result.args)
+        warnings.extend(result.warnings)

@@ -1,0 +1,108 @@
+"""What the core knows of a workload, whatever its kind: plain data, read by an adapter.
+
+An adapter (one module per kind, in `webhook.kserve`: `inferenceservice`,
+`llminferenceservice`) reads an object into a `Workload`: its roles. The
+annotations and the undo record are read by the engine, where they are used. A role is one group of identical pods: the GPUs each pod gets, where
+vLLM's argv lives (`Launch`es) and, where the kind has one, the
+`parallelism` object the kind's own templates render into flags. The planner
+decides from this data alone; the engine writes the result back as a JSON
+patch of the same fields. Nothing downstream of the adapter looks at the
+object again.
+
+The records are named tuples, like the other values the core builds for every
+review: immutable, and about three times cheaper to build than frozen
+dataclasses (timed here with `timeit`: 0.47 µs against 1.6 µs with four fields).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, Protocol, TypeVar
+
+from webhook.vllm.command import ArgsForm
+from webhook.vllm.launch import Server
+
+# single: one pod runs the whole data-parallel group, flags in the launch;
+# multi: a leader and workers (LeaderWorkerSet) whose flags the kind's preset
+#   renders from `parallelism`; the launch only carries the user's extra args.
+Layout = Literal["single", "multi"]
+
+
+class Field(NamedTuple):
+    """One JSON value the webhook may own: where it is, how to name it, what it holds (None: absent)."""
+
+    pointer: str
+    label: str
+    value: object
+
+
+class Launch(NamedTuple):
+    """Where one vLLM argv lives: a container's command and args.
+
+    `own_image` marks a user-defined container (no runtime is merged in, so
+    without a command the image's entrypoint runs); `runtime_args` are words
+    another party (a KServe runtime) puts before `args`, read for checks only. `notes` are warnings
+    about what could not be checked; `refusal` says why the flags could not
+    reach the server (a reason to deny once EP is asked for).
+    """
+
+    where: str
+    command: Field
+    args: Field
+    form: ArgsForm = "argv"
+    server: Server = "vllm"
+    own_image: bool = False
+    runtime_args: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    refusal: str | None = None
+
+
+class Role(NamedTuple):
+    """One group of pods configured from its own GPU count.
+
+    `resources` of the pod's vLLM container (`resources_where` names it);
+    `worker_resources` of the workers' container in a multi-node role, which
+    must agree. `parallelism` is the kind's parallelism object, if it has one.
+    `refusal` is set when the role cannot get EP at all (a reason to deny).
+    """
+
+    resources: object
+    resources_where: str
+    launches: tuple[Launch, ...]
+    parallelism: Field | None = None
+    layout: Layout = "single"
+    worker_resources: object = None
+    worker_where: str = ""
+    refusal: str | None = None
+
+
+class Workload(NamedTuple):
+    """A workload as the core sees it."""
+
+    roles: tuple[Role, ...]
+    owned: str = "the command and args"  # how messages name the fields the webhook owns
+    owned_short: str = "command/args"  # the same, where a message is already long
+
+    def fields(self) -> tuple[Field, ...]:
+        """Every field the webhook owns on this workload, in order."""
+        out: list[Field] = []
+        for role in self.roles:
+            if role.parallelism is not None:
+                out.append(role.parallelism)
+            for launch in role.launches:
+                out.extend((launch.command, launch.args))
+        return tuple(out)
+
+
+Context = TypeVar("Context", contravariant=True)
+"""What an adapter may read besides the object (for KServe: the runtimes it could run); the core only passes it on."""
+
+
+class Adapter(Protocol[Context]):
+    """Reads one kind of object into a `Workload`."""
+
+    def __call__(self, obj: dict[str, object], context: Context | None, /) -> Workload:
+        """The workload; raises Denied (or NotApplicable) when the object cannot be read.
+
+        `context` (None: unknown) lets an adapter say which server its launches start.
+        """
+        ...

@@ -1,0 +1,87 @@
+"""The InferenceService adapter (serving.kserve.io/v1beta1).
+
+One role, the predictor, with one launch: `spec.predictor.model`, else the
+`spec.predictor.containers[]` entry named `kserve-container`. With no command
+KServe runs the runtime's command with the runtime's args first and the
+object's after them, so the runtime (resolved as KServe resolves it, see
+`selection`) decides which server parses the flags.
+"""
+
+from __future__ import annotations
+
+from webhook.vllm.command import server_of
+from webhook.base.errors import Denied, NotApplicable
+from webhook.kserve.servingruntime import check as check_runtime
+from webhook.kserve.selection import Runtimes, resolve
+from webhook.base.jsonvalues import string_list
+from webhook.core.workload import Field, Launch, Role, Workload
+
+KIND = "InferenceService"
+MULTI_NODE = (
+    "spec.predictor.workerSpec makes this a multi-node Ray service (TP x PP over nodes), where single-pod "
+    "data-parallel EP would be wrong; remove workerSpec to serve on one node, or use an "
+    "LLMInferenceService with spec.worker for multi-node data-parallel EP"
+)
+
+
+def read(obj: dict[str, object], runtimes: Runtimes | None) -> Workload:
+    """The predictor as a role; NotApplicable when there is no predictor container."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise NotApplicable("the InferenceService has no spec; expert parallelism needs spec.predictor.model")
+    predictor = spec.get("predictor")
+    if not isinstance(predictor, dict):
+        raise NotApplicable("the InferenceService has no spec.predictor; expert parallelism needs spec.predictor.model")
+    container, pointer, where, own_image = _locate(predictor)
+    command = string_list(container.get("command"), f"{where}.command") or None
+    args = string_list(container.get("args"), f"{where}.args")
+    launch = Launch(
+        where,
+        Field(f"{pointer}/command", f"{where}.command", command),
+        Field(f"{pointer}/args", f"{where}.args", args),
+        server=server_of(command, args) if command else "vllm",
+        own_image=own_image,
+    )
+    if runtimes is not None:
+        launch = _with_runtime(obj, launch, runtimes)
+    role = Role(
+        container.get("resources"),
+        where,
+        (launch,),
+        refusal=MULTI_NODE if predictor.get("workerSpec") is not None else None,
+    )
+    return Workload((role,))
+
+
+def _locate(predictor: dict[str, object]) -> tuple[dict[str, object], str, str, bool]:
+    model = predictor.get("model")
+    if model is not None:
+        if not isinstance(model, dict):
+            raise Denied("spec.predictor.model must be an object")
+        return model, "/spec/predictor/model", "spec.predictor.model", False
+    containers = predictor.get("containers")
+    if isinstance(containers, list):
+        for i, c in enumerate(containers):
+            if isinstance(c, dict) and c.get("name") == "kserve-container":
+                return c, f"/spec/predictor/containers/{i}", f"spec.predictor.containers[{i}]", True
+    raise NotApplicable(
+        "no predictor container found: expert parallelism needs spec.predictor.model "
+        "or a spec.predictor.containers entry named kserve-container"
+    )
+
+
+def _with_runtime(obj: dict[str, object], launch: Launch, runtimes: Runtimes) -> Launch:
+    """The args of the runtime KServe merges in (always put before the object's), and, for a launch
+    without a command of its own, the server that runtime starts."""
+    resolution = resolve(obj, runtimes)
+    if launch.command.value:
+        # the object's command replaces the runtime's; the runtime's args still come first
+        return launch._replace(runtime_args=resolution.runtime.args or ()) if resolution.runtime else launch
+    if resolution.runtime is None:
+        return launch._replace(notes=(f"{resolution.how}: could not check that args reach vLLM",))
+    try:
+        judgement = check_runtime(resolution.runtime)
+    except NotApplicable as e:
+        return launch._replace(refusal=e.message)
+    notes = (judgement.note,) if judgement.note else ()
+    return launch._replace(server=judgement.server, runtime_args=resolution.runtime.args or (), notes=notes)

@@ -1,0 +1,99 @@
+"""The LLMInferenceService adapter (serving.kserve.io v1alpha1 and v1alpha2).
+
+Roles: the object itself (decode, or the only role) and `spec.prefill` when
+present, each with its own `parallelism`, `template` and optional `worker`.
+KServe merges each role with a preset (LLMInferenceServiceConfig) by container
+name and renders the preset's `bash -c` script, which ends in
+`eval "exec vllm serve ... $@"`: the `main` container's args become `$@` and
+are parsed by the shell a second time. The single-node preset renders only
+`--tensor-parallel-size` from `parallelism`; the multi-node (LeaderWorkerSet)
+data-parallel preset renders EP, TP, DP and DP-local, and the group size is
+data / dataLocal. A `main` container with its own command replaces the preset.
+"""
+
+from __future__ import annotations
+
+from webhook.vllm.command import server_of
+from webhook.base.errors import Denied, NotApplicable
+from webhook.kserve.selection import Runtimes
+from webhook.base.jsonvalues import string_list
+from webhook.core.workload import Field, Launch, Role, Workload
+from webhook.vllm.command import ArgsForm
+
+KIND = "LLMInferenceService"
+MAIN = "main"
+
+
+def read(obj: dict[str, object], runtimes: Runtimes | None) -> Workload:
+    """The roles of an LLMInferenceService; `runtimes` are not used (presets, not runtimes, start vLLM)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise NotApplicable("the LLMInferenceService has no spec; expert parallelism needs spec.template")
+    prefill = spec.get("prefill")
+    roles = [_role(spec, "/spec", "spec")]
+    if prefill is not None:
+        if not isinstance(prefill, dict):
+            raise Denied("spec.prefill must be an object")
+        roles.append(_role(prefill, "/spec/prefill", "spec.prefill"))
+    owned = "parallelism and the main containers' args"
+    return Workload(tuple(roles), owned=owned, owned_short=owned)
+
+
+def _main(pod: object, where: str) -> tuple[int, dict[str, object]] | None:
+    if pod is None:
+        return None
+    if not isinstance(pod, dict):
+        raise Denied(f"{where} must be an object")
+    containers = pod.get("containers")
+    if containers is None:
+        return None
+    if not isinstance(containers, list):
+        raise Denied(f"{where}.containers must be a list")
+    for i, c in enumerate(containers):
+        if isinstance(c, dict) and c.get("name") == MAIN:
+            return i, c
+    return None
+
+
+def _launch(container: dict[str, object], pointer: str, where: str) -> Launch:
+    command = string_list(container.get("command"), f"{where}.command") or None
+    args = string_list(container.get("args"), f"{where}.args")
+    form: ArgsForm = "argv" if command else "eval"
+    return Launch(
+        where,
+        Field(f"{pointer}/command", f"{where}.command", command),
+        Field(f"{pointer}/args", f"{where}.args", args),
+        form=form,
+        server=server_of(command, args) if command else "vllm",
+    )
+
+
+def _role(body: dict[str, object], pointer: str, where: str) -> Role:
+    parallelism = body.get("parallelism")
+    if parallelism is not None and not isinstance(parallelism, dict):
+        raise Denied(f"{where}.parallelism must be an object")
+    field = Field(f"{pointer}/parallelism", f"{where}.parallelism", parallelism)
+    main = _main(body.get("template"), f"{where}.template")
+    if main is None:
+        return Role(None, f"{where}.template", (), field, refusal=(
+            f"the webhook needs the GPU count of {where}: add a container named main to {where}.template.containers "
+            f"with resources.limits (e.g. nvidia.com/gpu: \"8\"); GPUs set only in a preset (baseRefs) are not "
+            f"visible to it"
+        ))
+    i, container = main
+    main_where = f"{where}.template.containers[{i}]"
+    launches = [_launch(container, f"{pointer}/template/containers/{i}", main_where)]
+    worker = body.get("worker")
+    if worker is None:
+        return Role(container.get("resources"), main_where, tuple(launches), field)
+    worker_main = _main(worker, f"{where}.worker")
+    if worker_main is None:
+        return Role(container.get("resources"), main_where, tuple(launches), field, layout="multi", refusal=(
+            f"{where}.worker has no container named main: add one with the same resources.limits as "
+            f"{main_where}, so that the webhook sees the GPUs of every node"
+        ))
+    j, worker_container = worker_main
+    worker_where = f"{where}.worker.containers[{j}]"
+    launches.append(_launch(worker_container, f"{pointer}/worker/containers/{j}", worker_where))
+    return Role(container.get("resources"), main_where, tuple(launches), field, layout="multi",
+                worker_resources=worker_container.get("resources"), worker_where=worker_where)

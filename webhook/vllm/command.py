@@ -1,0 +1,366 @@
+"""Editing vLLM's argv where it lives in a container's command and args.
+
+Four forms occur in practice:
+- a list command (`vllm serve ...`, `python -m vllm.entrypoints...`), with
+  more of vLLM's argv possibly in `args`;
+- a shell (`bash -c SCRIPT [$0 [args...]]`) whose script runs vLLM, with
+  list items after the script reaching vLLM only through `"$@"`;
+- no command at all: KServe takes the runtime's command and appends the
+  InferenceService's `args` after the runtime's, so flags go to `args`;
+- no command, args under a preset's `eval "exec vllm serve ... $@"` (an
+  LLMInferenceService): the shell parses every item again, so the values
+  written there are shell-quoted, and items that are not plain words may
+  hide flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple, Protocol
+
+from webhook.vllm import argv
+from webhook.vllm import flags
+from webhook.vllm import launch
+from webhook.vllm import shell
+from webhook.vllm.argv import Arg, Want
+from webhook.base.errors import NotApplicable
+
+CommandArgs = tuple[tuple[str, ...] | None, tuple[str, ...] | None]
+
+ArgsForm = Literal["argv", "eval"]
+"""How the server reads a container's words.
+
+- "argv": list items are argv words (command, then args);
+- "eval": no command of its own; the args are appended to a preset script's
+  `eval "exec vllm serve ... $@"`, so the shell parses each of them again.
+"""
+
+
+class Site(Protocol):
+    """Where one vLLM argv lives, as the edit needs to know it (`core.workload.Launch` is one).
+
+    `where` names the container in messages (`spec.predictor.model`); `form` says how
+    its args reach the server; `own_image` marks a user-defined container (without a
+    command the image's entrypoint runs); `runtime_args` are words another party (a
+    KServe runtime) puts between the command and `args`, read for checks only.
+    """
+
+    @property
+    def where(self) -> str:
+        """The container, as messages name it."""
+
+    @property
+    def form(self) -> ArgsForm:
+        """How the args reach the server."""
+
+    @property
+    def own_image(self) -> bool:
+        """Whether the container is user-defined (no runtime merged in)."""
+
+    @property
+    def runtime_args(self) -> tuple[str, ...]:
+        """Words put before `args` by another party."""
+
+
+# -- locations ---------------------------------------------------------------
+
+
+class Loc(NamedTuple):
+    """A list item (`field`, `position`), or a span inside that item's script."""
+
+    field: str
+    position: int
+    span: tuple[int, int] | None = None
+
+
+@dataclass
+class _Edits:
+    """Concrete edits collected from one or more plans, applied at once."""
+
+    items: dict[tuple[str, int], str] = field(default_factory=dict)
+    deleted: set[tuple[str, int]] = field(default_factory=set)
+    appended: dict[str, list[str]] = field(default_factory=dict)
+    script: dict[tuple[str, int], list[tuple[int, int, str]]] = field(default_factory=dict)
+
+    def apply(self, command: tuple[str, ...] | None, args: tuple[str, ...] | None, scripts: dict[tuple[str, int], str]) -> CommandArgs:
+        lists = {"command": list(command or ()), "args": list(args or ())}
+        for key, edits in self.script.items():
+            lists[key[0]][key[1]] = shell.splice(scripts[key], sorted(set(edits)))
+        for key, value in self.items.items():
+            lists[key[0]][key[1]] = value
+        out: dict[str, tuple[str, ...]] = {}
+        for name, items in lists.items():
+            if self.deleted:
+                items = [v for i, v in enumerate(items) if (name, i) not in self.deleted]
+            out[name] = tuple(items + self.appended.get(name, []))
+        new_command = out["command"] if command is not None else None
+        new_args = out["args"] if (args is not None or out["args"]) else None
+        return new_command, new_args
+
+
+def _apply_plan(
+    plan: argv.Plan,
+    locs: Sequence[Loc],
+    scripts: dict[tuple[str, int], str],
+    edits: _Edits,
+    append_at: Loc,
+    quote_items: bool = False,
+) -> None:
+    def item(value: str) -> str:
+        return shell.quote(value) if quote_items else value
+
+    for k, value in plan.replace.items():
+        loc = locs[k]
+        if loc.span is None:
+            edits.items[(loc.field, loc.position)] = item(value)
+        else:
+            edits.script.setdefault((loc.field, loc.position), []).append((loc.span[0], loc.span[1], shell.quote(value)))
+    for k in plan.delete:
+        loc = locs[k]
+        if loc.span is None:
+            edits.deleted.add((loc.field, loc.position))
+        else:
+            script = scripts[(loc.field, loc.position)]
+            start = shell.blank_start(script, loc.span[0])
+            edits.script.setdefault((loc.field, loc.position), []).append((start, loc.span[1], ""))
+    if plan.append:
+        if append_at.span is None:
+            edits.appended.setdefault(append_at.field, []).extend(item(v) for group in plan.append for v in group)
+        else:
+            script = scripts[(append_at.field, append_at.position)]
+            pos = append_at.span[1]
+            separator = shell.continuation_style(script, append_at.span[0])
+            text = "".join(separator + " ".join(shell.quote(v) for v in group) for group in plan.append)
+            edits.script.setdefault((append_at.field, append_at.position), []).append((pos, pos, text))
+
+
+# -- rewriting -----------------------------------------------------------------
+
+
+class Rewrite(NamedTuple):
+    """Command and args after an edit, and what the edit did (for warnings)."""
+
+    command: tuple[str, ...] | None
+    args: tuple[str, ...] | None
+    warnings: tuple[str, ...]
+
+
+def _eval_arg(value: str) -> Arg:
+    """An args item under `eval`: read as the shell will; an item that splits or expands may hide flags."""
+    if shell.quote(value) == value:
+        return Arg.item(value)
+    try:
+        commands = shell.parse(value)
+    except shell.ShellSyntaxError:
+        commands = []
+    if len(commands) == 1 and not commands[0].compound and len(commands[0].words) == 1:
+        word = commands[0].words[0]
+        if word.literal is not None and word.start == 0 and word.end == len(value):
+            return Arg(word.literal, word.prefix, value)
+    return Arg(None, "", value, opaque=True)
+
+
+def rewrite(
+    site: Site,
+    command: tuple[str, ...] | None,
+    args: tuple[str, ...] | None,
+    wants: Sequence[Want],
+    reject: bool,
+    single_node: bool = True,
+) -> Rewrite:
+    """Edit command/args so that the server gets exactly the wanted flags.
+
+    Nothing is memoised: a cache keyed by whole commands grows with what
+    clients send, and never-repeated objects (the real traffic) gain nothing.
+    `single_node` refuses multi-node data-parallel flags in the argv.
+    """
+    return _rewrite(site, command, args, tuple(wants), reject, single_node)
+
+
+def _rewrite(
+    c: Site,
+    command: tuple[str, ...] | None,
+    args: tuple[str, ...] | None,
+    wants: tuple[Want, ...],
+    reject: bool,
+    single_node: bool,
+) -> Rewrite:
+    edits = _Edits()
+    scripts: dict[tuple[str, int], str] = {}
+    warnings: list[str] = []
+    if not command:
+        items = args or ()
+        locs = [Loc("args", i) for i in range(len(items))]
+        evaluated = c.form == "eval"
+        arg_words = [_eval_arg(v) if evaluated else Arg.item(v) for v in items]
+        plan = argv.plan(arg_words, wants, reject, single_node)
+        _apply_plan(plan, locs, scripts, edits, Loc("args", len(items)), quote_items=evaluated)
+        warnings.extend(plan.warnings)
+        if c.own_image and plan.append:
+            warnings.append("no command: the flags go to args, assuming the image's entrypoint starts vLLM")
+        new_command, new_args = edits.apply(None, args, scripts)
+        return Rewrite(new_command, new_args, tuple(warnings))
+
+    full_locs = [Loc("command", i) for i in range(len(command))] + [Loc("args", i) for i in range(len(args or ()))]
+    full = list(command) + list(args or ())
+    words = [Arg.item(v) for v in full]
+    call = launch.shell_call(words)
+    if call is not None:
+        _rewrite_script(c, full, full_locs, call.script_index, wants, reject, single_node, edits, scripts, warnings)
+    else:
+        found = launch.find(words)
+        if found is None:
+            raise NotApplicable(
+                f"{c.where}.command runs {launch.describe(words)}, which is not a recognisable vLLM launch; "
+                f"expected {launch.EXPECTED}"
+            )
+        start = found.start
+        plan_args = words[start:]
+        plan_locs = full_locs[start:]
+        append_at = Loc("args", len(args)) if args else Loc("command", len(command))
+        if _sets_wanted_flags(c.runtime_args, wants):
+            # KServe puts the runtime's args between this command and these args, where the webhook
+            # cannot edit them: what the command says is overridden there, so the flags go to args.
+            cut = len(command) - start
+            plan_args.insert(cut, Arg(None, "", " ".join(c.runtime_args), opaque=True))
+            plan_locs.insert(cut, Loc("args", -1))
+            append_at = Loc("args", len(args or ()))
+        plan = argv.plan(plan_args, wants, reject, single_node)
+        _apply_plan(plan, plan_locs, scripts, edits, append_at)
+        warnings.extend(plan.warnings)
+    new_command, new_args = edits.apply(command, args, scripts)
+    return Rewrite(new_command, new_args, tuple(warnings))
+
+
+def _sets_wanted_flags(runtime_args: Sequence[str], wants: Sequence[Want]) -> bool:
+    """Whether the runtime's args write any flag the webhook sets (or its negation)."""
+    if not runtime_args:
+        return False
+    names = {w.name for w in wants} | {w.negation for w in wants if w.negation}
+    return any(o.name in names for o in argv.scan([Arg.item(v) for v in runtime_args]))
+
+
+def _rewrite_script(
+    c: Site,
+    full: list[str],
+    full_locs: list[Loc],
+    script_index: int,
+    wants: Sequence[Want],
+    reject: bool,
+    single_node: bool,
+    edits: _Edits,
+    scripts: dict[tuple[str, int], str],
+    warnings: list[str],
+) -> None:
+    script_loc = full_locs[script_index]
+    script = full[script_index]
+    scripts[(script_loc.field, script_loc.position)] = script
+    where = f"{c.where}.{script_loc.field}[{script_loc.position}]"
+    try:
+        commands = shell.parse(script)
+    except shell.ShellSyntaxError as e:
+        raise NotApplicable(f"the script in {where} cannot be edited safely: {e}; fix the script or edit it by hand") from e
+    positional = list(range(script_index + 2, len(full)))
+    launches = []
+    seen: list[str] = []
+    for cmd in commands:
+        found = None if cmd.compound else launch.find(cmd.words)
+        if found is None:
+            if len(seen) < 4:
+                seen.append(launch.describe(cmd.words, 2))
+            continue
+        launches.append((cmd, found.start))
+    if not launches:
+        ran = ", ".join(seen) if seen else "nothing"
+        raise NotApplicable(
+            f"the script in {where} runs {ran}, but no recognisable vLLM launch; expected {launch.EXPECTED}"
+        )
+    forwards = False
+    for cmd, start in launches:
+        args: list[Arg] = []
+        locs: list[Loc] = []
+        for w in cmd.words[start:]:
+            span_loc = Loc(script_loc.field, script_loc.position, (w.start, w.end))
+            if w.all_positional:
+                forwards = True
+                for p in positional:
+                    args.append(Arg.item(full[p]))
+                    locs.append(full_locs[p])
+                # also stands for runtime args the webhook cannot see
+                args.append(Arg(None, "", w.text, opaque=True))
+                locs.append(span_loc)
+            else:
+                args.append(Arg(w.literal, w.prefix, w.text))
+                locs.append(span_loc)
+        plan = argv.plan(args, wants, reject, single_node)
+        last = cmd.words[-1]
+        _apply_plan(plan, locs, scripts, edits, Loc(script_loc.field, script_loc.position, (last.start, last.end)))
+        warnings.extend(plan.warnings)
+    after_script = range(script_index + 1, len(full))
+    if not forwards and after_script:
+        stray = [full[p] for p in after_script if argv.scan([Arg.item(full[p])])]
+        if stray:
+            warnings.append(
+                f'ignored {" ".join(stray)} after the script: without "$@" it never reaches vLLM'
+            )
+
+
+def _script_words(items: list[str]) -> list[Arg]:
+    """The words of the `bash -c` script among these items, if there is one that parses."""
+    call = launch.shell_call([Arg.item(v) for v in items])
+    if call is None:
+        return []
+    try:
+        commands = shell.parse(items[call.script_index])
+    except shell.ShellSyntaxError:
+        return []
+    return [Arg(w.literal, w.prefix, w.text) for c in commands for w in c.words]
+
+
+def server_of(command: Sequence[str], args: Sequence[str] | None) -> launch.Server:
+    """The server a container's own command starts (vLLM when none is recognised: rewriting then says so)."""
+    items = list(command) + list(args or ())
+    if not any("huggingfaceserver" in item for item in items):
+        return "vllm"  # the only other server: its module name must be written somewhere
+    words = [Arg.item(v) for v in items]
+    call = launch.shell_call(words)
+    if call is None:
+        found = launch.find(words)
+        return found.server if found else "vllm"
+    try:
+        commands = shell.parse(items[call.script_index])
+    except shell.ShellSyntaxError:
+        return "vllm"
+    for cmd in commands:
+        found = None if cmd.compound else launch.find(cmd.words)
+        if found is not None:
+            return found.server
+    return "vllm"
+
+
+def flag_value(
+    runtime_args: Sequence[str], command: Sequence[str] | None, args: Sequence[str] | None, name: str
+) -> str | None:
+    """The last static value of `--name VALUE` / `--name=VALUE` the server would see, if any."""
+    items = list(command or ()) + list(runtime_args) + list(args or ())
+    words = [Arg.item(v) for v in items] + (_script_words(items) if command else [])
+    value = None
+    for k, w in enumerate(words):
+        text = w.literal or ""
+        if text == name and k + 1 < len(words):
+            value = words[k + 1].literal
+        elif text.startswith(name + "="):
+            value = text[len(name) + 1:]
+    return value
+
+
+def find_ep_flag(command: tuple[str, ...] | None, args: tuple[str, ...] | None) -> str | None:
+    """A hand-written `--enable-expert-parallel` (any spelling) in command, args or a script."""
+    items = list(command or ()) + list(args or ())
+    candidates = [Arg.item(v) for v in items] + (_script_words(items) if command else [])
+    for o in argv.scan(candidates):
+        if o.name == flags.ENABLE_EP:
+            return o.display
+    return None
+

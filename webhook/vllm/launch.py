@@ -1,0 +1,187 @@
+"""Recognising how a container starts vLLM.
+
+A launch is a word sequence: optional prefixes (`exec`, `env A=b`, `A=b`,
+`nohup`), a program, and the words that select the server. What follows
+those words is the server's own argv, the part the webhook edits.
+
+Two servers take vLLM's engine flags: vLLM itself, and KServe's
+huggingfaceserver (`python -m huggingfaceserver`), whose vLLM backend parses
+the same flags but then sets the tensor parallel size to the GPU count.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal, NamedTuple, Protocol
+
+SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh"})
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=")
+_PYTHON = re.compile(r"python(\d+(\.\d+)*)?")
+_API_SERVER = "vllm.entrypoints.openai.api_server"
+_CLI_MAIN = "vllm.entrypoints.cli.main"
+_HUGGINGFACESERVER = "huggingfaceserver"
+# python options that take a separate argument
+_PYTHON_OPTS_WITH_ARG = frozenset({"-W", "-X", "-Q", "--check-hash-based-pycs"})
+# env options that take a separate argument
+_ENV_OPTS_WITH_ARG = frozenset({"-u", "--unset", "-C", "--chdir", "-S", "--split-string"})
+
+EXPECTED = (
+    "`vllm serve MODEL ...`, `python -m vllm.entrypoints.openai.api_server ...`, "
+    "`python -m vllm.entrypoints.cli.main serve ...`, `python -m huggingfaceserver ...`, "
+    "or a `bash -c` script that runs one of them"
+)
+
+Server = Literal["vllm", "huggingfaceserver"]
+
+
+class ServerCall(NamedTuple):
+    """A recognised launch: which server it starts and where that server's argv begins."""
+
+    server: Server
+    start: int
+
+
+class Word(Protocol):
+    """What launch detection needs of a word: its static value and prefix.
+
+    Both kinds of word the webhook reads have them: list items (`argv.Arg`)
+    and the words of a script (`shell.Word`).
+    """
+
+    @property
+    def literal(self) -> str | None:
+        """The word's value, None when it expands at run time."""
+
+    @property
+    def prefix(self) -> str:
+        """The static text before the word's first expansion."""
+
+
+def _basename(path: str) -> str:
+    """The last component of a path, as posixpath.basename gives it."""
+    return path.rpartition("/")[2]
+
+
+def _is_assignment(word: Word) -> bool:
+    text = word.literal if word.literal is not None else word.prefix
+    return bool(_ASSIGNMENT.match(text))
+
+
+def skip_prefixes(words: Sequence[Word], i: int = 0) -> int:
+    """Index of the program word after `exec`, `env ...`, `nohup` and `A=b`."""
+    n = len(words)
+    while i < n:
+        w = words[i].literal
+        if w is None:
+            if _is_assignment(words[i]):
+                i += 1
+                continue
+            return i
+        if w in ("exec", "nohup", "command"):
+            i += 1
+            while i < n and (words[i].literal or "").startswith("-") and words[i].literal != "--":
+                i += 2 if words[i].literal == "-a" else 1
+            continue
+        if _basename(w) == "env":
+            i += 1
+            while i < n:
+                a = words[i].literal
+                if a is not None and a.startswith("-") and a != "-":
+                    i += 2 if a in _ENV_OPTS_WITH_ARG else 1
+                elif _is_assignment(words[i]):
+                    i += 1
+                else:
+                    break
+            continue
+        if _is_assignment(words[i]):
+            i += 1
+            continue
+        return i
+    return i
+
+
+def find(words: Sequence[Word]) -> ServerCall | None:
+    """The launch these words make, or None if they start neither vLLM nor huggingfaceserver."""
+    i = skip_prefixes(words)
+    n = len(words)
+    if i >= n or words[i].literal is None:
+        return None
+    prog = _basename(words[i].literal or "")
+
+    def lit(k: int) -> str | None:
+        return words[k].literal if k < n else None
+
+    if prog == "vllm":
+        return ServerCall("vllm", i + 2) if lit(i + 1) == "serve" else None
+    if not _PYTHON.fullmatch(prog):
+        return None
+    j = i + 1
+    while j < n:
+        a = lit(j)
+        if a is None:
+            return None
+        if a == "-m":
+            module, after = lit(j + 1), j + 2
+        elif a.startswith("-m") and len(a) > 2:
+            module, after = a[2:], j + 1
+        elif a.startswith("-") and a != "-":
+            j += 2 if a in _PYTHON_OPTS_WITH_ARG else 1
+            continue
+        else:
+            return None
+        if module == _API_SERVER:
+            return ServerCall("vllm", after)
+        if module == _CLI_MAIN and lit(after) == "serve":
+            return ServerCall("vllm", after + 1)
+        if module == _HUGGINGFACESERVER:
+            return ServerCall("huggingfaceserver", after)
+        return None
+    return None
+
+
+class ShellCall(NamedTuple):
+    """`SHELL [options] -c SCRIPT [$0 [args...]]`: where the script word sits."""
+
+    script_index: int
+
+
+def shell_call(words: Sequence[Word]) -> ShellCall | None:
+    """Recognise a shell started with -c; None for anything else."""
+    i = skip_prefixes(words)
+    n = len(words)
+    if i >= n or words[i].literal is None:
+        return None
+    shell = _basename(words[i].literal or "")
+    if shell not in SHELLS:
+        return None
+    j = i + 1
+    has_c = False
+    while j < n:
+        a = words[j].literal
+        if a is None:
+            break
+        if a == "--":
+            j += 1
+            break
+        if a.startswith("--") and len(a) > 2:
+            j += 1
+            continue
+        if len(a) > 1 and a[0] in "-+":
+            if a[0] == "-" and "c" in a[1:]:
+                has_c = True
+            j += 2 if a[1:] in ("o", "O") else 1
+            continue
+        break
+    if not has_c or j >= n:
+        return None
+    return ShellCall(j)
+
+
+def describe(words: Sequence[Word], limit: int = 3) -> str:
+    """A short, quoted rendering of a command's first words for messages."""
+    shown = [w.literal if w.literal is not None else (w.prefix + "…") for w in words[:limit]]
+    text = " ".join(shown) + (" …" if len(words) > limit else "")
+    if len(text) > 60:
+        text = text[:59] + "…"
+    return f"`{text}`"
