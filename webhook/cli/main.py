@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -177,6 +178,36 @@ def cmd_mutate(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Te
     else:
         stdout.write(render_stream(docs, [d.obj for d in decided], ns.output))
     return EXIT_ALLOWED
+
+
+def cmd_review(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    """`ep-webhook review`: each object to a running webhook; print its verdict, warnings and patch."""
+    from webhook.cli import send
+
+    try:
+        docs = read_documents(ns.file, stdin)
+    except InputError as e:
+        print(f"error: {e}", file=stderr)
+        return EXIT_USAGE
+    try:
+        answers = send.send(docs.items, ns.url, ns.ca)
+    except send.SendError as e:
+        print(f"error: {e}", file=stderr)
+        return EXIT_USAGE
+    if not answers:
+        print(f"error: {ns.file} has no InferenceService or LLMInferenceService to send", file=stderr)
+        return EXIT_USAGE
+    for a in answers:
+        verdict = "allowed" if a.allowed else "denied"
+        change = f", {len(a.patch)} patch operation(s)" if a.patch else (", unchanged" if a.allowed else "")
+        print(f"{a.label}: {verdict}{change}", file=stdout)
+        if a.message:
+            print(f"  message: {a.message}", file=stdout)
+        for w in a.warnings:
+            print(f"  warning: {w}", file=stdout)
+        if a.patch:
+            print(textwrap.indent(json.dumps(list(a.patch), indent=2, ensure_ascii=False), "  "), file=stdout)
+    return EXIT_ALLOWED if all(a.allowed for a in answers) else EXIT_DENIED
 
 
 def _audit_table(findings: list[Any], width: int) -> str:
@@ -398,6 +429,11 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--policy", help="policy file applied to the object's namespace (metadata.namespace)")
     m.add_argument("--namespace-labels", help="labels of that namespace for namespaceSelector rules: k=v,k2=v2")
 
+    r = sub.add_parser("review", help="send manifests to a running webhook as AdmissionReviews; print its answers")
+    r.add_argument("-f", "--file", required=True, help="YAML or JSON, as for mutate; - reads stdin")
+    r.add_argument("--url", default="https://localhost:8443/mutate", help="the webhook's /mutate URL")
+    r.add_argument("--ca", default="certs/ca.crt", help="CA that signed the server's certificate (default: ./dev serve's)")
+
     a = sub.add_parser("audit", help="report what the webhook would do to every existing object now")
     a.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     a.add_argument("--context", help="kubeconfig context (default: the current one)")
@@ -470,4 +506,6 @@ def main(
         return cmd_policy_check(ns, stdout, stderr)
     if ns.command == "audit":
         return cmd_audit(ns, stdout, stderr)
+    if ns.command == "review":
+        return cmd_review(ns, stdin, stdout, stderr)
     return EXIT_USAGE
