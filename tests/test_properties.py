@@ -14,7 +14,7 @@ from tests.vllm_grammar import GrammarError, parse_launch, parser
 from webhook.vllm import shell
 from webhook.admission.kinds import mutate
 from webhook.core.annotations import UNDO_RECORD
-from webhook.core.verdict import MAX_WARNING_LENGTH
+from webhook.core.verdict import MAX_WARNING_LENGTH, Verdict
 
 ALLOWED_PATHS = (
     "/spec/predictor/model/command",

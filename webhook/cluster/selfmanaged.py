@@ -46,8 +46,7 @@ from webhook.tls import certs
 
 log = logging.getLogger("webhook.selfmanaged")
 
-CA_KEY = "ca.key"
-KEYS = (certs.CA_FILE, CA_KEY, certs.CERT_FILE, certs.KEY_FILE)
+CA_KEY = certs.CA_KEY_FILE
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from webhook.core import patch
 from webhook.core import undo
 from webhook.vllm.command import find_ep_flag
 from webhook.base.errors import Denied, NotApplicable
-from webhook.core.planner import Planned, plan
+from webhook.core.planner import plan
 from webhook.core.annotations import annotations_of, ENABLED, UNDO_RECORD, ep_enabled, read_request
 from webhook.core.options import Options
 from webhook.core.verdict import Verdict
@@ -182,14 +182,10 @@ def _turn_on(
     request = read_request(annotations, options)
     reject = options.on_conflict == "reject"
 
-    # Fields the webhook wrote itself are never "hand-written conflicts".
+    # Plan on the fields as deployed: fields the webhook wrote itself are never "hand-written
+    # conflicts", and the warnings say what this write changes. On most updates that plan is the
+    # only one: nothing changes.
     on_current = plan(workload, current, request, options, reject and not untouched_since)
-    notes = list(on_current.notes)
-    if request.all2all_backend in flags.FALLBACK_ALL2ALL_BACKENDS:
-        notes.append(
-            f"all2all backend {request.all2all_backend} is deprecated in {flags.ALL2ALL_RELEASE}: "
-            f"vLLM falls back to its default backend"
-        )
     if on_current.values == current:
         # Already EP-configured for this request. If the webhook changed it earlier and
         # something else edited other fields since (another mutating webhook, a hand edit),
@@ -198,17 +194,22 @@ def _turn_on(
             return Verdict.allow()
         return _result(obj, fields, current, undo.Undo(stored.fields, undo.digest(current)))
 
-    # Recompute from the original while the webhook's last output is untouched, so that
-    # a new GPU request or TP gives a fresh layout and undo stays exact.
-    result: Planned
+    # Something changes. While the webhook's last output is untouched, the new values come from the
+    # stored originals, so that a new GPU request or TP gives a fresh layout (flags the webhook added
+    # for annotations since removed go) and undo stays exact: the one path with a second plan.
+    result = on_current
+    base = current
     if stored is not None and untouched_since:
         base = {p: stored.original(p) for p in current}
         result = plan(workload, base, request, options, reject)
-    else:
-        base, result = current, on_current
     new = result.values
+    notes = list(on_current.notes)
+    if request.all2all_backend in flags.FALLBACK_ALL2ALL_BACKENDS:
+        notes.append(
+            f"all2all backend {request.all2all_backend} is deprecated in {flags.ALL2ALL_RELEASE}: "
+            f"vLLM falls back to its default backend"
+        )
     new_undo = None if new == base else undo.Undo(tuple(sorted(base.items())), undo.digest(new))
-    # warnings describe the change against what is deployed
     return _result(obj, fields, new, new_undo).with_warnings([*on_current.warnings, *notes])
 
 

@@ -111,7 +111,7 @@ def _plan_role(
         notes.extend(launch.notes)
     server = role.launches[0].server if role.launches else "vllm"
     if server == "huggingfaceserver":
-        wants = _huggingfaceserver_wants(role.launches[0], request, gpus)
+        wants = _huggingfaceserver_wants(role.launches[0], out, request, gpus)
         notes.append(f"huggingfaceserver sets tensor parallel size to the GPU count ({gpus}): EP runs as TP {gpus}, DP 1")
         _rewrite_launches(role.launches, out, wants, reject, True, warnings)
         return
@@ -231,7 +231,7 @@ def _show(value: object) -> str:
     return "true" if value is True else "false" if value is False else str(value)
 
 
-def _huggingfaceserver_wants(launch: Launch, request: Request, gpus: int) -> list[Want]:
+def _huggingfaceserver_wants(launch: Launch, values: Mapping[str, object], request: Request, gpus: int) -> list[Want]:
     """huggingfaceserver: TP is the GPU count whatever the flags say; the vLLM backend must be in use."""
     if request.tensor_parallel_asked and request.tensor_parallel_size != gpus:
         raise Denied(
@@ -239,7 +239,7 @@ def _huggingfaceserver_wants(launch: Launch, request: Request, gpus: int) -> lis
             f"parallel size = GPU count ({gpus}); remove the annotation, or run vLLM itself (runtime "
             f"kserve-vllmserver, modelFormat vLLM) for a TP x DP layout"
         )
-    command, args = launch.command.value, launch.args.value
+    command, args = values.get(launch.command.pointer), values.get(launch.args.pointer)
     backend = flag_value(
         launch.runtime_args,
         command if isinstance(command, list) else None,

@@ -35,7 +35,7 @@ from typing import Literal
 import yaml
 
 from webhook.vllm.flags import ALL2ALL_BACKENDS, ALL2ALL_RELEASE
-from webhook.core.options import MODES, ON_CONFLICT, Mode, Options
+from webhook.core.options import MODES, ON_CONFLICT, Options
 
 _KEYS = {
     "mode": "mode",

@@ -27,7 +27,6 @@ from webhook.core.policy import DEFAULT, Policy
 from webhook.tls.reloader import Reloading
 from webhook.admission.response import build_response, errored
 from webhook.admission.review import MAX_BODY, OPERATIONS, BadReview, decode
-from webhook.kserve.selection import Runtimes
 from webhook.core.options import Options
 from webhook.tls.context import CertReloader
 from webhook.core.verdict import Verdict
@@ -52,12 +51,6 @@ class ServerState:
         policy = self.policy.value if self.policy else DEFAULT
         labels = self.cluster.labels(namespace) if self.cluster else None
         return policy.options_for(namespace, labels)
-
-    def runtimes_for(self, namespace: str) -> Runtimes:
-        """The runtimes KServe could use in a namespace, from the watched caches."""
-        if self.cluster is None:
-            raise LookupError("no cluster view")
-        return self.cluster.runtimes_for(namespace)
 
     def ready(self) -> bool:
         """Serving certificates loaded and, with a cluster view, the caches admission needs listed once."""
@@ -130,7 +123,7 @@ class WebhookApp:
         req = review.request
         verdict: Verdict | None = None
         try:
-            verdict = admit(req, state.options_for, state.runtimes_for if state.cluster else None)
+            verdict = admit(req, state.options_for, state.cluster.runtimes_for if state.cluster else None)
             answer = build_response(review.apiVersion, req.uid, verdict)
             result = outcome(verdict)
         except Exception:  # a bug must not become an HTTP 500 or take the server down

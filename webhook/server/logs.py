@@ -33,7 +33,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str = "info") -> None:
-    """JSON logs on stderr at `level`, for the webhook's and uvicorn's loggers."""
+    """JSON logs on stdout at `level`, for the webhook's and uvicorn's loggers."""
     global _stream
     _stream = sys.stdout.buffer
     handler = logging.StreamHandler(sys.stdout)

@@ -159,12 +159,13 @@ def write_file(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def write_bundle(out_dir: Path, bundle: Bundle, include_ca_key: bool = False) -> None:
-    """Write ca.crt, tls.crt and tls.key into `folder` (the key readable by its owner only)."""
+def write_bundle(out_dir: Path, bundle: Bundle) -> None:
+    """Write ca.crt, tls.crt and tls.key into `out_dir` (the key readable by its owner only).
+
+    The CA's key is not written: a serving pod never needs it, and with it the pod could sign any name.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     write_file(out_dir / CA_FILE, bundle.ca.cert_pem, 0o644)
-    if include_ca_key:
-        write_file(out_dir / CA_KEY_FILE, bundle.ca.key_pem, 0o600)
     write_file(out_dir / KEY_FILE, bundle.serving.key_pem, 0o600)
     write_file(out_dir / CERT_FILE, bundle.serving.cert_pem, 0o644)
 
