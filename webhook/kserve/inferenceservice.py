@@ -9,7 +9,7 @@ object's after them, so the runtime (resolved as KServe resolves it, see
 
 from __future__ import annotations
 
-from webhook.vllm.command import server_of
+from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
 from webhook.kserve.servingruntime import check as check_runtime
 from webhook.kserve.selection import Runtimes, resolve
@@ -39,7 +39,7 @@ def read(obj: dict[str, object], runtimes: Runtimes | None) -> Workload:
         where,
         Field(f"{pointer}/command", f"{where}.command", command),
         Field(f"{pointer}/args", f"{where}.args", args),
-        server=server_of(command, args) if command else "vllm",
+        server=server_of([*command, *(args or ())]) if command else "vllm",
         own_image=own_image,
     )
     if runtimes is not None:

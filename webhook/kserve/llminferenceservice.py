@@ -13,7 +13,7 @@ data / dataLocal. A `main` container with its own command replaces the preset.
 
 from __future__ import annotations
 
-from webhook.vllm.command import server_of
+from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
 from webhook.kserve.selection import Runtimes
 from webhook.base.jsonvalues import string_list
@@ -64,7 +64,7 @@ def _launch(container: dict[str, object], pointer: str, where: str) -> Launch:
         Field(f"{pointer}/command", f"{where}.command", command),
         Field(f"{pointer}/args", f"{where}.args", args),
         form=form,
-        server=server_of(command, args) if command else "vllm",
+        server=server_of([*command, *(args or ())]) if command else "vllm",
     )
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from webhook.vllm import launch
-from webhook.vllm import shell
-from webhook.vllm.argv import Arg
 from webhook.base.errors import NotApplicable
 from webhook.base.jsonvalues import strings_or_none
 
@@ -118,34 +116,25 @@ def check(runtime: RuntimeSpec) -> Judgement:
         if runtime.server_type == "vllmserver" or "vllm" in runtime.image.lower():
             return Judgement("vllm")
         return Judgement("vllm", f"{label} uses its image's entrypoint; assuming it starts vLLM")
-    full = list(runtime.command) + list(runtime.args or ())
-    words = [Arg.item(v) for v in full]
-    call = launch.shell_call(words)
-    if call is None:
-        found = launch.find(words)
-        if found is not None:
-            return Judgement(found.server)
+    found = launch.read([*runtime.command, *(runtime.args or ())])
+    if isinstance(found, launch.ListLaunch):
+        if found.call is not None:
+            return Judgement(found.call.server)
         raise NotApplicable(
-            f"the InferenceService has no command, so it runs {label}'s {launch.describe(words)}, which does not "
-            f"take vLLM's data-parallel flags; set spec.predictor.model.command to a vLLM launch or use a vLLM runtime"
+            f"the InferenceService has no command, so it runs {label}'s {launch.describe(found.words)}, which does "
+            f"not take vLLM's data-parallel flags; set spec.predictor.model.command to a vLLM launch or use a vLLM "
+            f"runtime"
         )
-    try:
-        commands = shell.parse(full[call.script_index])
-    except shell.ShellSyntaxError:
+    if found.commands is None:
         return Judgement("vllm", f"{label}'s script could not be read; assuming it forwards its arguments to vLLM")
-    launches = []
-    for c in commands:
-        found = None if c.compound else launch.find(c.words)
-        if found is not None:
-            launches.append((c, found))
-    if not launches:
+    if not found.calls:
         raise NotApplicable(
             f"the InferenceService has no command, so it runs {label}'s script, which starts no vLLM server; "
             f"set spec.predictor.model.command to a vLLM launch"
         )
-    if not any(w.all_positional for c, _ in launches for w in c.words):
+    if not found.forwards():
         raise NotApplicable(
             f"the InferenceService has no command and {label}'s script does not forward \"$@\" to vLLM, so flags "
             f"in args would never reach it; set spec.predictor.model.command, or add \"$@\" to the runtime's vLLM line"
         )
-    return Judgement(launches[0][1].server)
+    return Judgement(found.calls[0][1].server)

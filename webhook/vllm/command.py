@@ -204,19 +204,17 @@ def _rewrite(
 
     full_locs = [Loc("command", i) for i in range(len(command))] + [Loc("args", i) for i in range(len(args or ()))]
     full = list(command) + list(args or ())
-    words = [Arg.item(v) for v in full]
-    call = launch.shell_call(words)
-    if call is not None:
-        _rewrite_script(c, full, full_locs, call.script_index, wants, reject, single_node, edits, scripts, warnings)
+    found = launch.read(full)
+    if isinstance(found, launch.ScriptLaunch):
+        _rewrite_script(c, full, full_locs, found, wants, reject, single_node, edits, scripts, warnings)
     else:
-        found = launch.find(words)
-        if found is None:
+        if found.call is None:
             raise NotApplicable(
-                f"{c.where}.command runs {launch.describe(words)}, which is not a recognisable vLLM launch; "
+                f"{c.where}.command runs {launch.describe(found.words)}, which is not a recognisable vLLM launch; "
                 f"expected {launch.EXPECTED}"
             )
-        start = found.start
-        plan_args = words[start:]
+        start = found.call.start
+        plan_args = list(found.words[start:])
         plan_locs = full_locs[start:]
         append_at = Loc("args", len(args)) if args else Loc("command", len(command))
         if _sets_wanted_flags(c.runtime_args, wants):
@@ -245,7 +243,7 @@ def _rewrite_script(
     c: Site,
     full: list[str],
     full_locs: list[Loc],
-    script_index: int,
+    found: launch.ScriptLaunch,
     wants: Sequence[Want],
     reject: bool,
     single_node: bool,
@@ -253,39 +251,29 @@ def _rewrite_script(
     scripts: dict[tuple[str, int], str],
     warnings: list[str],
 ) -> None:
+    script_index = found.script_index
     script_loc = full_locs[script_index]
     script = full[script_index]
     scripts[(script_loc.field, script_loc.position)] = script
     where = f"{c.where}.{script_loc.field}[{script_loc.position}]"
-    try:
-        commands = shell.parse(script)
-    except shell.ShellSyntaxError as e:
-        raise NotApplicable(f"the script in {where} cannot be edited safely: {e}; fix the script or edit it by hand") from e
-    positional = list(range(script_index + 2, len(full)))
-    launches = []
-    seen: list[str] = []
-    for cmd in commands:
-        found = None if cmd.compound else launch.find(cmd.words)
-        if found is None:
-            if len(seen) < 4:
-                seen.append(launch.describe(cmd.words, 2))
-            continue
-        launches.append((cmd, found.start))
-    if not launches:
-        ran = ", ".join(seen) if seen else "nothing"
+    if found.commands is None:
+        raise NotApplicable(
+            f"the script in {where} cannot be edited safely: {found.error}; fix the script or edit it by hand"
+        )
+    if not found.calls:
+        ran = ", ".join(found.others) if found.others else "nothing"
         raise NotApplicable(
             f"the script in {where} runs {ran}, but no recognisable vLLM launch; expected {launch.EXPECTED}"
         )
-    forwards = False
-    for cmd, start in launches:
+    positional = list(range(script_index + 2, len(full)))
+    for cmd, call in found.calls:
         args: list[Arg] = []
         locs: list[Loc] = []
-        for w in cmd.words[start:]:
+        for w in cmd.words[call.start:]:
             span_loc = Loc(script_loc.field, script_loc.position, (w.start, w.end))
             if w.all_positional:
-                forwards = True
                 for p in positional:
-                    args.append(Arg.item(full[p]))
+                    args.append(found.words[p])
                     locs.append(full_locs[p])
                 # also stands for runtime args the webhook cannot see
                 args.append(Arg(None, "", w.text, opaque=True))
@@ -298,53 +286,25 @@ def _rewrite_script(
         _apply_plan(plan, locs, scripts, edits, Loc(script_loc.field, script_loc.position, (last.start, last.end)))
         warnings.extend(plan.warnings)
     after_script = range(script_index + 1, len(full))
-    if not forwards and after_script:
-        stray = [full[p] for p in after_script if argv.scan([Arg.item(full[p])])]
+    if not found.forwards() and after_script:
+        stray = [full[p] for p in after_script if argv.scan([found.words[p]])]
         if stray:
-            warnings.append(
-                f'ignored {" ".join(stray)} after the script: without "$@" it never reaches vLLM'
-            )
+            warnings.append(f'ignored {" ".join(stray)} after the script: without "$@" it never reaches vLLM')
 
 
-def _script_words(items: list[str]) -> list[Arg]:
-    """The words of the `bash -c` script among these items, if there is one that parses."""
-    call = launch.shell_call([Arg.item(v) for v in items])
-    if call is None:
-        return []
-    try:
-        commands = shell.parse(items[call.script_index])
-    except shell.ShellSyntaxError:
-        return []
-    return [Arg(w.literal, w.prefix, w.text) for c in commands for w in c.words]
-
-
-def server_of(command: Sequence[str], args: Sequence[str] | None) -> launch.Server:
-    """The server a container's own command starts (vLLM when none is recognised: rewriting then says so)."""
-    items = list(command) + list(args or ())
-    if not any("huggingfaceserver" in item for item in items):
-        return "vllm"  # the only other server: its module name must be written somewhere
-    words = [Arg.item(v) for v in items]
-    call = launch.shell_call(words)
-    if call is None:
-        found = launch.find(words)
-        return found.server if found else "vllm"
-    try:
-        commands = shell.parse(items[call.script_index])
-    except shell.ShellSyntaxError:
-        return "vllm"
-    for cmd in commands:
-        found = None if cmd.compound else launch.find(cmd.words)
-        if found is not None:
-            return found.server
-    return "vllm"
+def _words(items: list[str], with_script: bool) -> list[Arg]:
+    """The items as argv words, followed, when `with_script`, by every word of a `bash -c` script among them."""
+    if not with_script:
+        return [Arg.item(v) for v in items]
+    found = launch.read(items)
+    return [*found.words, *(found.script_words() if isinstance(found, launch.ScriptLaunch) else ())]
 
 
 def flag_value(
     runtime_args: Sequence[str], command: Sequence[str] | None, args: Sequence[str] | None, name: str
 ) -> str | None:
     """The last static value of `--name VALUE` / `--name=VALUE` the server would see, if any."""
-    items = list(command or ()) + list(runtime_args) + list(args or ())
-    words = [Arg.item(v) for v in items] + (_script_words(items) if command else [])
+    words = _words(list(command or ()) + list(runtime_args) + list(args or ()), bool(command))
     value = None
     for k, w in enumerate(words):
         text = w.literal or ""
@@ -357,9 +317,7 @@ def flag_value(
 
 def find_ep_flag(command: tuple[str, ...] | None, args: tuple[str, ...] | None) -> str | None:
     """A hand-written `--enable-expert-parallel` (any spelling) in command, args or a script."""
-    items = list(command or ()) + list(args or ())
-    candidates = [Arg.item(v) for v in items] + (_script_words(items) if command else [])
-    for o in argv.scan(candidates):
+    for o in argv.scan(_words(list(command or ()) + list(args or ()), bool(command))):
         if o.name == flags.ENABLE_EP:
             return o.display
     return None

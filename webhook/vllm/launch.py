@@ -15,6 +15,9 @@ import re
 from collections.abc import Sequence
 from typing import Literal, NamedTuple, Protocol
 
+from webhook.vllm import shell
+from webhook.vllm.argv import Arg
+
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh"})
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=")
 _PYTHON = re.compile(r"python(\d+(\.\d+)*)?")
@@ -176,6 +179,70 @@ def shell_call(words: Sequence[Word]) -> ShellCall | None:
     if not has_c or j >= n:
         return None
     return ShellCall(j)
+
+
+class ListLaunch(NamedTuple):
+    """A list command (command items, then args) that is itself the launch; `call` None: it starts no known server."""
+
+    words: tuple[Arg, ...]
+    call: ServerCall | None
+
+
+class ScriptLaunch(NamedTuple):
+    """A `bash -c` script among the items: its parsed commands, and those that start a server.
+
+    `commands` is None when the script cannot be parsed (`error` says why); `others` renders up to four
+    commands that start no server, for messages.
+    """
+
+    words: tuple[Arg, ...]
+    script_index: int
+    commands: tuple[shell.Command, ...] | None
+    calls: tuple[tuple[shell.Command, ServerCall], ...] = ()
+    others: tuple[str, ...] = ()
+    error: str | None = None
+
+    def script_words(self) -> tuple[Arg, ...]:
+        """Every word of the script, as argv words (none when it cannot be parsed)."""
+        return tuple(Arg(w.literal, w.prefix, w.text) for c in self.commands or () for w in c.words)
+
+    def forwards(self) -> bool:
+        """Whether a launch line passes the items after the script on (`"$@"` or `$*`)."""
+        return any(w.all_positional for c, _ in self.calls for w in c.words)
+
+
+def read(items: Sequence[str]) -> ListLaunch | ScriptLaunch:
+    """How `items` (a container's command, then its args) start a server: the one place that reads it.
+
+    A shell started with `-c` is a script launch; anything else is read as a list launch.
+    """
+    words = tuple(Arg.item(v) for v in items)
+    call = shell_call(words)
+    if call is None:
+        return ListLaunch(words, find(words))
+    try:
+        commands = tuple(shell.parse(items[call.script_index]))
+    except shell.ShellSyntaxError as e:
+        return ScriptLaunch(words, call.script_index, None, error=str(e))
+    calls: list[tuple[shell.Command, ServerCall]] = []
+    others: list[str] = []
+    for command in commands:
+        found = None if command.compound else find(command.words)
+        if found is not None:
+            calls.append((command, found))
+        elif len(others) < 4:
+            others.append(describe(command.words, 2))
+    return ScriptLaunch(words, call.script_index, commands, tuple(calls), tuple(others))
+
+
+def server_of(items: Sequence[str]) -> Server:
+    """The server a container's own command starts (vLLM when none is recognised: rewriting then says so)."""
+    if not any(_HUGGINGFACESERVER in item for item in items):
+        return "vllm"  # the only other server: its module name must be written somewhere
+    found = read(items)
+    if isinstance(found, ListLaunch):
+        return found.call.server if found.call else "vllm"
+    return found.calls[0][1].server if found.calls else "vllm"
 
 
 def describe(words: Sequence[Word], limit: int = 3) -> str:
