@@ -56,7 +56,7 @@ def _meta(obj: Mapping[str, object]) -> tuple[str, str]:
     return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
 
-def check(
+def finding(
     obj: dict[str, object],
     policy: Policy,
     labels: Mapping[str, str] | None,
@@ -93,7 +93,7 @@ def run(
         if obj.get("kind") not in KINDS:
             continue
         namespace, _ = _meta(obj)
-        findings.append(check(obj, policy, labels_of(namespace), runtimes_for(namespace) if runtimes_for else None))
+        findings.append(finding(obj, policy, labels_of(namespace), runtimes_for(namespace) if runtimes_for else None))
     return sorted(findings, key=lambda f: (f.namespace, f.kind, f.name))
 
 

@@ -163,11 +163,11 @@ def cmd_mutate(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Te
     if denied:
         # a pipeline must never apply half a stream: nothing on stdout
         for d in denied:
-            print(f"{d.label}: {d.denial}", file=stderr)
+            print(f"{d.ref}: {d.denial}", file=stderr)
         return EXIT_DENIED
     for d in decided:
         for w in d.warnings:
-            print(f"warning: {d.label}: {w}", file=stderr)
+            print(f"warning: {d.ref}: {w}", file=stderr)
     if ns.output == "patch":
         patches = [
             {"kind": d.obj.get("kind"), "namespace": manifests.namespace_of(d.obj), "name": manifests.name_of(d.obj),
@@ -200,7 +200,7 @@ def cmd_review(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Te
     for a in answers:
         verdict = "allowed" if a.allowed else "denied"
         change = f", {len(a.patch)} patch operation(s)" if a.patch else (", unchanged" if a.allowed else "")
-        print(f"{a.label}: {verdict}{change}", file=stdout)
+        print(f"{a.ref}: {verdict}{change}", file=stdout)
         if a.message:
             print(f"  message: {a.message}", file=stdout)
         for w in a.warnings:

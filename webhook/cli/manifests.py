@@ -89,7 +89,7 @@ def name_of(obj: dict[str, object]) -> str:
     return name if isinstance(name, str) else "?"
 
 
-def label(obj: dict[str, object]) -> str:
+def object_ref(obj: dict[str, object]) -> str:
     """`<Kind> <namespace>/<name>`, for messages."""
     return f"{obj.get('kind')} {namespace_of(obj)}/{name_of(obj)}"
 
@@ -112,7 +112,7 @@ class Decided:
     """One document after the engine: the object to print, and what the engine said of it."""
 
     obj: dict[str, object]
-    label: str
+    ref: str
     mutated: bool
     patch: tuple[dict[str, object], ...] = ()
     warnings: tuple[str, ...] = ()
@@ -133,13 +133,13 @@ def decide(
     out = []
     for obj in docs.items:
         if not is_kind(obj, KINDS):
-            out.append(Decided(obj, label(obj), False))
+            out.append(Decided(obj, object_ref(obj), False))
             continue
         runtimes = for_namespace(known, namespace_of(obj)) if known else None
         verdict = mutate(obj, options_for(obj), runtimes)
         if not verdict.allowed:
-            out.append(Decided(obj, label(obj), True, denial=verdict.message))
+            out.append(Decided(obj, object_ref(obj), True, denial=verdict.message))
             continue
         result = jsonpatch.apply_patch(obj, [dict(op) for op in verdict.patch]) if verdict.patch else obj
-        out.append(Decided(result, label(obj), True, verdict.patch, verdict.warnings))
+        out.append(Decided(result, object_ref(obj), True, verdict.patch, verdict.warnings))
     return out

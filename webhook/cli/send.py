@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from webhook.admission.kinds import KINDS
-from webhook.cli.manifests import is_kind, label, namespace_of
+from webhook.cli.manifests import is_kind, namespace_of, object_ref
 
 TIMEOUT_SECONDS = 10.0
 """How long to wait for one answer (the API server's own limit for a webhook is 10 s by default, 30 s at most)."""
@@ -31,9 +31,9 @@ class SendError(Exception):
 
 @dataclass(frozen=True)
 class Answer:
-    """What the webhook said of one object: `label` is `<Kind> <namespace>/<name>`."""
+    """What the webhook said of one object: `ref` is `<Kind> <namespace>/<name>`."""
 
-    label: str
+    ref: str
     allowed: bool
     message: str
     warnings: tuple[str, ...]
@@ -92,7 +92,7 @@ def send(objects: Sequence[dict[str, object]], url: str, ca_file: str | None) ->
             raise SendError(f"cannot reach {url}: {reason}; is the webhook running (./dev serve)?") from e
         except ValueError as e:
             raise SendError(f"{url} did not answer with JSON: {e}") from e
-        answers.append(_answer(label(obj), review, body, url))
+        answers.append(_answer(object_ref(obj), review, body, url))
     return answers
 
 

@@ -91,7 +91,7 @@ def _names_of(cert: x509.Certificate) -> set[str]:
     return set(san.get_values_for_type(x509.DNSName)) | {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
 
 
-def plan(current: dict[str, bytes] | None, settings: Settings, now: dt.datetime | None = None) -> dict[str, bytes] | None:
+def secret_update(current: dict[str, bytes] | None, settings: Settings, now: dt.datetime | None = None) -> dict[str, bytes] | None:
     """What the Secret must hold now; None when it is fine as it is."""
     now = now or _now()
     data = current or {}
@@ -175,8 +175,8 @@ class SelfManager:
 
         for _attempt in range(5):
             current, version = self._read()
-            wanted = plan(current, self.settings)
-            if wanted is None:  # only for a Secret that is fine as it is: with none, plan() makes one
+            wanted = secret_update(current, self.settings)
+            if wanted is None:  # only for a Secret that is fine as it is: with none, secret_update() makes one
                 assert current is not None
                 return current
             body = client.V1Secret(

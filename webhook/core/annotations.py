@@ -41,7 +41,7 @@ def annotations_of(obj: Mapping[str, object]) -> dict[str, object]:
     return annotations
 
 
-class Request(NamedTuple):
+class EpRequest(NamedTuple):
     """The EP settings one object asks for through annotations."""
 
     tensor_parallel_size: int
@@ -73,7 +73,7 @@ def ep_enabled(annotations: Mapping[str, object]) -> bool | None:
     return _bool(annotations, ENABLED)
 
 
-def read_request(annotations: Mapping[str, object], options: Options) -> Request:
+def read_ep_request(annotations: Mapping[str, object], options: Options) -> EpRequest:
     """Validate the optional annotations of an EP-enabled object."""
     tp = options.tensor_parallel_size
     if TENSOR_PARALLEL_SIZE in annotations:
@@ -121,4 +121,4 @@ def read_request(annotations: Mapping[str, object], options: Options) -> Request
             )
         nodes = int(text)
 
-    return Request(tp, backend, _bool(annotations, EPLB), config, nodes, TENSOR_PARALLEL_SIZE in annotations)
+    return EpRequest(tp, backend, _bool(annotations, EPLB), config, nodes, TENSOR_PARALLEL_SIZE in annotations)

@@ -19,7 +19,7 @@ from webhook.core import undo
 from webhook.vllm.command import find_ep_flag
 from webhook.base.errors import Denied, NotApplicable
 from webhook.core.planner import plan
-from webhook.core.annotations import annotations_of, ENABLED, UNDO_RECORD, ep_enabled, read_request
+from webhook.core.annotations import annotations_of, ENABLED, UNDO_RECORD, ep_enabled, read_ep_request
 from webhook.core.options import Options
 from webhook.core.verdict import Verdict
 from webhook.core.workload import Adapter, Field, Launch, Workload
@@ -164,7 +164,7 @@ def _ep_in(workload: Workload, values: Mapping[str, object], rendered_only: bool
         if role.parallelism is not None and (role.layout == "multi" or not rendered_only):
             p = values.get(role.parallelism.pointer)
             if isinstance(p, dict) and p.get("expert") is True:
-                return f"{role.parallelism.label}.expert is true"
+                return f"{role.parallelism.path}.expert is true"
         for launch in role.launches:
             found = _launch_ep(launch, values)
             if found:
@@ -179,7 +179,7 @@ def _turn_on(
     fields = workload.fields()
     current = _values(fields)
     untouched_since = _untouched(stored, current)
-    request = read_request(annotations, options)
+    request = read_ep_request(annotations, options)
     reject = options.on_conflict == "reject"
 
     # Plan on the fields as deployed: fields the webhook wrote itself are never "hand-written
@@ -222,7 +222,7 @@ def _result(
         step = patch.set_value(field.pointer, field.value, new.get(field.pointer))
         if step:
             ops.extend(step)
-            changed.append(field.label)
+            changed.append(field.path)
     state_ops = patch.set_annotation(obj, UNDO_RECORD, None if new_undo is None else undo.dump(new_undo))
     if state_ops:
         ops.extend(state_ops)

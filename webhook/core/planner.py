@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from webhook.vllm import flags
-from webhook.vllm.argv import Want
+from webhook.vllm.argv import DesiredFlag
 from webhook.vllm.command import flag_value, rewrite
 from webhook.base.errors import Denied, NotApplicable
 from webhook.core.gpus import count_gpus
 from webhook.base.jsonvalues import strings_or_none
 from webhook.vllm.launch import Server
-from webhook.core.annotations import NODES, Request, TENSOR_PARALLEL_SIZE
+from webhook.core.annotations import NODES, EpRequest, TENSOR_PARALLEL_SIZE
 from webhook.core.options import Options
 from webhook.core.workload import Field, Launch, Role, Workload
 
@@ -43,39 +43,39 @@ class Planned(NamedTuple):
     notes: tuple[str, ...]
 
 
-def extra_wants(request: Request) -> list[Want]:
+def extra_desired_flags(request: EpRequest) -> list[DesiredFlag]:
     """all2all and EPLB: the same on every layout."""
     wants = []
     if request.all2all_backend is not None:
-        wants.append(Want(flags.ALL2ALL, request.all2all_backend))
+        wants.append(DesiredFlag(flags.ALL2ALL, request.all2all_backend))
     if request.eplb is True:
-        wants.append(Want(flags.ENABLE_EPLB, negation=flags.DISABLE_EPLB))
+        wants.append(DesiredFlag(flags.ENABLE_EPLB, negation=flags.DISABLE_EPLB))
     elif request.eplb is False:
-        wants.append(Want(flags.ENABLE_EPLB, present=False))
+        wants.append(DesiredFlag(flags.ENABLE_EPLB, present=False))
     if request.eplb_config is not None:
-        wants.append(Want(flags.EPLB_CONFIG, request.eplb_config))
+        wants.append(DesiredFlag(flags.EPLB_CONFIG, request.eplb_config))
     return wants
 
 
-def wants_for(request: Request, data_parallel_size: int, server: Server = "vllm") -> list[Want]:
+def desired_flags(request: EpRequest, data_parallel_size: int, server: Server = "vllm") -> list[DesiredFlag]:
     """The flags that make a single-pod server run EP with the requested layout.
 
     huggingfaceserver sets the tensor parallel size to the GPU count itself, so
     there EP spans the TP group: only EP on, and no data-parallel size.
     """
     if server == "huggingfaceserver":
-        wants = [Want(flags.ENABLE_EP, negation=flags.DISABLE_EP), Want(flags.DP, present=False)]
+        wants = [DesiredFlag(flags.ENABLE_EP, negation=flags.DISABLE_EP), DesiredFlag(flags.DP, present=False)]
     else:
         wants = [
-            Want(flags.ENABLE_EP, negation=flags.DISABLE_EP),
-            Want(flags.TP, str(request.tensor_parallel_size)),
-            Want(flags.DP, str(data_parallel_size)),
+            DesiredFlag(flags.ENABLE_EP, negation=flags.DISABLE_EP),
+            DesiredFlag(flags.TP, str(request.tensor_parallel_size)),
+            DesiredFlag(flags.DP, str(data_parallel_size)),
         ]
-    return wants + extra_wants(request)
+    return wants + extra_desired_flags(request)
 
 
 def plan(
-    workload: Workload, values: Mapping[str, object], request: Request, options: Options, reject: bool
+    workload: Workload, values: Mapping[str, object], request: EpRequest, options: Options, reject: bool
 ) -> Planned:
     """The values every owned field should hold for EP, computed from `values` (current or original)."""
     out = dict(values)
@@ -89,7 +89,7 @@ def plan(
 def _plan_role(
     role: Role,
     out: dict[str, object],
-    request: Request,
+    request: EpRequest,
     options: Options,
     reject: bool,
     warnings: list[str],
@@ -130,16 +130,16 @@ def _plan_role(
     evaluated = [launch for launch in role.launches if launch.form == "eval"]
     if parallelism is None or not evaluated:
         # the launch carries the whole layout (an InferenceService, or a role with its own command)
-        _rewrite_launches(role.launches, out, wants_for(request, local), reject, True, warnings)
+        _rewrite_launches(role.launches, out, desired_flags(request, local), reject, True, warnings)
         return
     _set_parallelism(parallelism, out, {"tensor": tp, "expert": True, "data": local, "dataLocal": local},
                      reject, warnings)
     # KServe's single-node preset renders only --tensor-parallel-size: EP and DP go to the args
     wants = [
-        Want(flags.ENABLE_EP, negation=flags.DISABLE_EP),
-        Want(flags.TP, str(tp), add=False),
-        Want(flags.DP, str(local)),
-        *extra_wants(request),
+        DesiredFlag(flags.ENABLE_EP, negation=flags.DISABLE_EP),
+        DesiredFlag(flags.TP, str(tp), add=False),
+        DesiredFlag(flags.DP, str(local)),
+        *extra_desired_flags(request),
     ]
     _rewrite_launches(role.launches, out, wants, reject, True, warnings)
 
@@ -147,7 +147,7 @@ def _plan_role(
 def _plan_multi_node(
     role: Role,
     out: dict[str, object],
-    request: Request,
+    request: EpRequest,
     options: Options,
     reject: bool,
     tp: int,
@@ -160,10 +160,10 @@ def _plan_multi_node(
     current = current if isinstance(current, dict) else {}
     if current.get("pipeline") is not None:
         raise NotApplicable(
-            f"{role.parallelism.label}.pipeline is set: KServe runs pipeline parallelism, not data parallelism, "
+            f"{role.parallelism.path}.pipeline is set: KServe runs pipeline parallelism, not data parallelism, "
             f"across these nodes, and expert parallelism needs data parallelism; remove pipeline or ep.enabled"
         )
-    nodes = _nodes(request, current, role.parallelism.label)
+    nodes = _nodes(request, current, role.parallelism.path)
     data = local * nodes
     _check_maximum(data, f"{nodes} nodes x {local} per node", options)
     for launch in role.launches:
@@ -176,17 +176,17 @@ def _plan_multi_node(
                      reject, warnings)
     # the preset renders EP, TP, DP and DP-local; hand-written copies in args come later and would win
     wants = [
-        Want(flags.ENABLE_EP, negation=flags.DISABLE_EP, add=False),
-        Want(flags.TP, str(tp), add=False),
-        Want(flags.DP, str(data), add=False),
-        Want(flags.DP_LOCAL, str(local), add=False),
-        *extra_wants(request),
+        DesiredFlag(flags.ENABLE_EP, negation=flags.DISABLE_EP, add=False),
+        DesiredFlag(flags.TP, str(tp), add=False),
+        DesiredFlag(flags.DP, str(data), add=False),
+        DesiredFlag(flags.DP_LOCAL, str(local), add=False),
+        *extra_desired_flags(request),
     ]
     _rewrite_launches(role.launches, out, wants, reject, False, warnings)
     notes.append(HYBRID_LB_NOTE)
 
 
-def _nodes(request: Request, parallelism: Mapping[str, object], label: str) -> int:
+def _nodes(request: EpRequest, parallelism: Mapping[str, object], label: str) -> int:
     if request.nodes is not None:
         return request.nodes
     data, data_local = parallelism.get("data"), parallelism.get("dataLocal")
@@ -218,20 +218,20 @@ def _set_parallelism(
         conflicts = [f"{k}: {_show(base[k])}" for k in differing if k in base]
         if conflicts:
             raise Denied(
-                f"{field.label} sets {', '.join(conflicts)}, which conflicts with the expert-parallel layout the "
+                f"{field.path} sets {', '.join(conflicts)}, which conflicts with the expert-parallel layout the "
                 f"webhook manages; the policy says onConflict: reject, so remove those fields and let the "
                 f"webhook set them"
             )
     base.update(differing)
     out[field.pointer] = base
-    warnings.append(f"set {field.label}: " + " ".join(f"{k}={_show(v)}" for k, v in differing.items()))
+    warnings.append(f"set {field.path}: " + " ".join(f"{k}={_show(v)}" for k, v in differing.items()))
 
 
 def _show(value: object) -> str:
     return "true" if value is True else "false" if value is False else str(value)
 
 
-def _huggingfaceserver_wants(launch: Launch, values: Mapping[str, object], request: Request, gpus: int) -> list[Want]:
+def _huggingfaceserver_wants(launch: Launch, values: Mapping[str, object], request: EpRequest, gpus: int) -> list[DesiredFlag]:
     """huggingfaceserver: TP is the GPU count whatever the flags say; the vLLM backend must be in use."""
     if request.tensor_parallel_asked and request.tensor_parallel_size != gpus:
         raise Denied(
@@ -251,13 +251,13 @@ def _huggingfaceserver_wants(launch: Launch, values: Mapping[str, object], reque
             f"huggingfaceserver runs with --backend={backend}, which is not vLLM, so expert parallelism cannot "
             f"apply; use --backend=vllm (or drop --backend) or remove the ep.enabled annotation"
         )
-    return wants_for(request, 1, "huggingfaceserver")
+    return desired_flags(request, 1, "huggingfaceserver")
 
 
 def _rewrite_launches(
     launches: tuple[Launch, ...],
     out: dict[str, object],
-    wants: list[Want],
+    wants: list[DesiredFlag],
     reject: bool,
     single_node: bool,
     warnings: list[str],

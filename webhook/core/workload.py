@@ -31,7 +31,7 @@ class Field(NamedTuple):
     """One JSON value the webhook may own: where it is, how to name it, what it holds (None: absent)."""
 
     pointer: str
-    label: str
+    path: str
     value: object
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
-from webhook.kserve.servingruntime import check as check_runtime
+from webhook.kserve.servingruntime import server_started
 from webhook.kserve.selection import Runtimes, resolve
 from webhook.base.jsonvalues import string_list
 from webhook.core.workload import Field, Launch, Role, Workload
@@ -80,8 +80,8 @@ def _with_runtime(obj: dict[str, object], launch: Launch, runtimes: Runtimes) ->
     if resolution.runtime is None:
         return launch._replace(notes=(f"{resolution.how}: could not check that args reach vLLM",))
     try:
-        judgement = check_runtime(resolution.runtime)
+        started = server_started(resolution.runtime)
     except NotApplicable as e:
         return launch._replace(refusal=e.message)
-    notes = (judgement.note,) if judgement.note else ()
-    return launch._replace(server=judgement.server, runtime_args=resolution.runtime.args or (), notes=notes)
+    notes = (started.note,) if started.note else ()
+    return launch._replace(server=started.server, runtime_args=resolution.runtime.args or (), notes=notes)

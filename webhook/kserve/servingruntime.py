@@ -100,33 +100,33 @@ def spec_from_object(kind: str, obj: object) -> RuntimeSpec | None:
 
 
 @dataclass(frozen=True)
-class Judgement:
+class StartedServer:
     """What a runtime starts (`server`) and a warning when that is a guess."""
 
     server: launch.Server
     note: str | None = None
 
 
-def check(runtime: RuntimeSpec) -> Judgement:
+def server_started(runtime: RuntimeSpec) -> StartedServer:
     """Which server the runtime starts; NotApplicable when args cannot reach it."""
     label = f"{runtime.kind} {runtime.name}"
     if not runtime.command:
         if runtime.server_type == "huggingfaceserver" or "huggingfaceserver" in runtime.image.lower():
-            return Judgement("huggingfaceserver")
+            return StartedServer("huggingfaceserver")
         if runtime.server_type == "vllmserver" or "vllm" in runtime.image.lower():
-            return Judgement("vllm")
-        return Judgement("vllm", f"{label} uses its image's entrypoint; assuming it starts vLLM")
+            return StartedServer("vllm")
+        return StartedServer("vllm", f"{label} uses its image's entrypoint; assuming it starts vLLM")
     found = launch.read([*runtime.command, *(runtime.args or ())])
     if isinstance(found, launch.ListLaunch):
         if found.call is not None:
-            return Judgement(found.call.server)
+            return StartedServer(found.call.server)
         raise NotApplicable(
             f"the InferenceService has no command, so it runs {label}'s {launch.describe(found.words)}, which does "
             f"not take vLLM's data-parallel flags; set spec.predictor.model.command to a vLLM launch or use a vLLM "
             f"runtime"
         )
     if found.commands is None:
-        return Judgement("vllm", f"{label}'s script could not be read; assuming it forwards its arguments to vLLM")
+        return StartedServer("vllm", f"{label}'s script could not be read; assuming it forwards its arguments to vLLM")
     if not found.calls:
         raise NotApplicable(
             f"the InferenceService has no command, so it runs {label}'s script, which starts no vLLM server; "
@@ -137,4 +137,4 @@ def check(runtime: RuntimeSpec) -> Judgement:
             f"the InferenceService has no command and {label}'s script does not forward \"$@\" to vLLM, so flags "
             f"in args would never reach it; set spec.predictor.model.command, or add \"$@\" to the runtime's vLLM line"
         )
-    return Judgement(found.calls[0][1].server)
+    return StartedServer(found.calls[0][1].server)

@@ -47,7 +47,7 @@ class Arg(NamedTuple):
         return cls(value, value, value)
 
 
-class Want(NamedTuple):
+class DesiredFlag(NamedTuple):
     """A flag the webhook wants set (`present`) or gone (not `present`).
 
     With `add` False the flag is only corrected where it is written (its value
@@ -89,7 +89,7 @@ class Occurrence(NamedTuple):
 
 
 @dataclass
-class Plan:
+class ArgvEdit:
     """The edits one argv needs: words replaced, words deleted, flag groups appended, and warnings."""
     replace: dict[int, str] = field(default_factory=dict)
     delete: set[int] = field(default_factory=set)
@@ -149,17 +149,17 @@ def check_single_node(occurrences: Sequence[Occurrence]) -> None:
             )
 
 
-def _matches(o: Occurrence, want: Want) -> bool:
+def _matches(o: Occurrence, want: DesiredFlag) -> bool:
     if want.value is None:
         return o.value is None and o.value_known and not o.inline
     return o.value_known and o.value == want.value
 
 
-def _rendered(want: Want) -> str:
+def _rendered(want: DesiredFlag) -> str:
     return want.name if want.value is None else f"{want.name} {shorten(want.value, _MAX_SHOWN)}"
 
 
-def plan(args: Sequence[Arg], wants: Sequence[Want], reject_conflicts: bool, single_node: bool = True) -> Plan:
+def plan_edit(args: Sequence[Arg], wants: Sequence[DesiredFlag], reject_conflicts: bool, single_node: bool = True) -> ArgvEdit:
     """Decide the edits that make `args` carry exactly the wanted flags.
 
     With `reject_conflicts`, a hand-written value that differs from the wanted
@@ -173,7 +173,7 @@ def plan(args: Sequence[Arg], wants: Sequence[Want], reject_conflicts: bool, sin
     opaque = [k for k, a in enumerate(args) if a.opaque or (a.literal is None and k not in consumed)]
     last_opaque = opaque[-1] if opaque else -1
 
-    result = Plan()
+    result = ArgvEdit()
     if reject_conflicts:
         conflicts = []
         for want in wants:
@@ -223,11 +223,11 @@ def plan(args: Sequence[Arg], wants: Sequence[Want], reject_conflicts: bool, sin
     return result
 
 
-def _new_value(want: Want) -> str:
+def _new_value(want: DesiredFlag) -> str:
     return want.name if want.value is None else shorten(want.value, _MAX_SHOWN)
 
 
-def _replace_in_place(result: Plan, o: Occurrence, want: Want) -> None:
+def _replace_in_place(result: ArgvEdit, o: Occurrence, want: DesiredFlag) -> None:
     result.warnings.append(f"replaced {o.display} with {_new_value(want)}")
     if want.value is None:
         result.replace[o.flag_index] = o.spelling
@@ -237,7 +237,7 @@ def _replace_in_place(result: Plan, o: Occurrence, want: Want) -> None:
         result.replace[o.flag_index] = f"{o.spelling}={want.value}"
 
 
-def _added_summary(appended: Sequence[tuple[str, ...]], wants: Sequence[Want], occurrences: Sequence[Occurrence]) -> str:
+def _added_summary(appended: Sequence[tuple[str, ...]], wants: Sequence[DesiredFlag], occurrences: Sequence[Occurrence]) -> str:
     """One short warning listing flags that were not there before at all."""
     present = {o.name for o in occurrences}
     names = {group[0] for group in appended}

@@ -23,7 +23,7 @@ from webhook.vllm import argv
 from webhook.vllm import flags
 from webhook.vllm import launch
 from webhook.vllm import shell
-from webhook.vllm.argv import Arg, Want
+from webhook.vllm.argv import Arg, DesiredFlag
 from webhook.base.errors import NotApplicable
 
 CommandArgs = tuple[tuple[str, ...] | None, tuple[str, ...] | None]
@@ -66,7 +66,7 @@ class Site(Protocol):
 # -- locations ---------------------------------------------------------------
 
 
-class Loc(NamedTuple):
+class Location(NamedTuple):
     """A list item (`field`, `position`), or a span inside that item's script."""
 
     field: str
@@ -99,24 +99,24 @@ class _Edits:
         return new_command, new_args
 
 
-def _apply_plan(
-    plan: argv.Plan,
-    locs: Sequence[Loc],
+def _apply_edit(
+    edit: argv.ArgvEdit,
+    locs: Sequence[Location],
     scripts: dict[tuple[str, int], str],
     edits: _Edits,
-    append_at: Loc,
+    append_at: Location,
     quote_items: bool = False,
 ) -> None:
     def item(value: str) -> str:
         return shell.quote(value) if quote_items else value
 
-    for k, value in plan.replace.items():
+    for k, value in edit.replace.items():
         loc = locs[k]
         if loc.span is None:
             edits.items[(loc.field, loc.position)] = item(value)
         else:
             edits.script.setdefault((loc.field, loc.position), []).append((loc.span[0], loc.span[1], shell.quote(value)))
-    for k in plan.delete:
+    for k in edit.delete:
         loc = locs[k]
         if loc.span is None:
             edits.deleted.add((loc.field, loc.position))
@@ -124,14 +124,14 @@ def _apply_plan(
             script = scripts[(loc.field, loc.position)]
             start = shell.blank_start(script, loc.span[0])
             edits.script.setdefault((loc.field, loc.position), []).append((start, loc.span[1], ""))
-    if plan.append:
+    if edit.append:
         if append_at.span is None:
-            edits.appended.setdefault(append_at.field, []).extend(item(v) for group in plan.append for v in group)
+            edits.appended.setdefault(append_at.field, []).extend(item(v) for group in edit.append for v in group)
         else:
             script = scripts[(append_at.field, append_at.position)]
             pos = append_at.span[1]
             separator = shell.continuation_style(script, append_at.span[0])
-            text = "".join(separator + " ".join(shell.quote(v) for v in group) for group in plan.append)
+            text = "".join(separator + " ".join(shell.quote(v) for v in group) for group in edit.append)
             edits.script.setdefault((append_at.field, append_at.position), []).append((pos, pos, text))
 
 
@@ -165,7 +165,7 @@ def rewrite(
     site: Site,
     command: tuple[str, ...] | None,
     args: tuple[str, ...] | None,
-    wants: Sequence[Want],
+    wants: Sequence[DesiredFlag],
     reject: bool,
     single_node: bool = True,
 ) -> Rewrite:
@@ -182,7 +182,7 @@ def _rewrite(
     c: Site,
     command: tuple[str, ...] | None,
     args: tuple[str, ...] | None,
-    wants: tuple[Want, ...],
+    wants: tuple[DesiredFlag, ...],
     reject: bool,
     single_node: bool,
 ) -> Rewrite:
@@ -191,18 +191,18 @@ def _rewrite(
     warnings: list[str] = []
     if not command:
         items = args or ()
-        locs = [Loc("args", i) for i in range(len(items))]
+        locs = [Location("args", i) for i in range(len(items))]
         evaluated = c.form == "eval"
         arg_words = [_eval_arg(v) if evaluated else Arg.item(v) for v in items]
-        plan = argv.plan(arg_words, wants, reject, single_node)
-        _apply_plan(plan, locs, scripts, edits, Loc("args", len(items)), quote_items=evaluated)
-        warnings.extend(plan.warnings)
-        if c.own_image and plan.append:
+        edit = argv.plan_edit(arg_words, wants, reject, single_node)
+        _apply_edit(edit, locs, scripts, edits, Location("args", len(items)), quote_items=evaluated)
+        warnings.extend(edit.warnings)
+        if c.own_image and edit.append:
             warnings.append("no command: the flags go to args, assuming the image's entrypoint starts vLLM")
         new_command, new_args = edits.apply(None, args, scripts)
         return Rewrite(new_command, new_args, tuple(warnings))
 
-    full_locs = [Loc("command", i) for i in range(len(command))] + [Loc("args", i) for i in range(len(args or ()))]
+    full_locs = [Location("command", i) for i in range(len(command))] + [Location("args", i) for i in range(len(args or ()))]
     full = list(command) + list(args or ())
     found = launch.read(full)
     if isinstance(found, launch.ScriptLaunch):
@@ -216,22 +216,22 @@ def _rewrite(
         start = found.call.start
         plan_args = list(found.words[start:])
         plan_locs = full_locs[start:]
-        append_at = Loc("args", len(args)) if args else Loc("command", len(command))
+        append_at = Location("args", len(args)) if args else Location("command", len(command))
         if _sets_wanted_flags(c.runtime_args, wants):
             # KServe puts the runtime's args between this command and these args, where the webhook
             # cannot edit them: what the command says is overridden there, so the flags go to args.
             cut = len(command) - start
             plan_args.insert(cut, Arg(None, "", " ".join(c.runtime_args), opaque=True))
-            plan_locs.insert(cut, Loc("args", -1))
-            append_at = Loc("args", len(args or ()))
-        plan = argv.plan(plan_args, wants, reject, single_node)
-        _apply_plan(plan, plan_locs, scripts, edits, append_at)
-        warnings.extend(plan.warnings)
+            plan_locs.insert(cut, Location("args", -1))
+            append_at = Location("args", len(args or ()))
+        edit = argv.plan_edit(plan_args, wants, reject, single_node)
+        _apply_edit(edit, plan_locs, scripts, edits, append_at)
+        warnings.extend(edit.warnings)
     new_command, new_args = edits.apply(command, args, scripts)
     return Rewrite(new_command, new_args, tuple(warnings))
 
 
-def _sets_wanted_flags(runtime_args: Sequence[str], wants: Sequence[Want]) -> bool:
+def _sets_wanted_flags(runtime_args: Sequence[str], wants: Sequence[DesiredFlag]) -> bool:
     """Whether the runtime's args write any flag the webhook sets (or its negation)."""
     if not runtime_args:
         return False
@@ -242,9 +242,9 @@ def _sets_wanted_flags(runtime_args: Sequence[str], wants: Sequence[Want]) -> bo
 def _rewrite_script(
     c: Site,
     full: list[str],
-    full_locs: list[Loc],
+    full_locs: list[Location],
     found: launch.ScriptLaunch,
-    wants: Sequence[Want],
+    wants: Sequence[DesiredFlag],
     reject: bool,
     single_node: bool,
     edits: _Edits,
@@ -268,9 +268,9 @@ def _rewrite_script(
     positional = list(range(script_index + 2, len(full)))
     for cmd, call in found.calls:
         args: list[Arg] = []
-        locs: list[Loc] = []
+        locs: list[Location] = []
         for w in cmd.words[call.start:]:
-            span_loc = Loc(script_loc.field, script_loc.position, (w.start, w.end))
+            span_loc = Location(script_loc.field, script_loc.position, (w.start, w.end))
             if w.all_positional:
                 for p in positional:
                     args.append(found.words[p])
@@ -281,10 +281,10 @@ def _rewrite_script(
             else:
                 args.append(Arg(w.literal, w.prefix, w.text))
                 locs.append(span_loc)
-        plan = argv.plan(args, wants, reject, single_node)
+        edit = argv.plan_edit(args, wants, reject, single_node)
         last = cmd.words[-1]
-        _apply_plan(plan, locs, scripts, edits, Loc(script_loc.field, script_loc.position, (last.start, last.end)))
-        warnings.extend(plan.warnings)
+        _apply_edit(edit, locs, scripts, edits, Location(script_loc.field, script_loc.position, (last.start, last.end)))
+        warnings.extend(edit.warnings)
     after_script = range(script_index + 1, len(full))
     if not found.forwards() and after_script:
         stray = [full[p] for p in after_script if argv.scan([found.words[p]])]
