@@ -1,48 +1,94 @@
-"""Latency of InferenceService creates through a real API server, with and without the webhook.
+"""Added create latency through a real API server: ep-webhook against a Go webhook, in the same run.
 
-    python bench/e2e_latency.py [--creates 300]
+    python bench/e2e_latency.py [--creates 600] [--rounds 6]
 
 Starts etcd + kube-apiserver on loopback (tests/e2e/cluster.py), installs the
-KServe CRDs, then measures sequential creates of annotated InferenceServices:
-first with no webhook registered, then with `ep-webhook serve` registered (so
-the webhook really mutates every create). Every create is a different object:
-its name and a flag value (`--max-model-len N`) change each time, as real
-clients' objects do. Prints p50/p99 of both and the difference. Bounded: a
-fixed number of creates per phase.
+KServe CRDs, starts `ep-webhook serve` and the Go standard-library webhook of
+bench/gohook (the same list edit; built with the machine's `go`), then times
+sequential creates of annotated InferenceServices in three cases: no webhook
+registered, ep-webhook registered, the Go webhook registered. The cases take
+turns in `--rounds` rounds (each round: every case, `creates / rounds`
+creates each), so that drift of the machine during the run falls on all three
+alike. Every create is a different object: its name and a flag value
+(`--max-model-len N`) change each time, as real clients' objects do.
+
+Prints p50/p99/mean per case, what each webhook adds to the no-webhook
+figures, and ep-webhook's added p50 minus Go's. Bounded: a fixed number of
+creates. Needs `go` (the Go case is left out without it, and said so).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from kubernetes import client  # noqa: E402
 
+from admission import build_go  # noqa: E402
 from tests.e2e.cluster import Cluster, k8s_binaries  # noqa: E402
-from tests.e2e.conftest import install_crds, new_client, wait_for_webhook, webhook_configuration  # noqa: E402
+from tests.e2e.conftest import WEBHOOK_CONFIG, install_crds, new_client, webhook_configuration  # noqa: E402
 from tests.helpers import isvc  # noqa: E402
-from tests.server_harness import running_server  # noqa: E402
+from tests.server_harness import free_port, running_server  # noqa: E402
+from webhook.core.annotations import UNDO_RECORD  # noqa: E402
 from webhook.tls import certs  # noqa: E402
 
+NAMESPACE = "bench"
 
-def measure(api: client.ApiClient, ns: str, n: int, prefix: str) -> list[float]:
-    """Seconds each of `n` creates took; object i is named PREFIX-i and serves with --max-model-len 1024+i."""
+
+def new_object(name: str, i: int) -> dict[str, Any]:
+    """Annotated InferenceService `name` on 8 GPUs, serving with --max-model-len 1024+i."""
+    obj = isvc(command=["vllm", "serve", "/mnt/models", "--max-model-len", str(1024 + i), "--tensor-parallel-size", "8"])
+    obj["metadata"] = {"name": name, "annotations": obj["metadata"]["annotations"]}
+    return obj
+
+
+def measure(api: client.ApiClient, n: int, prefix: str) -> list[float]:
+    """Seconds each of `n` creates took; object i is named PREFIX-i."""
     objs = client.CustomObjectsApi(api)
     out = []
     for i in range(n):
-        obj = isvc(command=["vllm", "serve", "/mnt/models", "--max-model-len", str(1024 + i), "--tensor-parallel-size", "8"])
-        obj["metadata"] = {"name": f"{prefix}-{i}", "annotations": obj["metadata"]["annotations"]}
+        obj = new_object(f"{prefix}-{i}", i)
         started = time.perf_counter()
-        objs.create_namespaced_custom_object("serving.kserve.io", "v1beta1", ns, "inferenceservices", obj)
+        objs.create_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", obj)
         out.append(time.perf_counter() - started)
     return out
+
+
+def who_answers(api: client.ApiClient) -> str:
+    """Which webhook the API server calls now: none, ep-webhook (it writes its undo annotation) or go."""
+    out = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", new_object("probe", 0), dry_run="All")
+    if "--data-parallel-size" not in out["spec"]["predictor"]["model"]["command"]:
+        return "none"
+    return "ep-webhook" if UNDO_RECORD in out["metadata"].get("annotations", {}) else "go"
+
+
+def register(api: client.ApiClient, case: str, ports: dict[str, int], ca_pem: bytes) -> None:
+    """Point the webhook configuration at `case`'s server (delete it for none); wait until the API server does."""
+    adm = client.AdmissionregistrationV1Api(api)
+    try:
+        adm.delete_mutating_webhook_configuration(WEBHOOK_CONFIG)
+    except client.exceptions.ApiException as e:
+        if e.status != 404:
+            raise
+    if case != "none":
+        adm.create_mutating_webhook_configuration(
+            webhook_configuration(f"https://127.0.0.1:{ports[case]}/mutate", ca_pem))
+    deadline = time.monotonic() + 30
+    while who_answers(api) != case:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the API server never switched to {case}")
+        time.sleep(0.2)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -52,40 +98,54 @@ def pct(values: list[float], p: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--creates", type=int, default=300)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--creates", type=int, default=600, help="creates per case (default 600)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds the cases take turns in (default 6)")
     args = parser.parse_args()
+    per_round = max(args.creates // args.rounds, 1)
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = Cluster(Path(tmp) / "cluster", k8s_binaries())
+        base = Path(tmp)
+        gohook = build_go(base)
+        cases = ["none", "ep-webhook"] + (["go"] if gohook is not None else [])
+        if gohook is None:
+            print("no `go` on this machine: the Go webhook is left out", file=sys.stderr)
+        cluster = Cluster(base / "cluster", k8s_binaries())
+        cert_dir = base / "certs"
+        certs.write_bundle(cert_dir, certs.generate(["127.0.0.1", "localhost"]))
+        ca_pem = (cert_dir / certs.CA_FILE).read_bytes()
+        go = None
+        times: dict[str, list[float]] = {c: [] for c in cases}
         try:
             cluster.start()
             api = new_client(cluster.kubeconfig)
             install_crds(api)
-            core = client.CoreV1Api(api)
-            core.create_namespace({"metadata": {"name": "bench"}})
-            measure(api, "bench", 20, "warm")  # warm caches and connections
-            without = measure(api, "bench", args.creates, "plain")
-            cert_dir = Path(tmp) / "certs"
-            certs.write_bundle(cert_dir, certs.generate(["127.0.0.1", "localhost"]))
-            with running_server(cert_dir, Path(tmp) / "webhook.log") as server:
-                adm = client.AdmissionregistrationV1Api(api)
-                adm.create_mutating_webhook_configuration(
-                    webhook_configuration(f"https://127.0.0.1:{server.port}/mutate", server.ca().read_bytes()))
-                wait_for_webhook(api, server)
-                measure(api, "bench", 20, "warm-hook")
-                with_hook = measure(api, "bench", args.creates, "hooked")
-                stored = client.CustomObjectsApi(api).get_namespaced_custom_object(
-                    "serving.kserve.io", "v1beta1", "bench", "inferenceservices", f"hooked-{args.creates - 1}")
-                assert "--enable-expert-parallel" in stored["spec"]["predictor"]["model"]["command"], stored
+            client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+            with running_server(cert_dir, base / "webhook.log", ["--log-level", "info"]) as server:
+                ports = {"ep-webhook": server.port}
+                if gohook is not None:
+                    ports["go"] = free_port()
+                    go = subprocess.Popen([str(gohook), str(cert_dir), str(ports["go"])],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for r in range(args.rounds):
+                    for case in cases:
+                        register(api, case, ports, ca_pem)
+                        measure(api, 10, f"warm-{case}-{r}")  # connections to this webhook, caches
+                        times[case].extend(measure(api, per_round, f"{case}-{r}"))
         finally:
+            if go is not None:
+                go.terminate()
+                go.wait(timeout=30)
             cluster.stop()
-    print(f"{'case':<16}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}")
-    for name, values in (("no webhook", without), ("with webhook", with_hook)):
-        print(f"{name:<16}{len(values):>6}{pct(values, 50):>10.2f}{pct(values, 99):>10.2f}"
-              f"{statistics.mean(values) * 1000:>10.2f}")
-    print(f"{'difference':<16}{'':>6}{pct(with_hook, 50) - pct(without, 50):>+10.2f}"
-          f"{pct(with_hook, 99) - pct(without, 99):>+10.2f}"
-          f"{(statistics.mean(with_hook) - statistics.mean(without)) * 1000:>+10.2f}")
+    none = times["none"]
+    print(f"{'case':<14}{'creates':>8}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'+p50 ms':>9}{'+p99 ms':>9}{'+mean ms':>10}")
+    for case in cases:
+        v = times[case]
+        added = "" if case == "none" else (
+            f"{pct(v, 50) - pct(none, 50):>+9.2f}{pct(v, 99) - pct(none, 99):>+9.2f}"
+            f"{(statistics.mean(v) - statistics.mean(none)) * 1000:>+10.2f}")
+        print(f"{case:<14}{len(v):>8}{pct(v, 50):>9.2f}{pct(v, 99):>9.2f}{statistics.mean(v) * 1000:>9.2f}{added}")
+    if "go" in times:
+        print(f"ep-webhook's added p50 minus Go's: {pct(times['ep-webhook'], 50) - pct(times['go'], 50):+.2f} ms")
     return 0
 
 

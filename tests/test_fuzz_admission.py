@@ -2,7 +2,8 @@
 
 Hypothesis generates random bytes, random JSON and AdmissionReviews with one
 field replaced by something odd; whatever arrives, the answer is a JSON 200
-(a verdict), 400 or 413 — never a 5xx, never an exception — and memory does
+(a verdict), 400 or 413 — never a 5xx, never an exception, never a verdict
+with code 500 (how the server reports a crash of its own) — and memory does
 not grow with the number of reviews.
 """
 
@@ -64,6 +65,9 @@ def check(status: int, payload: bytes, uid: object = None) -> None:
     if status == 200:
         response = data["response"]
         assert isinstance(response["allowed"], bool)
+        # an internal error is answered as a verdict with code 500 (the server stays up): that is a crash
+        code = (response.get("status") or {}).get("code")
+        assert code != 500, response["status"].get("message")
         if uid is not None:
             assert response["uid"] == uid
     else:
@@ -155,3 +159,19 @@ def test_memory_does_not_grow_with_the_number_of_distinct_reviews() -> None:
         logger.removeHandler(handler)
         logger.propagate, logger.level = True, logging.NOTSET
     assert grown < 256 * 1024, f"{grown} bytes retained after 3000 reviews"
+
+
+def test_the_checker_fails_on_a_crash_reported_as_a_verdict(monkeypatch: Any) -> None:
+    """A bug in the decision is answered as a 200 verdict with code 500; `check` must not accept it."""
+    import pytest
+
+    import webhook.server.app as app_module
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app_module, "admit", broken)
+    status, payload = call(json.dumps(review_for(isvc(command=["vllm", "serve", "/m"]))).encode())
+    assert status == 200 and json.loads(payload)["response"]["status"]["code"] == 500
+    with pytest.raises(AssertionError):
+        check(status, payload)

@@ -16,7 +16,7 @@ The Helm chart's default mode needs no cert-manager: every replica runs
 4. keeps `caBundle` of every webhook in the named webhook configurations equal
    to the bundle.
 
-`plan` is the pure part (what the Secret should hold); `SelfManager` does the
+`secret_update` is the pure part (what the Secret should hold); `SelfManager` does the
 Kubernetes I/O around it.
 
 Least privilege — exactly this RBAC is needed:

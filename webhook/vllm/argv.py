@@ -3,7 +3,7 @@
 The argv is a sequence of `Arg`s, wherever they physically live (list items,
 words inside a script, positional items after a script). The planner decides,
 per flag the webhook wants, which words to replace, which to delete and what
-to append; `container` turns the plan into concrete list and script edits.
+to append; `command` turns the edit into concrete list and script edits.
 
 A wanted flag is replaced in place when nothing after it could override it;
 when an opaque word follows (a `$VARIABLE` that may expand to flags, or
