@@ -22,8 +22,8 @@ from tests.e2e.cluster import Cluster
 from tests.e2e.test_policy_e2e import POLICY_READER_RULES, restricted_kubeconfig
 from tests.helpers import isvc
 from tests.server_harness import server_with_new_certs
-from tests.test_cli import EXE
-from tests.test_llminferenceservice import llmisvc
+from tests.cli.test_cli import EXE
+from tests.kserve.test_llminferenceservice import llmisvc
 
 POLICY = """
 rules:

@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.kserve_presets import container_argv, run
 from tests.server_harness import Server
-from tests.test_llminferenceservice import llmisvc, multi_node, with_prefill
+from tests.kserve.test_llminferenceservice import llmisvc, multi_node, with_prefill
 from tests.vllm_grammar import parse_launch
 from webhook.core.annotations import UNDO_RECORD
 

@@ -53,6 +53,18 @@ def ensure_dev_certs(cert_dir: Path) -> bool:
     return True
 
 
+KEEP_ALIVE_SECONDS = 120
+"""How long an idle keep-alive connection stays open, in seconds: longer than the API server keeps one.
+
+kube-apiserver calls webhooks through a transport whose IdleConnTimeout is Go's
+`http.DefaultTransport` value, 90 s (k8s.io/apimachinery v0.34.4,
+`pkg/util/net/http.go`, `SetOldTransportDefaults`; Go `net/http/transport.go`).
+A server that closes idle connections sooner makes every admission that comes
+30-90 s after the previous one pay a new TCP and TLS handshake, and risks
+closing a connection just as the API server sends on it. With a longer timeout the API server always closes first.
+"""
+
+
 def run(app: ASGIApp, context: ssl.SSLContext, host: str, port: int) -> bool:
     """Run an ASGI app on this project's serving stack until SIGTERM; False if it never started.
 
@@ -74,7 +86,7 @@ def run(app: ASGIApp, context: ssl.SSLContext, host: str, port: int) -> bool:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
-        timeout_keep_alive=30,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         lifespan="on",
     )
     server = uvicorn.Server(config)

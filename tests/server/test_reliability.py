@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.server_harness import Server, annotated, client_context, review_for, running_server, server_with_new_certs
-from tests.test_server import _k8s_secret_layout, _peer_cert
+from tests.server.test_server import _k8s_secret_layout, _peer_cert
 from webhook.tls import certs
 
 pytestmark = pytest.mark.slow  # each test keeps a server busy for seconds to half a minute

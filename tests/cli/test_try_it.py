@@ -13,7 +13,7 @@ import pytest
 from tests.server_harness import Server, free_port, server_with_new_certs
 from webhook.cli.main import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture(scope="module")

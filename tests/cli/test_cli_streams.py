@@ -10,7 +10,7 @@ import jsonpatch
 import yaml
 
 from tests.helpers import RUNTIMES_DIR, isvc, kserve_container, model
-from tests.test_cli import cli
+from tests.cli.test_cli import cli
 from tests.vllm_grammar import parse_huggingfaceserver, parse_launch
 
 NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "llm", "labels": {"team": "a"}}}
@@ -137,7 +137,7 @@ def test_runtimes_files_without_runtimes_and_non_objects_are_usage_errors(tmp_pa
 
 
 def test_llminferenceservices_in_a_stream_are_mutated_too() -> None:
-    from tests.test_llminferenceservice import llmisvc
+    from tests.kserve.test_llminferenceservice import llmisvc
 
     done = cli("mutate", "-f", "-", stdin=stream(CONFIGMAP, llmisvc(), named("x", command=["vllm", "serve", "m"])))
     assert done.returncode == 0, done.stderr

@@ -340,3 +340,19 @@ def test_idle_keep_alive_connections_do_not_delay_shutdown(tmp_path: Path) -> No
         assert server.proc.wait(timeout=30) == 0
         took = time.monotonic() - started
         assert took < 5, f"shutdown took {took:.1f}s with idle connections open"
+
+
+@pytest.mark.slow
+def test_an_idle_connection_outlives_the_30_seconds_the_server_once_kept_it(server: Server) -> None:
+    """The API server keeps idle webhook connections 90 s; the server must not close them first
+    (each close costs the next admission a new handshake). 35 s idle, then the same socket answers."""
+    conn = server.connect()
+    body = json.dumps(review_for(annotated())).encode()
+    conn.request("POST", "/mutate", body, {"Content-Type": "application/json"})
+    assert conn.getresponse().read()
+    sock = conn.sock
+    time.sleep(35)
+    conn.request("POST", "/mutate", body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read())["response"]["allowed"] is True
+    assert conn.sock is sock  # no reconnect happened
