@@ -3,23 +3,30 @@
     python bench/e2e_latency.py [--creates 600] [--rounds 6]
 
 Starts etcd + kube-apiserver on loopback (tests/e2e/cluster.py), installs the
-KServe CRDs, starts `ep-webhook serve` and the Go standard-library webhook of
-bench/gohook (the same list edit; built with the machine's `go`), then times
-sequential creates of annotated InferenceServices in three cases: no webhook
-registered, ep-webhook registered, the Go webhook registered. The cases take
-turns in `--rounds` rounds (each round: every case, `creates / rounds`
-creates each), so that drift of the machine during the run falls on all three
-alike. Every create is a different object: its name and a flag value
+KServe CRDs, starts `ep-webhook serve` and two Go standard-library webhooks
+of bench/gohook (the same list edit; built with the machine's `go`), then
+times sequential creates of annotated InferenceServices in four cases: no
+webhook registered; ep-webhook; the Go webhook (`go`: the list edit only);
+the Go webhook writing an undo record like ep-webhook's (`go+undo`: the same
+answer, so the API server does the same work with it). The cases take turns
+in `--rounds` rounds (each round: every case, `creates / rounds` creates
+each), so that drift of the machine during the run falls on all alike. Every create is a different object: its name and a flag value
 (`--max-model-len N`) change each time, as real clients' objects do.
 
 Prints p50/p99/mean per case, what each webhook adds to the no-webhook
-figures, and ep-webhook's added p50 minus Go's. Bounded: a fixed number of
+figures, and ep-webhook's added p50 minus each Go webhook's. With `--wire`
+(needs tcpdump and root) the loopback traffic to each webhook is captured
+while it is measured, and the webhook's time on the wire is printed: from the
+last packet of a request to the first packet of its answer (its "think"
+time: TLS, HTTP and the decision), and how many packets the answer takes. Bounded: a fixed number of
 creates. Needs `go` (the Go case is left out without it, and said so).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -65,12 +72,20 @@ def measure(api: client.ApiClient, n: int, prefix: str) -> list[float]:
 
 
 def who_answers(api: client.ApiClient) -> str:
-    """Which webhook the API server calls now: none, ep-webhook (it writes its undo annotation) or go."""
+    """Which webhook the API server calls now: none, ep-webhook, go or go+undo.
+
+    ep-webhook replaces --tensor-parallel-size in place; the Go webhook drops it and appends its flags
+    (so the command ends `--tensor-parallel-size 1 --data-parallel-size N`); go+undo also writes the
+    undo annotation.
+    """
     out = client.CustomObjectsApi(api).create_namespaced_custom_object(
         "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", new_object("probe", 0), dry_run="All")
-    if "--data-parallel-size" not in out["spec"]["predictor"]["model"]["command"]:
+    command = out["spec"]["predictor"]["model"]["command"]
+    if "--data-parallel-size" not in command:
         return "none"
-    return "ep-webhook" if UNDO_RECORD in out["metadata"].get("annotations", {}) else "go"
+    if command[-4:-2] != ["--tensor-parallel-size", "1"]:
+        return "ep-webhook"
+    return "go+undo" if UNDO_RECORD in out["metadata"].get("annotations", {}) else "go"
 
 
 def register(api: client.ApiClient, case: str, ports: dict[str, int], ca_pem: bytes) -> None:
@@ -91,6 +106,34 @@ def register(api: client.ApiClient, case: str, ports: dict[str, int], ca_pem: by
         time.sleep(0.2)
 
 
+def wire_times(capture: str, port: int) -> tuple[list[float], list[int]]:
+    """From `tcpdump -tt -n -q` lines: per request, seconds from its last packet to the answer's first
+    packet, and the answer's packet count (packets without payload are left out)."""
+    rows = []  # (time, towards the webhook)
+    for line in capture.splitlines():
+        parts = line.split()
+        if len(parts) < 7 or parts[-2] != "tcp" or parts[-1] == "0":
+            continue
+        rows.append((float(parts[0]), parts[4].rstrip(":").rsplit(".", 1)[1] == str(port)))
+    think, packets = [], []
+    i = 0
+    while i < len(rows):
+        if not rows[i][1]:
+            i += 1
+            continue
+        j = i
+        while j < len(rows) and rows[j][1]:
+            j += 1
+        k = j
+        while k < len(rows) and not rows[k][1]:
+            k += 1
+        if j < len(rows):
+            think.append(rows[j][0] - rows[j - 1][0])
+            packets.append(k - j)
+        i = k
+    return think, packets
+
+
 def pct(values: list[float], p: float) -> float:
     """The p-th percentile of `values` (seconds), in milliseconds."""
     ordered = sorted(values)
@@ -101,20 +144,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--creates", type=int, default=600, help="creates per case (default 600)")
     parser.add_argument("--rounds", type=int, default=6, help="rounds the cases take turns in (default 6)")
+    parser.add_argument("--wire", action="store_true", help="capture loopback traffic with tcpdump: think time")
     args = parser.parse_args()
     per_round = max(args.creates // args.rounds, 1)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         gohook = build_go(base)
-        cases = ["none", "ep-webhook"] + (["go"] if gohook is not None else [])
+        cases = ["none", "ep-webhook"] + (["go", "go+undo"] if gohook is not None else [])
         if gohook is None:
             print("no `go` on this machine: the Go webhook is left out", file=sys.stderr)
         cluster = Cluster(base / "cluster", k8s_binaries())
         cert_dir = base / "certs"
         certs.write_bundle(cert_dir, certs.generate(["127.0.0.1", "localhost"]))
         ca_pem = (cert_dir / certs.CA_FILE).read_bytes()
-        go = None
+        gos: list[subprocess.Popen[bytes]] = []
         times: dict[str, list[float]] = {c: [] for c in cases}
+        think: dict[str, list[float]] = {c: [] for c in cases if c != "none"}
+        answer_packets: dict[str, list[int]] = {c: [] for c in think}
         try:
             cluster.start()
             api = new_client(cluster.kubeconfig)
@@ -123,16 +169,30 @@ def main() -> int:
             with running_server(cert_dir, base / "webhook.log", ["--log-level", "info"]) as server:
                 ports = {"ep-webhook": server.port}
                 if gohook is not None:
-                    ports["go"] = free_port()
-                    go = subprocess.Popen([str(gohook), str(cert_dir), str(ports["go"])],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    for case, env in (("go", {}), ("go+undo", {"GOHOOK_UNDO": "1"})):
+                        ports[case] = free_port()
+                        gos.append(subprocess.Popen([str(gohook), str(cert_dir), str(ports[case])],
+                                                    env={**os.environ, **env},
+                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 for r in range(args.rounds):
                     for case in cases:
                         register(api, case, ports, ca_pem)
-                        measure(api, 10, f"warm-{case}-{r}")  # connections to this webhook, caches
-                        times[case].extend(measure(api, per_round, f"{case}-{r}"))
+                        measure(api, 10, f"warm-{case.replace('+', '-')}-{r}")  # connections to this webhook, caches
+                        capture = None
+                        if args.wire and case != "none":
+                            capture = subprocess.Popen(
+                                ["tcpdump", "-i", "lo", "-n", "-tt", "-l", "-q", f"tcp port {ports[case]}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            time.sleep(1)  # tcpdump attached
+                        times[case].extend(measure(api, per_round, f"{case.replace('+', '-')}-{r}"))
+                        if capture is not None:
+                            time.sleep(0.5)
+                            capture.send_signal(signal.SIGINT)
+                            seen, packets = wire_times(capture.communicate(timeout=30)[0], ports[case])
+                            think[case].extend(seen)
+                            answer_packets[case].extend(packets)
         finally:
-            if go is not None:
+            for go in gos:
                 go.terminate()
                 go.wait(timeout=30)
             cluster.stop()
@@ -144,8 +204,15 @@ def main() -> int:
             f"{pct(v, 50) - pct(none, 50):>+9.2f}{pct(v, 99) - pct(none, 99):>+9.2f}"
             f"{(statistics.mean(v) - statistics.mean(none)) * 1000:>+10.2f}")
         print(f"{case:<14}{len(v):>8}{pct(v, 50):>9.2f}{pct(v, 99):>9.2f}{statistics.mean(v) * 1000:>9.2f}{added}")
-    if "go" in times:
-        print(f"ep-webhook's added p50 minus Go's: {pct(times['ep-webhook'], 50) - pct(times['go'], 50):+.2f} ms")
+    if args.wire:
+        print(f"{'on the wire':<14}{'answers':>8}{'think p50 us':>14}{'p90 us':>9}{'packets/answer':>16}")
+        for case, seen in think.items():
+            if seen:
+                print(f"{case:<14}{len(seen):>8}{pct(seen, 50) * 1000:>14.0f}{pct(seen, 90) * 1000:>9.0f}"
+                      f"{statistics.median(answer_packets[case]):>16.0f}")
+    for go in ("go", "go+undo"):
+        if go in times:
+            print(f"ep-webhook's added p50 minus {go}'s: {pct(times['ep-webhook'], 50) - pct(times[go], 50):+.2f} ms")
     return 0
 
 

@@ -9,12 +9,17 @@
 // the command's tensor/data/expert-parallel flags, appends
 // --enable-expert-parallel --tensor-parallel-size 1 --data-parallel-size N
 // and answers a base64 JSON patch; fewer than 2 GPUs is denied. No shell
-// scripts, policy or undo annotation: it is a floor for the list case, not a
-// second implementation.
+// scripts or policy: it is a floor for the list case, not a second
+// implementation. With GOHOOK_UNDO set in its environment it also writes an
+// undo record like ep-webhook's (the annotation vllm-ep-webhook.io/original:
+// the container, the original command, and a sha256 of the new one), so that
+// what the API server does with the webhook's answer is the same too.
 package main
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log"
@@ -90,8 +95,17 @@ func decide(obj map[string]any) map[string]any {
 			"message": "ep.enabled needs at least 2 GPUs in resources.limits; request more GPUs or remove ep.enabled"}}
 	}
 	command, _ := model["command"].([]any)
-	patch, err := json.Marshal([]map[string]any{{
-		"op": "replace", "path": "/spec/predictor/model/command", "value": edit(command, gpus)}})
+	newCommand := edit(command, gpus)
+	ops := []map[string]any{{"op": "replace", "path": "/spec/predictor/model/command", "value": newCommand}}
+	if os.Getenv("GOHOOK_UNDO") != "" {
+		applied, _ := json.Marshal(newCommand)
+		sum := sha256.Sum256(applied)
+		record, _ := json.Marshal(map[string]any{"container": "/spec/predictor/model", "command": command,
+			"args": nil, "applied": "sha256:" + hex.EncodeToString(sum[:])})
+		ops = append(ops, map[string]any{"op": "add", "path": "/metadata/annotations/vllm-ep-webhook.io~1original",
+			"value": string(record)})
+	}
+	patch, err := json.Marshal(ops)
 	if err != nil {
 		panic(err)
 	}
