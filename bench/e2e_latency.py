@@ -25,6 +25,7 @@ creates. Needs `go` (the Go case is left out without it, and said so).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -158,6 +159,7 @@ def main() -> int:
         certs.write_bundle(cert_dir, certs.generate(["127.0.0.1", "localhost"]))
         ca_pem = (cert_dir / certs.CA_FILE).read_bytes()
         gos: list[subprocess.Popen[bytes]] = []
+        in_server: list[float] = []
         times: dict[str, list[float]] = {c: [] for c in cases}
         think: dict[str, list[float]] = {c: [] for c in cases if c != "none"}
         answer_packets: dict[str, list[int]] = {c: [] for c in think}
@@ -191,6 +193,8 @@ def main() -> int:
                             seen, packets = wire_times(capture.communicate(timeout=30)[0], ports[case])
                             think[case].extend(seen)
                             answer_packets[case].extend(packets)
+            lines = (base / "webhook.log").read_text().splitlines()
+            in_server = [json.loads(line)["duration_ms"] for line in lines if '"msg":"review"' in line]
         finally:
             for go in gos:
                 go.terminate()
@@ -210,6 +214,9 @@ def main() -> int:
             if seen:
                 print(f"{case:<14}{len(seen):>8}{pct(seen, 50) * 1000:>14.0f}{pct(seen, 90) * 1000:>9.0f}"
                       f"{statistics.median(answer_packets[case]):>16.0f}")
+    if in_server:
+        print(f"ep-webhook's own duration_ms (body read to answer ready), p50 over {len(in_server)} reviews: "
+              f"{statistics.median(in_server):.3f} ms")
     for go in ("go", "go+undo"):
         if go in times:
             print(f"ep-webhook's added p50 minus {go}'s: {pct(times['ep-webhook'], 50) - pct(times[go], 50):+.2f} ms")
