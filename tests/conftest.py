@@ -12,6 +12,7 @@ new file there needs nothing to be left out of the fast loop
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ from kubernetes import client
 
 from tests.e2e.cluster import Cluster, k8s_binaries
 from tests.e2e.conftest import install_crds, new_client
+
+if TYPE_CHECKING:
+    from tests.vllm_releases import Judge
 
 
 E2E_FOLDERS = (Path(__file__).parent / "e2e", Path(__file__).parent / "chart")
@@ -49,3 +53,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def api(cluster: Cluster) -> client.ApiClient:
     return new_client(cluster.kubeconfig)
 
+
+
+@pytest.fixture(scope="session")
+def vllm_judges() -> Iterator[dict[str, Judge]]:
+    """A judge per real vLLM release (tests/vllm_releases.py), by release number."""
+    from tests.vllm_releases import Judge, releases
+
+    judges = {release: Judge(release, python) for release, python in releases().items()}
+    yield judges
+    for judge in judges.values():
+        judge.close()

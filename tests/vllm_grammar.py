@@ -2,11 +2,13 @@
 
 Built from vLLM's documented CLI (engine arguments and `vllm serve --help`):
 argparse with `--long`/short aliases (-tp, -dp, -pp, -ep), `--flag=value`
-forms, BooleanOptionalAction pairs (`--enable-expert-parallel` /
+forms, unique prefixes of long flags (argparse's `allow_abbrev`, on in vLLM), BooleanOptionalAction pairs (`--enable-expert-parallel` /
 `--no-enable-expert-parallel`), and the FlexibleArgumentParser rule that
 underscores in a `--long` name mean dashes. The last occurrence wins.
 Parsing the webhook's output with it checks what vLLM would actually see,
-instead of comparing strings with the test's own expectations.
+instead of comparing strings with the test's own expectations. It is the fast
+inner-loop model only: tests/vllm/test_real_vllm.py checks it against the
+newest real release's own parser, which judges the webhook's output too.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser(positional_model: bool) -> _Parser:
-    p = _Parser(prog="vllm", add_help=False, allow_abbrev=False)
+    p = _Parser(prog="vllm", add_help=False)  # argparse's default allow_abbrev=True, as vLLM's parser
     if positional_model:
         p.add_argument("model_tag", nargs="?")
     p.add_argument("--model")

@@ -1,0 +1,155 @@
+"""Real vLLM releases judge: the facts the webhook depends on, and the commands it writes.
+
+Each release's own parser and ParallelConfig (tests/vllm_releases.py) decide; nothing here models vLLM.
+The facts are those of ../shared/vllm/README.md, checked against the releases themselves, and the model
+the fast tests use (tests/vllm_grammar.py) is checked against the newest release.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.helpers import isvc, model, run
+from tests.vllm_grammar import GrammarError, parse_launch
+from tests.vllm_releases import NEWEST, RELEASES, Judge, serve_argv, version
+
+M = "/mnt/models"
+
+
+def _on(judges: dict[str, Judge], release: str, argv: list[str], gpus: int = 8, env: dict[str, str] | None = None) -> Any:
+    return judges[release].judge(argv, gpus, env)
+
+
+# -- facts of ../shared/vllm/README.md, per release ------------------------------------------------------
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_a_unique_prefix_of_a_flag_is_that_flag(vllm_judges: dict[str, Judge], release: str) -> None:
+    verdict = _on(vllm_judges, release, [M, "--tensor-parallel", "4", "--enable-expert-parallel", "-dp", "2"])
+    assert verdict.ok, verdict.error
+    assert verdict.parsed["tensor_parallel_size"] == 4
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_an_ambiguous_prefix_stops_vllm_before_it_starts(vllm_judges: dict[str, Judge], release: str) -> None:
+    verdict = _on(vllm_judges, release, [M, "--data-parallel-s", "4"])
+    assert (verdict.ok, verdict.stage) == (False, "parse")
+    assert "ambiguous option" in verdict.error
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_short_ep_flag_exists_from_0_14(vllm_judges: dict[str, Judge], release: str) -> None:
+    verdict = _on(vllm_judges, release, [M, "-ep", "-dp", "8"])
+    if version(release) >= (0, 14):
+        assert verdict.ok and verdict.parallel["enable_expert_parallel"] is True, verdict.error
+    else:
+        assert verdict.stage == "parse"
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_all2all_backend_flag_exists_from_0_11_1(vllm_judges: dict[str, Judge], release: str) -> None:
+    verdict = _on(vllm_judges, release, [M, "-dp", "8", "--enable-expert-parallel",
+                                         "--all2all-backend", "deepep_high_throughput"])
+    if version(release) >= (0, 11, 1):
+        assert verdict.ok and verdict.parallel["all2all_backend"] == "deepep_high_throughput", verdict.error
+    else:
+        assert (verdict.stage, "unrecognized arguments" in verdict.error) == ("parse", True)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_disable_expert_parallel_exists_from_0_33(vllm_judges: dict[str, Judge], release: str) -> None:
+    verdict = _on(vllm_judges, release, [M, "-dp", "8", "--enable-expert-parallel", "--disable-expert-parallel"])
+    if version(release) >= (0, 33):
+        assert verdict.ok and verdict.parallel["enable_expert_parallel"] is False, verdict.error
+    else:
+        assert verdict.stage == "parse"
+
+
+@pytest.mark.parametrize("release", [r for r in RELEASES if version(r) >= (0, 10, 2)])
+def test_redundant_experts_without_eplb_are_refused_at_start_up(vllm_judges: dict[str, Judge], release: str) -> None:
+    verdict = _on(vllm_judges, release, [M, "-dp", "8", "--enable-expert-parallel",
+                                         "--eplb-config", '{"num_redundant_experts": 4}'])
+    assert (verdict.ok, verdict.stage) == (False, "config")
+    assert "num_redundant_experts" in verdict.error
+
+
+@pytest.mark.parametrize("release", [r for r in RELEASES if version(r) >= (0, 10, 2)])
+def test_unknown_eplb_keys_are_refused_from_0_16(vllm_judges: dict[str, Judge], release: str) -> None:
+    verdict = _on(vllm_judges, release, [M, "-dp", "8", "--enable-expert-parallel", "--enable-eplb",
+                                         "--eplb-config", '{"window_size": 500, "redundant": 4}'])
+    if version(release) >= (0, 16):
+        assert not verdict.ok and "redundant" in verdict.error
+    else:
+        assert verdict.ok, verdict.error
+
+
+@pytest.mark.parametrize("release", [r for r in RELEASES if version(r) >= (0, 11, 1)])
+def test_external_load_balancing_with_one_data_parallel_rank_is_refused(vllm_judges: dict[str, Judge], release: str) -> None:
+    verdict = _on(vllm_judges, release, [M, "-tp", "4", "--enable-expert-parallel", "-dpe"], gpus=4)
+    assert (verdict.ok, verdict.stage) == (False, "config")
+
+
+@pytest.mark.parametrize("release", [r for r in RELEASES if version(r) >= (0, 10, 2)])
+def test_a_dotted_eplb_key_replaces_an_earlier_eplb_config(vllm_judges: dict[str, Judge], release: str) -> None:
+    verdict = _on(vllm_judges, release, [M, "-dp", "8", "--enable-expert-parallel", "--enable-eplb",
+                                         "--eplb-config.num_redundant_experts", "8",
+                                         "--eplb-config", '{"window_size": 500}'])
+    assert verdict.ok, verdict.error
+    assert verdict.parallel["eplb_config"]["num_redundant_experts"] == 8
+
+
+# -- what the webhook writes -----------------------------------------------------------------------------
+
+SERVE = ["vllm", "serve", M]
+LIST_CASES = {
+    "plain": (isvc(command=SERVE), 8, 1),
+    "tp 2 over a hand-written tp 8": (isvc(command=SERVE + ["--tensor-parallel-size", "8"],
+                                           annotations={"ep.tensor-parallel-size": "2"}), 8, 2),
+    "negation and underscores": (isvc(command=SERVE + ["--no-enable-expert-parallel", "--data_parallel_size=2"]), 8, 1),
+    "four gpus, eplb": (isvc(command=SERVE, limits={"nvidia.com/gpu": "4"}, annotations={"ep.eplb": "true"}), 4, 1),
+}
+
+
+@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize("case", LIST_CASES)
+def test_a_list_command_the_webhook_edits_starts_ep_over_the_pods_gpus(
+    vllm_judges: dict[str, Judge], release: str, case: str
+) -> None:
+    obj, gpus, tp = LIST_CASES[case]
+    out, verdict = run(obj)
+    assert verdict.allowed, verdict.message
+    result = _on(vllm_judges, release, serve_argv(model(out)["command"]), gpus)
+    assert result.ok, result.error
+    p = result.parallel
+    assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, tp, gpus // tp)
+
+
+# -- the fast model against the newest release -------------------------------------------------------------
+
+CORPUS = [
+    [M, "--tensor-parallel-size", "2", "--data-parallel-size", "4", "--enable-expert-parallel"],
+    [M, "-tp=2", "-dp", "4", "-ep"],
+    [M, "--tensor_parallel_size=4", "--data_parallel_size", "2", "--enable-expert-parallel"],
+    [M, "--enable-expert-parallel", "--no-enable-expert-parallel", "-dp", "8"],
+    [M, "--tensor-parallel", "4", "--data-parallel-size", "2"],
+    [M, "--data-parallel-s", "4"],
+    [M, "-tp", "2", "-tp", "4", "-dp", "2"],
+    [M, "--enable-expert", "-dp", "8"],
+    [M, "--all2all-backend", "deepep_low_latency", "-dp", "8", "-ep"],
+]
+
+
+@pytest.mark.parametrize("argv", CORPUS, ids=lambda a: " ".join(a[1:]))
+def test_the_fast_grammar_model_reads_what_the_newest_release_reads(vllm_judges: dict[str, Judge], argv: list[str]) -> None:
+    real = _on(vllm_judges, NEWEST, argv)
+    try:
+        ns = parse_launch(["vllm", "serve", *argv])
+        model_view: Any = (ns.tensor_parallel_size, ns.data_parallel_size, bool(ns.enable_expert_parallel))
+    except GrammarError:
+        model_view = "refused"
+    real_view: Any = "refused" if real.stage == "parse" else (
+        real.parsed["tensor_parallel_size"], real.parsed["data_parallel_size"],
+        bool(real.parsed["enable_expert_parallel"]))
+    assert model_view == real_view
