@@ -32,7 +32,6 @@ ALL2ALL = [
     "flashinfer_all2allv",
     "flashinfer_nvlink_two_sided",
     "flashinfer_nvlink_one_sided",
-    "passthrough",
 ]
 
 

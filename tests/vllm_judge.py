@@ -6,6 +6,8 @@ talks JSON lines over stdin/stdout. Each request is
 `{"argv": [...], "entry": "serve" | "api_server", "env": {...}, "gpus": N}`: `argv` is what follows
 `vllm serve` (or `python -m vllm.entrypoints.openai.api_server`). Each answer is
 `{"ok": true, "parsed": {...}, "parallel": {...}}` or `{"ok": false, "stage": "parse" | "config", "error": "..."}`.
+`{"facts": true}` asks instead what the release accepts: `{"options": [...], "all2all": [...] | null,
+"eplb_keys": [...] | null}`.
 
 How it stands in for a GPU node on a machine without GPUs: vLLM's modules are imported on its CPU platform,
 then the platform becomes a `Platform` with vLLM's CUDA identity (its real CUDA class needs the driver)
@@ -115,6 +117,24 @@ def _parallel_config(arg_utils: object, engine_args: object) -> object:
         return real(**kwargs)
 
 
+def facts(parsers: dict) -> dict:
+    """What the release's `vllm serve` accepts: its option strings, the all2all backend choices (None: no
+    such flag), and the keys of its EPLB config (None: no EPLBConfig)."""
+    import dataclasses
+
+    serve_parser = next(a for a in parsers["serve"]._actions if a.dest == "subparser").choices["serve"]
+    options = sorted(s for a in serve_parser._actions for s in a.option_strings)
+    all2all = next((a.choices for a in serve_parser._actions if "--all2all-backend" in a.option_strings), None)
+    try:
+        from vllm.config import EPLBConfig
+
+        eplb_keys: list[str] | None = sorted(f.name for f in dataclasses.fields(EPLBConfig))
+    except ImportError:
+        eplb_keys = None
+    return {"ok": True, "options": options, "eplb_keys": eplb_keys,
+            "all2all": None if all2all is None else sorted(str(c) for c in all2all if c is not None)}
+
+
 def judge(request: dict, gpus: dict, arg_utils: object, parsers: dict) -> dict:
     entry = request.get("entry", "serve")
     argv = list(request["argv"])
@@ -157,7 +177,7 @@ def main() -> int:
         request = json.loads(line)
         try:
             with contextlib.redirect_stdout(sys.stderr):
-                answer = judge(request, gpus, arg_utils, parsers)
+                answer = facts(parsers) if request.get("facts") else judge(request, gpus, arg_utils, parsers)
         except Exception:
             answer = {"ok": False, "stage": "judge", "error": traceback.format_exc()[-1500:]}
         sys.stdout.write(json.dumps(answer) + "\n")

@@ -58,19 +58,27 @@ class Judge:
     def judge(self, argv: list[str], gpus: int, env: dict[str, str] | None = None,
               entry: str = "serve") -> Verdict:
         """What this release makes of `argv` (the words after `vllm serve`) on a pod with `gpus` GPUs."""
+        return Verdict(**self._ask({"argv": argv, "gpus": gpus, "env": env or {}, "entry": entry}))
+
+    def facts(self) -> dict[str, Any]:
+        """What this release's `vllm serve` accepts: `options` (every option string), `all2all` (the
+        backend choices, None before the flag) and `eplb_keys` (None before EPLBConfig)."""
+        return self._ask({"facts": True})
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.proc is None:
             self.proc = subprocess.Popen([str(self.python), str(ROOT / "tests" / "vllm_judge.py")],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                          text=True, bufsize=1)
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"argv": argv, "gpus": gpus, "env": env or {}, "entry": entry}) + "\n")
+        self.proc.stdin.write(json.dumps(request) + "\n")
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the vLLM {self.release} judge exited")
-        answer = json.loads(line)
+        answer: dict[str, Any] = json.loads(line)
         if answer.get("stage") == "judge":
             raise RuntimeError(f"the vLLM {self.release} judge failed:\n{answer['error']}")
-        return Verdict(**answer)
+        return answer
 
     def close(self) -> None:
         """Stop the process."""

@@ -23,7 +23,7 @@ from tests.chart.helmtool import CHART, Helm, HelmFailed, b64, kinds, one
 from tests.e2e.conftest import MATCH_ANNOTATED
 from tests.server_harness import running_server
 from webhook.tls import certs
-from webhook.core import policy as policies
+from webhook.cli.main import load_policy
 from webhook.cli.main import parser
 
 RELEASE, NAMESPACE = "ep", "ml-system"
@@ -267,7 +267,7 @@ def test_the_default_policy_is_one_the_server_loads(helm: Helm, tmp_path: Path) 
     text = one(objs, "ConfigMap", f"{FULLNAME}-policy")["data"]["policy.yaml"]
     path = tmp_path / "policy.yaml"
     path.write_text(text)
-    policy = policies.parse(path.read_text())
+    policy = load_policy(str(path))
     assert policy.opt_in_only
 
 
@@ -282,7 +282,7 @@ def test_the_chart_refuses_opt_in_only_exactly_when_the_server_says_the_policy_i
 ) -> None:
     config = {"defaults": {"mode": "optIn"}, "rules": rules}
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(config))
-    server_says = policies.load(str(tmp_path / "policy.yaml")).opt_in_only
+    server_says = load_policy(str(tmp_path / "policy.yaml")).opt_in_only
     try:
         render(helm, {"policy": {"config": config}})
         chart_accepts = True

@@ -153,3 +153,31 @@ def test_the_fast_grammar_model_reads_what_the_newest_release_reads(vllm_judges:
         real.parsed["tensor_parallel_size"], real.parsed["data_parallel_size"],
         bool(real.parsed["enable_expert_parallel"]))
     assert model_view == real_view
+
+
+# -- the release table of the product against the releases themselves ----------------------------------
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_release_table_says_what_each_release_accepts(vllm_judges: dict[str, Judge], release: str) -> None:
+    from webhook.vllm.releases import parse_version, profile
+
+    facts = vllm_judges[release].facts()
+    options = set(facts["options"])
+    p = profile(parse_version(release))  # type: ignore[arg-type]
+    assert p is not None
+    assert p.short_ep == ("-ep" in options)
+    assert p.disable_flags == ("--disable-expert-parallel" in options)
+    assert p.eplb_config == ("--eplb-config" in options)
+    assert p.external_lb_flag == ("-dpe" in options)
+    assert (p.all2all_by != "env") == ("--all2all-backend" in options)
+    if facts["all2all"] is not None:  # 0.11.x lists "None" (its unset default) among the choices
+        assert sorted(p.all2all_backends) == [c for c in facts["all2all"] if c != "None"]
+    if p.eplb_config:
+        assert sorted(p.eplb_keys) == facts["eplb_keys"]
+
+
+def test_the_webhook_accepts_exactly_the_backends_of_the_newest_release(vllm_judges: dict[str, Judge]) -> None:
+    from webhook.vllm.flags import ALL2ALL_BACKENDS
+
+    assert list(ALL2ALL_BACKENDS) == vllm_judges[NEWEST].facts()["all2all"]

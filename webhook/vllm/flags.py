@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from webhook.vllm import releases
+
 ENABLE_EP = "--enable-expert-parallel"
 DISABLE_EP = "--no-enable-expert-parallel"
 TP = "--tensor-parallel-size"
@@ -53,27 +55,13 @@ MULTI_NODE_VALUE_FLAGS = frozenset(
 MULTI_NODE_SWITCHES = frozenset({"--headless"})
 MULTI_NODE_FLAGS = MULTI_NODE_VALUE_FLAGS | MULTI_NODE_SWITCHES
 
-# The values vLLM accepts for `--all2all-backend`, exactly: vLLM 0.33's
-# `All2AllBackend` literal in vllm/config/parallel.py. Any other value makes
-# vLLM refuse to start. This is the one copy in the project; a policy's
-# `all2allBackends` may only narrow it.
-ALL2ALL_RELEASE = "vLLM 0.33"
-ALL2ALL_BACKENDS: tuple[str, ...] = (
-    "naive",
-    "pplx",
-    "deepep_high_throughput",
-    "deepep_low_latency",
-    "deepep_v2",
-    "mori_high_throughput",
-    "mori_low_latency",
-    "moonep",
-    "nixl_ep",
-    "allgather_reducescatter",
-    "flashinfer_all2allv",
-    "flashinfer_nvlink_two_sided",
-    "flashinfer_nvlink_one_sided",
-    "passthrough",
-)
+# The values the newest known vLLM accepts for `--all2all-backend`, exactly (its argparse choices, from
+# the release table in `releases`; `passthrough`, in the list before, is refused by vLLM 0.33.0). Any other
+# value makes vLLM refuse to start. A policy's `all2allBackends` may only narrow it.
+ALL2ALL_RELEASE = "vLLM " + releases.show(releases.NEWEST)
+_NEWEST = releases.profile(releases.NEWEST)
+assert _NEWEST is not None
+ALL2ALL_BACKENDS: tuple[str, ...] = tuple(sorted(_NEWEST.all2all_backends))
 # Accepted by vLLM 0.33 for compatibility, but it falls back to its default
 # backend with a warning: the webhook passes them on and says so.
 FALLBACK_ALL2ALL_BACKENDS = frozenset({"naive", "pplx"})
