@@ -181,3 +181,15 @@ def test_the_webhook_accepts_exactly_the_backends_of_the_newest_release(vllm_jud
     from webhook.vllm.flags import ALL2ALL_BACKENDS
 
     assert list(ALL2ALL_BACKENDS) == vllm_judges[NEWEST].facts()["all2all"]
+
+
+@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize("negation", ["--disable-expert-parallel", "--no-enable-expert-parallel"])
+def test_a_hand_written_negation_of_ep_in_either_spelling_is_removed(
+    vllm_judges: dict[str, Judge], release: str, negation: str
+) -> None:
+    out, verdict = run(isvc(command=SERVE + ["-tp", "1", "--enable-expert-parallel", negation]))
+    assert verdict.allowed, verdict.message
+    assert negation not in model(out)["command"]
+    result = _on(vllm_judges, release, serve_argv(model(out)["command"]))
+    assert result.ok and result.parallel["enable_expert_parallel"] is True, result.error

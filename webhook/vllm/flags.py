@@ -38,6 +38,14 @@ SHORT_ALIASES: dict[str, str] = {
     "-dpp": "--data-parallel-rpc-port",
 }
 
+# vLLM 0.33.0 pairs every `--enable-x` with `--disable-x` (../shared/vllm/README.md; checked against the
+# release in tests/vllm/test_real_vllm.py): for the flags the webhook owns they mean what the `--no-` forms mean.
+# On older releases they are unknown, and vLLM would refuse them: read as the negation, they are removed too.
+LONG_ALIASES: dict[str, str] = {
+    "--disable-expert-parallel": DISABLE_EP,
+    "--disable-eplb": DISABLE_EPLB,
+}
+
 # Flags whose presence means the pod is one member of a multi-node
 # data-parallel deployment: a single-pod DP size derived from this pod's GPUs
 # would be wrong there, so the engine refuses rather than guessing.
@@ -85,7 +93,8 @@ class FlagWord(NamedTuple):
 def canonical(spelling: str) -> str:
     """The long name argparse would match for a flag spelling."""
     if spelling.startswith("--"):
-        return spelling.replace("_", "-")
+        long = spelling.replace("_", "-")
+        return LONG_ALIASES.get(long, long)
     return SHORT_ALIASES.get(spelling, spelling)
 
 
