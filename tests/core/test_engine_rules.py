@@ -332,11 +332,14 @@ def test_max_data_parallel_size_is_enforced() -> None:
 
 
 def test_warnings_are_short_and_say_what_changed() -> None:
-    ann = {"ep.eplb-config": '{"' + "x" * 300 + '": 1}', "ep.all2all-backend": "deepep_low_latency", "ep.eplb": "true"}
+    # vLLM 0.15.1 ignores unknown --eplb-config keys (0.16 refuses them): a long one is passed on, and noted
+    ann = {"ep.eplb-config": '{"' + "x" * 300 + '": 1}', "ep.all2all-backend": "deepep_low_latency", "ep.eplb": "true",
+           "ep.vllm-version": "0.15.1"}
     script = "GPU_COUNT=8\nvllm serve /mnt/models --tensor-parallel-size ${GPU_COUNT} --no-enable-expert-parallel"
     _, verdict = run(isvc(command=["bash", "-c", script], annotations=ann))
     assert "replaced --tensor-parallel-size ${GPU_COUNT} with 1" in verdict.warnings
     assert "removed --no-enable-expert-parallel" in verdict.warnings
+    assert any(w.startswith("vLLM 0.15.1 ignores ep.eplb-config keys it does not know: xxx") for w in verdict.warnings)
     assert all(len(w) < 120 for w in verdict.warnings)
 
 

@@ -105,7 +105,7 @@ def test_the_tensor_parallel_annotation_sets_tp_in_parallelism_and_dp_from_the_r
 
 
 def test_a_json_eplb_config_survives_the_presets_eval_byte_for_byte(tmp_path: Path) -> None:
-    config = {"window_size": 1000, "step_interval": 3000, "note": "a b  'c' \"d\" $HOME"}
+    config = {"window_size": 1000, "step_interval": 3000, "policy": "a b  'c' \"d\" $HOME"}
     ann = {"ep.eplb": "true", "ep.eplb-config": json.dumps(config), "ep.all2all-backend": "deepep_low_latency"}
     out, _ = mutated(llmisvc(annotations=ann))
     ns = vllm_of(out, tmp_path)
@@ -114,7 +114,7 @@ def test_a_json_eplb_config_survives_the_presets_eval_byte_for_byte(tmp_path: Pa
 
 @pytest.mark.parametrize(
     "hostile",
-    ['{"x": "$(touch CANARY)"}', '{"x": "`touch CANARY`"}', '{"x": "a; touch CANARY"}', '{"x": "\'; touch CANARY; \'"}'],
+    ['{"policy": "$(touch CANARY)"}', '{"policy": "`touch CANARY`"}', '{"policy": "a; touch CANARY"}', '{"policy": "\'; touch CANARY; \'"}'],
 )
 def test_annotation_values_never_execute_under_the_presets_eval(hostile: str, tmp_path: Path) -> None:
     out, verdict = mutated(llmisvc(annotations={"ep.eplb-config": hostile}))
@@ -241,7 +241,7 @@ def test_undo_still_works_when_the_api_server_returns_keys_in_another_order() ->
 
 
 def test_a_second_review_of_the_mutated_object_changes_nothing() -> None:
-    quoted = {"ep.eplb-config": '{"window_size": 10, "note": "a b"}'}  # written shell-quoted, read back as JSON
+    quoted = {"ep.eplb-config": '{"window_size": 10, "policy": "a b"}'}  # written shell-quoted, read back as JSON
     for obj in (llmisvc(), llmisvc(annotations=quoted), with_prefill(llmisvc()),
                 multi_node(llmisvc(annotations={"ep.nodes": "3", **quoted}))):
         out, _ = mutated(obj)
@@ -310,7 +310,7 @@ _words = st.sampled_from(["--data-parallel-size", "-dp", "4", "-tp", "2", "--ena
     annotations=st.fixed_dictionaries({}, optional={
         "ep.nodes": st.sampled_from(["1", "2", "3", "0", "x"]),
         "ep.tensor-parallel-size": st.sampled_from(["1", "2", "4", "3"]),
-        "ep.eplb-config": st.sampled_from(['{"window_size": 10}', '{"x": "$(id) `id`; a b"}', "[1]"]),
+        "ep.eplb-config": st.sampled_from(['{"window_size": 10}', '{"policy": "$(id) `id`; a b"}', "[1]"]),
     }),
 )
 def test_odd_llminferenceservices_get_a_verdict_and_allowed_patches_apply(

@@ -193,3 +193,41 @@ def test_a_hand_written_negation_of_ep_in_either_spelling_is_removed(
     assert negation not in model(out)["command"]
     result = _on(vllm_judges, release, serve_argv(model(out)["command"]))
     assert result.ok and result.parallel["enable_expert_parallel"] is True, result.error
+
+
+# -- writing for the release that runs --------------------------------------------------------------------
+
+RELEASE_CASES = {
+    "all2all deepep_high_throughput": {"ep.all2all-backend": "deepep_high_throughput"},
+    "all2all deepep_v2": {"ep.all2all-backend": "deepep_v2"},
+    "all2all allgather_reducescatter": {"ep.all2all-backend": "allgather_reducescatter"},
+    "eplb with an unknown key": {"ep.eplb": "true", "ep.eplb-config": '{"window_size": 500, "redundant": 4}'},
+    "redundant experts without eplb": {"ep.eplb-config": '{"num_redundant_experts": 4}'},
+    "redundant experts with eplb": {"ep.eplb": "true", "ep.eplb-config": '{"num_redundant_experts": 4}'},
+}
+
+
+def _with_image(annotations: dict[str, str], image: str) -> dict[str, Any]:
+    obj = isvc(command=SERVE, annotations=annotations)
+    model(obj)["image"] = image
+    return obj
+
+
+@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize("case", RELEASE_CASES)
+def test_the_webhook_denies_exactly_what_the_release_in_the_image_would_refuse(
+    vllm_judges: dict[str, Judge], release: str, case: str
+) -> None:
+    """Allowed: the release in the image starts the edited command. Denied: it names the release, and the
+    edit the webhook would have written for the newest release is one this release refuses."""
+    out, verdict = run(_with_image(RELEASE_CASES[case], f"vllm/vllm-openai:v{release}"))
+    if verdict.allowed:
+        result = _on(vllm_judges, release, serve_argv(model(out)["command"]))
+        assert result.ok, f"admitted, but vLLM {release} refuses it: {result.error}"
+        assert f"flags written for vLLM {release}, from the image tag" in verdict.warnings
+    else:
+        assert f"vLLM {release} (from the image tag)" in verdict.message or "num_redundant_experts" in verdict.message
+        naive, naive_verdict = run(_with_image(RELEASE_CASES[case], f"vllm/vllm-openai:v{NEWEST}"))
+        if naive_verdict.allowed:
+            refused = _on(vllm_judges, release, serve_argv(model(naive)["command"]))
+            assert not refused.ok, f"denied, but vLLM {release} would have started it"

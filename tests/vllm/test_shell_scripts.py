@@ -133,7 +133,7 @@ def test_env_and_assignment_prefixes_in_scripts_are_recognised(fake_bin: Path, t
 
 def test_values_written_into_scripts_are_shell_quoted_and_never_run(fake_bin: Path, tmp_path: Path) -> None:
     canary = tmp_path / "canary"
-    hostile = {"k": f"'; touch {canary}; echo '$(touch {canary})`touch {canary}`\n&& x"}
+    hostile = {"policy": f"'; touch {canary}; echo '$(touch {canary})`touch {canary}`\n&& x"}
     ann = {"ep.eplb-config": json.dumps(hostile), "ep.eplb": "true"}
     out, _ = run(isvc(command=["bash", "-c", "vllm serve m"], annotations=ann))
     ns = parse_launch(execute(out, fake_bin, tmp_path))
@@ -241,8 +241,9 @@ def test_hostile_annotation_values_never_run_as_code(fake_bin: Path, tmp_path: P
     # values the webhook would write into the script are validated or quoted
     assert not mutate(isvc(command=["bash", "-c", "vllm serve m"], annotations={"ep.tensor-parallel-size": hostile_tp})).allowed
     assert not mutate(isvc(command=["bash", "-c", "vllm serve m"], annotations={"ep.all2all-backend": hostile_tp})).allowed
+    # hostile keys too: vLLM 0.15.1 passes unknown --eplb-config keys over (0.16 refuses them, and so does the webhook)
     out, verdict = run(isvc(command=["bash", "-c", "cd /\nexec vllm serve m \\\n  --port 8080"],
-                            annotations={"ep.eplb-config": json.dumps(config)}))
+                            annotations={"ep.eplb-config": json.dumps(config), "ep.vllm-version": "0.15.1"}))
     assert verdict.allowed
     ns = parse_launch(execute(out, fake_bin, tmp_path))
     assert ns.eplb_config == config

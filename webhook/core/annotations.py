@@ -13,12 +13,15 @@ from typing import NamedTuple
 
 from webhook.base.errors import Denied
 from webhook.core.options import Options
+from webhook.vllm.releases import Version, parse_version
 
 ENABLED = "ep.enabled"
 TENSOR_PARALLEL_SIZE = "ep.tensor-parallel-size"
 ALL2ALL_BACKEND = "ep.all2all-backend"
 EPLB = "ep.eplb"
 EPLB_CONFIG = "ep.eplb-config"
+VLLM_VERSION = "ep.vllm-version"
+"""The vLLM release the pod runs, when its image does not say (e.g. "0.11.2")."""
 NODES = "ep.nodes"
 """LLMInferenceService multi-node roles: pods (nodes) per data-parallel group."""
 UNDO_RECORD = "vllm-ep-webhook.io/original"
@@ -50,6 +53,7 @@ class EpRequest(NamedTuple):
     eplb_config: str | None = None
     nodes: int | None = None
     tensor_parallel_asked: bool = False
+    vllm_version: Version | None = None
 
 def _bool(annotations: Mapping[str, object], key: str) -> bool | None:
     if key not in annotations:
@@ -121,4 +125,10 @@ def read_ep_request(annotations: Mapping[str, object], options: Options) -> EpRe
             )
         nodes = int(text)
 
-    return EpRequest(tp, backend, _bool(annotations, EPLB), config, nodes, TENSOR_PARALLEL_SIZE in annotations)
+    version: Version | None = None
+    if VLLM_VERSION in annotations:
+        raw = annotations[VLLM_VERSION]
+        version = parse_version(raw) if isinstance(raw, str) and len(raw) < 40 else None
+        if version is None:
+            raise Denied(f'annotation {VLLM_VERSION} is {_show(raw)}; it must be a vLLM release number, e.g. "0.11.2"')
+    return EpRequest(tp, backend, _bool(annotations, EPLB), config, nodes, TENSOR_PARALLEL_SIZE in annotations, version)

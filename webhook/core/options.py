@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from webhook.vllm.flags import ALL2ALL_BACKENDS
+from webhook.vllm.releases import Version
 from webhook.core.gpus import DEFAULT_GPU_RESOURCES
 
 OnConflict = Literal["override", "reject"]
@@ -35,3 +36,5 @@ class Options:
     gpu_resources: tuple[str, ...] = DEFAULT_GPU_RESOURCES
     all2all_backends: tuple[str, ...] = ALL2ALL_BACKENDS
     max_data_parallel_size: int | None = None
+    vllm_version: Version | None = None
+    """The vLLM release to write for when neither `ep.vllm-version` nor the image says (None: the newest known)."""

@@ -10,6 +10,7 @@ in the launches that would contradict it are corrected).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -20,7 +21,11 @@ from webhook.base.errors import Denied, NotApplicable
 from webhook.core.gpus import count_gpus
 from webhook.base.jsonvalues import strings_or_none
 from webhook.vllm.launch import Server
-from webhook.core.annotations import NODES, EpRequest, TENSOR_PARALLEL_SIZE
+from webhook.core.annotations import (
+    ALL2ALL_BACKEND, EPLB, EPLB_CONFIG, NODES, TENSOR_PARALLEL_SIZE, VLLM_VERSION, EpRequest,
+)
+from webhook.vllm import releases
+from webhook.vllm.releases import Version
 from webhook.core.options import Options
 from webhook.core.workload import Field, Launch, Role, Workload
 
@@ -109,6 +114,7 @@ def _plan_role(
         if launch.refusal:
             raise NotApplicable(launch.refusal)
         notes.extend(launch.notes)
+    _check_release(request, role, options, notes)
     server = role.launches[0].server if role.launches else "vllm"
     if server == "huggingfaceserver":
         wants = _huggingfaceserver_wants(role.launches[0], out, request, gpus)
@@ -184,6 +190,70 @@ def _plan_multi_node(
     ]
     _rewrite_launches(role.launches, out, wants, reject, False, warnings)
     notes.append(HYBRID_LB_NOTE)
+
+
+def release_for(request: EpRequest, role: Role, options: Options) -> tuple[Version, str, bool]:
+    """The vLLM release the role's pods run, how it is known, and whether it was only assumed.
+
+    In this order: the annotation ep.vllm-version; the image of the role's first launch that names a release
+    (the container's, else its runtime's); the policy's vllmVersion; else the newest release known.
+    """
+    if request.vllm_version is not None:
+        return request.vllm_version, f"from annotation {VLLM_VERSION}", False
+    for launch in role.launches:
+        if launch.image_release is not None:
+            return launch.image_release, "from the image tag", False
+    if options.vllm_version is not None:
+        return options.vllm_version, f"from policy rule {options.rule!r}", False
+    return releases.NEWEST, f"assumed: set {VLLM_VERSION} or a versioned image", True
+
+
+def _check_release(request: EpRequest, role: Role, options: Options, notes: list[str]) -> None:
+    """Refuse what the role's vLLM release would refuse at start-up; note the release when it matters."""
+    if request.all2all_backend is None and request.eplb_config is None:
+        return  # the EP, TP and DP flags are the same on every release profiled
+    version, how, _ = release_for(request, role, options)
+    shown = releases.show(version)
+    found = releases.profile(version)
+    if found is None:
+        raise Denied(
+            f"vLLM {shown} ({how}) predates the expert-parallel flags the webhook writes (vLLM "
+            f"{releases.show(releases.OLDEST)} or later); use a newer vLLM or set {VLLM_VERSION}"
+        )
+    if request.all2all_backend is not None:
+        backend = request.all2all_backend
+        if found.all2all_by == "env":
+            raise Denied(
+                f"vLLM {shown} ({how}) has no --all2all-backend flag (vLLM 0.11.1 added it): set the env "
+                f"VLLM_ALL2ALL_BACKEND={backend} on the container instead of {ALL2ALL_BACKEND}, or use vLLM 0.11.1+"
+            )
+        if backend not in found.all2all_backends:
+            raise Denied(
+                f"vLLM {shown} ({how}) does not accept all2all backend {backend}; it accepts: "
+                f"{', '.join(sorted(found.all2all_backends))}"
+            )
+    if request.eplb_config is not None:
+        config = json.loads(request.eplb_config)
+        if not found.eplb_config:
+            raise Denied(
+                f"vLLM {shown} ({how}) has no --eplb-config (vLLM 0.10.2 added it); remove {EPLB_CONFIG} "
+                f"or use a newer vLLM"
+            )
+        unknown = sorted(set(config) - found.eplb_keys)
+        if unknown and found.eplb_unknown_keys_refused:
+            raise Denied(
+                f"vLLM {shown} ({how}) refuses unknown {EPLB_CONFIG} keys {', '.join(unknown)}; it knows: "
+                f"{', '.join(sorted(found.eplb_keys))}"
+            )
+        if unknown:
+            notes.append(f"vLLM {shown} ignores {EPLB_CONFIG} keys it does not know: {', '.join(unknown)}")
+        redundant = config.get("num_redundant_experts")
+        if isinstance(redundant, int) and redundant > 0 and request.eplb is not True:
+            raise Denied(
+                f"{EPLB_CONFIG} sets num_redundant_experts, which vLLM refuses without EPLB "
+                f"(\"Either enable EPLB or unset num_redundant_experts\"): set {EPLB}: \"true\" or remove it"
+            )
+    notes.append(f"flags written for vLLM {shown}, {how}")
 
 
 def _nodes(request: EpRequest, parallelism: Mapping[str, object], label: str) -> int:

@@ -13,6 +13,7 @@ Parsing validates everything up front and names the bad field
       maxDataParallelSize: 64
       gpuResources: [nvidia.com/gpu, ...]
       all2allBackends: [...]   # names allowed in ep.all2all-backend
+      vllmVersion: "0.11.2"    # the vLLM pods run when neither ep.vllm-version nor the image says
     rules:
       - name: production       # optional, shown in messages
         namespaces: ["prod-*"] # names or globs
@@ -36,6 +37,7 @@ import yaml
 
 from webhook.vllm.flags import ALL2ALL_BACKENDS, ALL2ALL_RELEASE
 from webhook.core.options import MODES, ON_CONFLICT, Options
+from webhook.vllm.releases import parse_version
 
 _KEYS = {
     "mode": "mode",
@@ -45,6 +47,7 @@ _KEYS = {
     "maxDataParallelSize": "max_data_parallel_size",
     "gpuResources": "gpu_resources",
     "all2allBackends": "all2all_backends",
+    "vllmVersion": "vllm_version",
 }
 _RULE_ONLY = {"name", "namespaces", "namespaceSelector"}
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
@@ -171,6 +174,10 @@ def _settings(data: Mapping[str, object], where: str) -> dict[str, object]:
                     f"{field}: unknown backend {unknown[0]!r}; {ALL2ALL_RELEASE} accepts {', '.join(ALL2ALL_BACKENDS)}"
                 )
             value = names
+        elif key == "vllmVersion":
+            version = parse_version(value) if isinstance(value, str) and len(value) < 40 else None
+            _expect(version is not None, field, 'must be a vLLM release number in quotes, e.g. "0.11.2"')
+            value = version
         out[_KEYS[key]] = value
     return out
 

@@ -20,6 +20,7 @@ from typing import Literal, NamedTuple, Protocol, TypeVar
 
 from webhook.vllm.command import ArgsForm
 from webhook.vllm.launch import Server
+from webhook.vllm.releases import Version
 
 # single: one pod runs the whole data-parallel group, flags in the launch;
 # multi: a leader and workers (LeaderWorkerSet) whose flags the kind's preset
@@ -39,7 +40,9 @@ class Launch(NamedTuple):
     """Where one vLLM argv lives: a container's command and args.
 
     `own_image` marks a user-defined container (no runtime is merged in, so
-    without a command the image's entrypoint runs); `runtime_args` are words
+    without a command the image's entrypoint runs); `image` is the image that
+    runs (the container's, else its runtime's) and `image_release` the vLLM
+    release its reference names, if it names one; `runtime_args` are words
     another party (a KServe runtime) puts before `args`, read for checks only. `notes` are warnings
     about what could not be checked; `refusal` says why the flags could not
     reach the server (a reason to deny once EP is asked for).
@@ -54,6 +57,8 @@ class Launch(NamedTuple):
     runtime_args: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     refusal: str | None = None
+    image: str = ""
+    image_release: Version | None = None
 
 
 class Role(NamedTuple):

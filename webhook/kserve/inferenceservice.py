@@ -12,6 +12,7 @@ from __future__ import annotations
 from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
 from webhook.kserve.servingruntime import server_started
+from webhook.kserve.images import release_of
 from webhook.kserve.selection import Runtimes, resolve
 from webhook.base.jsonvalues import string_list
 from webhook.core.workload import Field, Launch, Role, Workload
@@ -42,8 +43,13 @@ def read(obj: dict[str, object], runtimes: Runtimes | None) -> Workload:
         server=server_of([*command, *(args or ())]) if command else "vllm",
         own_image=own_image,
     )
+    image = container.get("image")
+    if isinstance(image, str):
+        launch = launch._replace(image=image)
     if runtimes is not None:
         launch = _with_runtime(obj, launch, runtimes)
+    if launch.image:
+        launch = launch._replace(image_release=release_of(launch.image))
     role = Role(
         container.get("resources"),
         where,
@@ -74,6 +80,8 @@ def _with_runtime(obj: dict[str, object], launch: Launch, runtimes: Runtimes) ->
     """The args of the runtime KServe merges in (always put before the object's), and, for a launch
     without a command of its own, the server that runtime starts."""
     resolution = resolve(obj, runtimes)
+    if resolution.runtime is not None and not launch.image:
+        launch = launch._replace(image=resolution.runtime.image)  # KServe runs the runtime's image
     if launch.command.value:
         # the object's command replaces the runtime's; the runtime's args still come first
         return launch._replace(runtime_args=resolution.runtime.args or ()) if resolution.runtime else launch

@@ -1,0 +1,39 @@
+"""Which vLLM release a container runs, from its image: vLLM's own images, and KServe's huggingfaceserver,
+which bundles a vLLM release of its own.
+
+Source: ../shared/vllm/README.md ("Which vLLM is in common images"), read from KServe's repository at its
+release tags: kserve/huggingfaceserver v0.15.0 (`-gpu`) bundles vLLM 0.8.1, v0.15.1-2 0.8.5, v0.16.0 0.9.2,
+v0.17.x 0.15.1, v0.18.x 0.19.0, v0.19.0 0.20.0, v0.20.0 0.24.0.
+"""
+
+from __future__ import annotations
+
+import re
+
+from webhook.vllm import images
+from webhook.vllm.releases import Version
+
+HUGGINGFACESERVER: tuple[tuple[str, Version], ...] = (
+    ("0.15.0", (0, 8, 1)), ("0.15.1", (0, 8, 5)), ("0.15.2", (0, 8, 5)), ("0.16.0", (0, 9, 2)),
+    ("0.17", (0, 15, 1)), ("0.18", (0, 19, 0)), ("0.19.0", (0, 20, 0)), ("0.20.0", (0, 24, 0)),
+)
+"""KServe release (or minor series) of kserve/huggingfaceserver, and the vLLM it bundles."""
+_TAG = re.compile(r"v?(\d+\.\d+(?:\.\d+)?)(?:-gpu)?")
+
+
+def release_of(image: str) -> Version | None:
+    """The vLLM release an image runs, or None when its reference does not say."""
+    found = images.release_of(image)
+    if found is not None:
+        return found
+    repository, tag = images.split(image)
+    if repository != "kserve/huggingfaceserver":
+        return None
+    m = _TAG.fullmatch(tag)
+    if m is None:
+        return None
+    release = m.group(1)
+    for kserve, vllm in HUGGINGFACESERVER:
+        if release == kserve or (kserve.count(".") == 1 and release.startswith(kserve + ".")):
+            return vllm
+    return None
