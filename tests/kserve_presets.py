@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from tests.e2e.kubelet import container_env, expand
 from tests.helpers import SHARED
 
 PRESETS = SHARED / "kserve" / "llmisvcconfig"
@@ -164,7 +165,8 @@ def _main(pod: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def container_argv(obj: dict[str, Any], role: str, worker: bool = False) -> list[str]:
-    """The `main` container's argv after KServe's merge and rendering (before the kubelet runs it)."""
+    """The `main` container's argv after KServe's merge and rendering, and the kubelet's `$(VAR)` expansion
+    (with the container's own env values; `$$` becomes `$`), as the container's process gets it."""
     spec = obj["spec"]
     body = spec["prefill"] if role == "prefill" else spec
     pod_key = "worker" if worker else "template"
@@ -174,7 +176,8 @@ def container_argv(obj: dict[str, Any], role: str, worker: bool = False) -> list
     own = _main(body.get(pod_key))
     command = own.get("command") or preset_main["command"]
     args = own.get("args") if "args" in own else preset_main.get("args", [])
-    return list(command) + list(args or [])
+    env = container_env({"env": [*(preset_main.get("env") or []), *(own.get("env") or [])]}, {})
+    return [expand(str(w), env) for w in [*command, *(args or [])]]
 
 
 def _preset_pod(chosen: dict[str, Any], role: str, pod_key: str) -> dict[str, Any]:

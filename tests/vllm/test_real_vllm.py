@@ -7,11 +7,13 @@ the fast tests use (tests/vllm_grammar.py) is checked against the newest release
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from tests.helpers import isvc, model, run
+from webhook.admission.kinds import mutate
 from tests.vllm_grammar import GrammarError, parse_launch
 from tests.vllm_releases import NEWEST, RELEASES, Judge, serve_argv, version
 
@@ -231,3 +233,32 @@ def test_the_webhook_denies_exactly_what_the_release_in_the_image_would_refuse(
         if naive_verdict.allowed:
             refused = _on(vllm_judges, release, serve_argv(model(naive)["command"]))
             assert not refused.ok, f"denied, but vLLM {release} would have started it"
+
+
+# -- world size and what the kubelet does to the values written ------------------------------------------
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_prefill_context_parallelism_above_one_is_denied_and_one_starts(vllm_judges: dict[str, Judge], release: str) -> None:
+    """vLLM's world size is TP x PP x PCP: DP = GPUs / TP would ask for twice the pod's GPUs with -pcp 2."""
+    if "-pcp" not in vllm_judges[release].facts()["options"]:
+        pytest.skip(f"vLLM {release} has no -pcp")
+    denied = mutate(isvc(command=SERVE + ["-pcp", "2"]))
+    assert not denied.allowed and "-pcp 2" in denied.message and "prefill context parallel size 1" in denied.message
+    out, verdict = run(isvc(command=SERVE + ["-pcp", "1"]))
+    assert verdict.allowed
+    result = _on(vllm_judges, release, serve_argv(model(out)["command"]))
+    assert result.ok and result.parallel["data_parallel_size"] == 8, result.error
+
+
+@pytest.mark.parametrize("value", ["$(HOME)", "a $$ b", "$$(HOME)", "x$"])
+def test_values_written_survive_the_kubelets_expansion(value: str) -> None:
+    """The kubelet expands $(VAR) and turns $$ into $ in command and args: what vLLM gets is what was asked."""
+    from tests.e2e.kubelet import container_argv, container_env
+
+    config = {"window_size": 1000, "policy": value}
+    out, verdict = run(isvc(command=SERVE, annotations={"ep.eplb": "true", "ep.eplb-config": json.dumps(config)}))
+    assert verdict.allowed, verdict.message
+    m = model(out)
+    m["env"] = [{"name": "HOME", "value": "/root"}]
+    assert parse_launch(container_argv(m, container_env(m, {}))).eplb_config == config

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.kubelet import container_argv, container_env
 from tests.helpers import isvc, load_example, model, recorded_argv, run, stand_in_bin
 from tests.vllm_grammar import parse_launch
 from webhook.vllm import shell
@@ -32,9 +33,10 @@ def fake_bin(tmp_path: Path) -> Path:
 
 
 def execute(obj: dict[str, Any], fake_bin: Path, tmp_path: Path) -> list[str]:
-    """Run the container's command + args with bash; return vLLM's argv."""
+    """Run the container's command + args as the kubelet would (its `$(VAR)` expansion, then exec, bash);
+    return vLLM's argv."""
     m = model(obj)
-    return recorded_argv(list(m.get("command") or []) + list(m.get("args") or []), fake_bin, tmp_path)
+    return recorded_argv(container_argv(m, container_env(m, {})), fake_bin, tmp_path)
 
 
 def test_alauda_script_computing_gpu_count_runs_vllm_in_ep_mode(fake_bin: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from webhook.base.text import shorten
 from webhook.vllm import flags
 from webhook.base.errors import Denied, NotApplicable
 
-VALUE_FLAGS = frozenset({flags.TP, flags.DP, flags.PP, flags.ALL2ALL, flags.EPLB_CONFIG}) | flags.MULTI_NODE_VALUE_FLAGS
+VALUE_FLAGS = frozenset({flags.TP, flags.DP, flags.PP, flags.PCP, flags.ALL2ALL, flags.EPLB_CONFIG}) | flags.MULTI_NODE_VALUE_FLAGS
 """Flags the planner reads that take a value."""
 BOOL_FLAGS = frozenset({flags.ENABLE_EP, flags.DISABLE_EP, flags.ENABLE_EPLB, flags.DISABLE_EPLB}) | flags.MULTI_NODE_SWITCHES
 """Flags the planner reads that stand alone."""
@@ -142,9 +142,10 @@ def check_single_node(occurrences: Sequence[Occurrence]) -> None:
                 f"the vLLM command uses {o.display}, a multi-node data-parallel setting; the webhook only "
                 f"configures single-pod expert parallelism: remove that flag or the ep.enabled annotation"
             )
-        if o.name == flags.PP and not (o.value_known and o.value is not None and o.value.strip() == "1"):
+        if o.name in (flags.PP, flags.PCP) and not (o.value_known and o.value is not None and o.value.strip() == "1"):
+            kind = "pipeline" if o.name == flags.PP else "prefill context"
             raise NotApplicable(
-                f"the vLLM command uses {o.display}; expert parallelism from this webhook needs pipeline "
+                f"the vLLM command uses {o.display}; expert parallelism from this webhook needs {kind} "
                 f"parallel size 1 (DP = GPUs / TP): remove {o.spelling} or the ep.enabled annotation"
             )
 

@@ -99,6 +99,15 @@ class _Edits:
         return new_command, new_args
 
 
+def kubelet_literal(text: str) -> str:
+    """`text` as a command/args item whose value survives Kubernetes' `$(VAR)` expansion unchanged.
+
+    The kubelet expands `$(NAME)` in a container's command and args and turns `$$` into `$`
+    (Kubernetes, `third_party/forked/golang/expansion`); with every `$` doubled, it gives `text` back.
+    """
+    return text.replace("$", "$$")
+
+
 def _apply_edit(
     edit: argv.ArgvEdit,
     locs: Sequence[Location],
@@ -108,14 +117,17 @@ def _apply_edit(
     quote_items: bool = False,
 ) -> None:
     def item(value: str) -> str:
-        return shell.quote(value) if quote_items else value
+        return kubelet_literal(shell.quote(value) if quote_items else value)
+
+    def script_text(value: str) -> str:
+        return kubelet_literal(shell.quote(value))
 
     for k, value in edit.replace.items():
         loc = locs[k]
         if loc.span is None:
             edits.items[(loc.field, loc.position)] = item(value)
         else:
-            edits.script.setdefault((loc.field, loc.position), []).append((loc.span[0], loc.span[1], shell.quote(value)))
+            edits.script.setdefault((loc.field, loc.position), []).append((loc.span[0], loc.span[1], script_text(value)))
     for k in edit.delete:
         loc = locs[k]
         if loc.span is None:
@@ -131,7 +143,7 @@ def _apply_edit(
             script = scripts[(append_at.field, append_at.position)]
             pos = append_at.span[1]
             separator = shell.continuation_style(script, append_at.span[0])
-            text = "".join(separator + " ".join(shell.quote(v) for v in group) for group in edit.append)
+            text = "".join(separator + " ".join(script_text(v) for v in group) for group in edit.append)
             edits.script.setdefault((append_at.field, append_at.position), []).append((pos, pos, text))
 
 

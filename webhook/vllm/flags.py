@@ -20,6 +20,9 @@ DISABLE_EP = "--no-enable-expert-parallel"
 TP = "--tensor-parallel-size"
 DP = "--data-parallel-size"
 PP = "--pipeline-parallel-size"
+PCP = "--prefill-context-parallel-size"
+"""Prefill context parallelism: like PP it multiplies the GPUs one data-parallel rank needs (vLLM 0.33.0's
+ParallelConfig.world_size is TP x PP x PCP)."""
 DP_LOCAL = "--data-parallel-size-local"
 ALL2ALL = "--all2all-backend"
 ENABLE_EPLB = "--enable-eplb"
@@ -31,6 +34,7 @@ SHORT_ALIASES: dict[str, str] = {
     "-tp": TP,
     "-dp": DP,
     "-pp": PP,
+    "-pcp": PCP,
     "-ep": ENABLE_EP,
     "-dpl": "--data-parallel-size-local",
     "-dpr": "--data-parallel-start-rank",
