@@ -274,3 +274,16 @@ def test_verdicts_follow_options_runtimes_and_object_changes() -> None:
     same = mutate(obj)
     model(obj)["resources"]["limits"]["nvidia.com/gpu"] = "4"  # the caller edits its dict afterwards
     assert mutate(obj).patch != same.patch
+
+
+def test_the_policys_vllm_version_decides_what_is_written_when_the_image_does_not_say() -> None:
+    policy = parse('defaults: {vllmVersion: "0.10.1.1"}\nrules: [{namespaces: [new], vllmVersion: "0.33.0"}]\n')
+    asked = isvc(command=["vllm", "serve", "/mnt/models"], annotations={"ep.all2all-backend": "deepep_low_latency"})
+    old = mutate(copy.deepcopy(asked), policy.options_for("llm", {}))
+    assert not old.allowed and "vLLM 0.10.1.1 (from policy rule 'defaults')" in old.message
+    assert "VLLM_ALL2ALL_BACKEND=deepep_low_latency" in old.message
+    new = mutate(copy.deepcopy(asked), policy.options_for("new", {}))
+    assert new.allowed and "flags written for vLLM 0.33.0, from policy rule 'rules[0]'" in new.warnings
+    tagged = copy.deepcopy(asked)
+    tagged["spec"]["predictor"]["model"]["image"] = "vllm/vllm-openai:v0.24.0"
+    assert "flags written for vLLM 0.24.0, from the image tag" in mutate(tagged, policy.options_for("llm", {})).warnings
