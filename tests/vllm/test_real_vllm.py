@@ -262,3 +262,33 @@ def test_values_written_survive_the_kubelets_expansion(value: str) -> None:
     m = model(out)
     m["env"] = [{"name": "HOME", "value": "/root"}]
     assert parse_launch(container_argv(m, container_env(m, {}))).eplb_config == config
+
+
+ENV_CASES = {
+    "env only": ({}, "deepep_low_latency"),
+    "env and the same annotation": ({"ep.all2all-backend": "deepep_low_latency"}, "deepep_low_latency"),
+    "env against the annotation": ({"ep.all2all-backend": "deepep_high_throughput"}, "deepep_low_latency"),
+}
+
+
+@pytest.mark.parametrize("release", [r for r in RELEASES if version(r) >= (0, 11, 1)])
+@pytest.mark.parametrize("case", ENV_CASES)
+def test_the_backend_vllm_runs_is_the_one_asked_for_whatever_the_env_says(
+    vllm_judges: dict[str, Judge], release: str, case: str
+) -> None:
+    """VLLM_ALL2ALL_BACKEND in the container: read when the flag is absent (0.11.1-0.13), over the flag
+    (0.14-0.15), ignored (0.16+). What vLLM runs is the annotation's backend, else the env's; or a denial."""
+    annotations, env_value = ENV_CASES[case]
+    obj = _with_image(annotations, f"vllm/vllm-openai:v{release}")
+    model(obj)["env"] = [{"name": "VLLM_ALL2ALL_BACKEND", "value": env_value}]
+    wanted = annotations.get("ep.all2all-backend", env_value)
+    out, verdict = run(obj)
+    env = {"VLLM_ALL2ALL_BACKEND": env_value}
+    if verdict.allowed:
+        result = _on(vllm_judges, release, serve_argv(model(out)["command"]), env=env)
+        assert result.ok and result.parallel["all2all_backend"] == wanted, result.error or result.parallel
+    else:
+        assert "overrides --all2all-backend" in verdict.message and f"vLLM {release}" in verdict.message
+        naive = [*serve_argv(model(run(_with_image(annotations, f"vllm/vllm-openai:v{NEWEST}"))[0])["command"])]
+        result = _on(vllm_judges, release, naive, env=env)
+        assert result.ok and result.parallel["all2all_backend"] != wanted

@@ -25,7 +25,7 @@ from webhook.core.annotations import (
     ALL2ALL_BACKEND, EPLB, EPLB_CONFIG, NODES, TENSOR_PARALLEL_SIZE, VLLM_VERSION, EpRequest,
 )
 from webhook.vllm import releases
-from webhook.vllm.releases import Version
+from webhook.vllm.releases import ALL2ALL_ENV, Version
 from webhook.core.options import Options
 from webhook.core.workload import Field, Launch, Role, Workload
 
@@ -114,7 +114,7 @@ def _plan_role(
         if launch.refusal:
             raise NotApplicable(launch.refusal)
         notes.extend(launch.notes)
-    _check_release(request, role, options, notes)
+    request = _check_release(request, role, options, notes)
     server = role.launches[0].server if role.launches else "vllm"
     if server == "huggingfaceserver":
         wants = _huggingfaceserver_wants(role.launches[0], out, request, gpus)
@@ -208,10 +208,16 @@ def release_for(request: EpRequest, role: Role, options: Options) -> tuple[Versi
     return releases.NEWEST, f"assumed: set {VLLM_VERSION} or a versioned image", True
 
 
-def _check_release(request: EpRequest, role: Role, options: Options, notes: list[str]) -> None:
-    """Refuse what the role's vLLM release would refuse at start-up; note the release when it matters."""
-    if request.all2all_backend is None and request.eplb_config is None:
-        return  # the EP, TP and DP flags are the same on every release profiled
+def _check_release(request: EpRequest, role: Role, options: Options, notes: list[str]) -> EpRequest:
+    """Refuse what the role's vLLM release would refuse at start-up; note the release when it matters.
+
+    Returns the request to plan with: a backend chosen only through the container's VLLM_ALL2ALL_BACKEND
+    becomes the flag on releases that ignore the env (0.16.0 and later).
+    """
+    env_backends = {launch.all2all_env for launch in role.launches if launch.all2all_env is not None}
+    env_unknown = any(launch.all2all_env_unknown for launch in role.launches)
+    if request.all2all_backend is None and request.eplb_config is None and not env_backends and not env_unknown:
+        return request  # the EP, TP and DP flags are the same on every release profiled
     version, how, _ = release_for(request, role, options)
     shown = releases.show(version)
     found = releases.profile(version)
@@ -220,12 +226,22 @@ def _check_release(request: EpRequest, role: Role, options: Options, notes: list
             f"vLLM {shown} ({how}) predates the expert-parallel flags the webhook writes (vLLM "
             f"{releases.show(releases.OLDEST)} or later); use a newer vLLM or set {VLLM_VERSION}"
         )
+    if request.all2all_backend is None and len(env_backends) == 1 and found.all2all_by == "flag":
+        chosen = next(iter(env_backends))
+        notes.append(f"vLLM {shown} ignores env {ALL2ALL_ENV}: wrote it as --all2all-backend {chosen}")
+        request = request._replace(all2all_backend=chosen)
     if request.all2all_backend is not None:
         backend = request.all2all_backend
+        if found.all2all_by == "env-over-flag" and (env_unknown or env_backends - {backend}):
+            current = "set from a ConfigMap, Secret or field" if env_unknown else f"={sorted(env_backends)[0]}"
+            raise Denied(
+                f"on vLLM {shown} ({how}) the container's env {ALL2ALL_ENV}{current} overrides --all2all-backend "
+                f"{backend}: remove that env or set it to {backend}"
+            )
         if found.all2all_by == "env":
             raise Denied(
                 f"vLLM {shown} ({how}) has no --all2all-backend flag (vLLM 0.11.1 added it): set the env "
-                f"VLLM_ALL2ALL_BACKEND={backend} on the container instead of {ALL2ALL_BACKEND}, or use vLLM 0.11.1+"
+                f"{ALL2ALL_ENV}={backend} on the container instead of {ALL2ALL_BACKEND}, or use vLLM 0.11.1+"
             )
         if backend not in found.all2all_backends:
             raise Denied(
@@ -253,7 +269,9 @@ def _check_release(request: EpRequest, role: Role, options: Options, notes: list
                 f"{EPLB_CONFIG} sets num_redundant_experts, which vLLM refuses without EPLB "
                 f"(\"Either enable EPLB or unset num_redundant_experts\"): set {EPLB}: \"true\" or remove it"
             )
-    notes.append(f"flags written for vLLM {shown}, {how}")
+    if request.all2all_backend is not None or request.eplb_config is not None:
+        notes.append(f"flags written for vLLM {shown}, {how}")
+    return request
 
 
 def _nodes(request: EpRequest, parallelism: Mapping[str, object], label: str) -> int:

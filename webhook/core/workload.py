@@ -42,7 +42,9 @@ class Launch(NamedTuple):
     `own_image` marks a user-defined container (no runtime is merged in, so
     without a command the image's entrypoint runs); `image` is the image that
     runs (the container's, else its runtime's) and `image_release` the vLLM
-    release its reference names, if it names one; `runtime_args` are words
+    release its reference names, if it names one; `all2all_env` is the value
+    of the container's `VLLM_ALL2ALL_BACKEND`, `all2all_env_unknown` set when
+    it comes from a ConfigMap, Secret or field (`valueFrom`) the webhook cannot read; `runtime_args` are words
     another party (a KServe runtime) puts before `args`, read for checks only. `notes` are warnings
     about what could not be checked; `refusal` says why the flags could not
     reach the server (a reason to deny once EP is asked for).
@@ -59,6 +61,8 @@ class Launch(NamedTuple):
     refusal: str | None = None
     image: str = ""
     image_release: Version | None = None
+    all2all_env: str | None = None
+    all2all_env_unknown: bool = False
 
 
 class Role(NamedTuple):

@@ -1,5 +1,5 @@
-"""Which vLLM release a container runs, from its image: vLLM's own images, and KServe's huggingfaceserver,
-which bundles a vLLM release of its own.
+"""Which vLLM release a container runs, from its image (vLLM's own images, and KServe's huggingfaceserver,
+which bundles a vLLM release of its own), and the container's own choice of all2all backend (its env).
 
 Source: ../shared/vllm/README.md ("Which vLLM is in common images"), read from KServe's repository at its
 release tags: kserve/huggingfaceserver v0.15.0 (`-gpu`) bundles vLLM 0.8.1, v0.15.1-2 0.8.5, v0.16.0 0.9.2,
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 
+from webhook.core.workload import Launch
 from webhook.vllm import images
-from webhook.vllm.releases import Version
+from webhook.vllm.releases import ALL2ALL_ENV, Version
 
 HUGGINGFACESERVER: tuple[tuple[str, Version], ...] = (
     ("0.15.0", (0, 8, 1)), ("0.15.1", (0, 8, 5)), ("0.15.2", (0, 8, 5)), ("0.16.0", (0, 9, 2)),
@@ -37,3 +38,20 @@ def release_of(image: str) -> Version | None:
         if release == kserve or (kserve.count(".") == 1 and release.startswith(kserve + ".")):
             return vllm
     return None
+
+
+
+
+def with_all2all_env(launch: Launch, container: dict[str, object]) -> Launch:
+    """`launch` with the container's VLLM_ALL2ALL_BACKEND: its literal value, or unknown when it comes from
+    `valueFrom` (the last entry of a name wins, as in Kubernetes). `envFrom` sources are not read."""
+    env = container.get("env")
+    value: str | None = None
+    unknown = False
+    for item in env if isinstance(env, list) else []:
+        if isinstance(item, dict) and item.get("name") == ALL2ALL_ENV:
+            literal = item.get("value")
+            value, unknown = (literal, False) if isinstance(literal, str) and "valueFrom" not in item else (None, True)
+    if value is None and not unknown:
+        return launch
+    return launch._replace(all2all_env=value, all2all_env_unknown=unknown and value is None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
 from webhook.kserve.servingruntime import server_started
-from webhook.kserve.images import release_of
+from webhook.kserve.images import release_of, with_all2all_env
 from webhook.kserve.selection import Runtimes, resolve
 from webhook.base.jsonvalues import string_list
 from webhook.core.workload import Field, Launch, Role, Workload
@@ -46,6 +46,7 @@ def read(obj: dict[str, object], runtimes: Runtimes | None) -> Workload:
     image = container.get("image")
     if isinstance(image, str):
         launch = launch._replace(image=image)
+    launch = with_all2all_env(launch, container)
     if runtimes is not None:
         launch = _with_runtime(obj, launch, runtimes)
     if launch.image:

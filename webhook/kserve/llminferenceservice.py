@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
-from webhook.kserve.images import release_of
+from webhook.kserve.images import release_of, with_all2all_env
 from webhook.kserve.selection import Runtimes
 from webhook.base.jsonvalues import string_list
 from webhook.core.workload import Field, Launch, Role, Workload
@@ -62,7 +62,7 @@ def _launch(container: dict[str, object], pointer: str, where: str) -> Launch:
     form: ArgsForm = "argv" if command else "eval"
     raw_image = container.get("image")
     image = raw_image if isinstance(raw_image, str) else ""
-    return Launch(
+    return with_all2all_env(Launch(
         where,
         Field(f"{pointer}/command", f"{where}.command", command),
         Field(f"{pointer}/args", f"{where}.args", args),
@@ -70,7 +70,7 @@ def _launch(container: dict[str, object], pointer: str, where: str) -> Launch:
         server=server_of([*command, *(args or ())]) if command else "vllm",
         image=image,
         image_release=release_of(image) if image else None,
-    )
+    ), container)
 
 
 def _role(body: dict[str, object], pointer: str, where: str) -> Role:

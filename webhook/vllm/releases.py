@@ -19,6 +19,9 @@ from typing import Literal, NamedTuple
 Version = tuple[int, ...]
 """A release number as integers: 0.11.2 is (0, 11, 2)."""
 
+ALL2ALL_ENV = "VLLM_ALL2ALL_BACKEND"
+"""The env vLLM reads the all2all backend from, as `All2AllBy` says per release (`vllm/envs.py`)."""
+
 All2AllBy = Literal["env", "flag-else-env", "env-over-flag", "flag"]
 """How a release takes the all2all backend: the env `VLLM_ALL2ALL_BACKEND` only; the flag
 `--all2all-backend`, the env only when the flag is absent; the flag, but a set env overrides it; the flag only
