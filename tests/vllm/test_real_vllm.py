@@ -292,3 +292,43 @@ def test_the_backend_vllm_runs_is_the_one_asked_for_whatever_the_env_says(
         naive = [*serve_argv(model(run(_with_image(annotations, f"vllm/vllm-openai:v{NEWEST}"))[0])["command"])]
         result = _on(vllm_judges, release, naive, env=env)
         assert result.ok and result.parallel["all2all_backend"] != wanted
+
+
+# -- abbreviations, as vLLM's parser reads them ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize("written", [["--tensor-parallel", "4"], ["--tensor_parallel=4"], ["-t", "4"],
+                                     ["--enable-exp"], ["--pipeline-parallel", "1"]])
+def test_an_abbreviated_owned_flag_is_read_and_replaced(vllm_judges: dict[str, Judge], release: str,
+                                                         written: list[str]) -> None:
+    before = _on(vllm_judges, release, [M, *written])
+    if not before.ok:  # the abbreviation names nothing (or several options) on this release
+        pytest.skip(f"vLLM {release} does not read {' '.join(written)} as one flag: {before.error[-80:]}")
+    out, verdict = run(isvc(command=SERVE + written, annotations={"ep.tensor-parallel-size": "2"}))
+    assert verdict.allowed, verdict.message
+    result = _on(vllm_judges, release, serve_argv(model(out)["command"]))
+    assert result.ok, result.error
+    p = result.parallel
+    assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, 2, 4)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize("prefix", ["--data-parallel-s", "--data-parallel"])
+def test_an_ambiguous_prefix_is_denied_naming_the_options_it_could_be(
+    vllm_judges: dict[str, Judge], release: str, prefix: str
+) -> None:
+    verdict = mutate(isvc(command=SERVE + [prefix, "4"]))
+    assert not verdict.allowed and f"vLLM stops at {prefix}: an ambiguous option" in verdict.message
+    assert "--data-parallel-size-local" in verdict.message
+    assert _on(vllm_judges, release, [M, prefix, "4"]).stage == "parse"
+
+
+@pytest.mark.parametrize("spelling", ["--enable-expert", "-e", "--enable_expert_parallel"])
+def test_an_abbreviated_ep_flag_is_forbidden_in_a_forbid_namespace(vllm_judges: dict[str, Judge], spelling: str) -> None:
+    from webhook.core.options import Options
+
+    argv = [M, "-dp", "8", spelling]
+    assert _on(vllm_judges, NEWEST, argv).parallel["enable_expert_parallel"] is True  # vLLM runs EP with it
+    verdict = mutate(isvc(command=["vllm", "serve", *argv], enabled=None), Options(mode="forbid"))
+    assert not verdict.allowed and spelling in verdict.message

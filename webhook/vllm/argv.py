@@ -102,13 +102,17 @@ def _written(arg: Arg) -> str:
 
 
 def scan(args: Sequence[Arg]) -> list[Occurrence]:
-    """Find every occurrence of the flags the webhook cares about."""
+    """Find every occurrence of the flags the webhook cares about, and of ambiguous option prefixes."""
     found: list[Occurrence] = []
     k = 0
     n = len(args)
     while k < n:
         a = args[k]
         fw = None if a.opaque else flags.read_flag(a.literal, a.prefix)
+        if fw is not None and fw.name.startswith(flags.AMBIGUOUS):  # vLLM's parser would stop here
+            found.append(Occurrence(fw.name, fw.spelling, k, None, fw.value, True, fw.value is not None, _written(a)))
+            k += 1
+            continue
         if fw is None or (fw.name not in VALUE_FLAGS and fw.name not in BOOL_FLAGS):
             k += 1
             continue
@@ -168,6 +172,12 @@ def plan_edit(args: Sequence[Arg], wants: Sequence[DesiredFlag], reject_conflict
     multi-node data-parallel flags and pipeline parallelism.
     """
     occurrences = scan(args)
+    for o in occurrences:
+        if o.name.startswith(flags.AMBIGUOUS):
+            raise Denied(
+                f"vLLM stops at {o.spelling}: an ambiguous option, the start of "
+                f"{', '.join(flags.matches(o.spelling.replace('_', '-')))}; write the whole flag"
+            )
     if single_node:
         check_single_node(occurrences)
     consumed = {i for o in occurrences for i in o.indices}

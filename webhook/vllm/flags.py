@@ -11,9 +11,11 @@ leave contradicting what it sets.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from typing import NamedTuple
 
 from webhook.vllm import releases
+from webhook.vllm.options import OPTIONS
 
 ENABLE_EP = "--enable-expert-parallel"
 DISABLE_EP = "--no-enable-expert-parallel"
@@ -94,12 +96,39 @@ class FlagWord(NamedTuple):
     value_dynamic: bool = False
 
 
+AMBIGUOUS = "?"
+"""How `canonical` marks a prefix of several options: vLLM's parser stops with "ambiguous option"."""
+_OPTION_SET = frozenset(OPTIONS)
+
+
+def matches(spelling: str) -> tuple[str, ...]:
+    """The options of vLLM (`options.OPTIONS`) that `spelling` is a prefix of, as argparse's abbreviation
+    matching finds them (it is on in vLLM's parser): one means that option, several an error."""
+    i = bisect_left(OPTIONS, spelling)
+    found = []
+    while i < len(OPTIONS) and OPTIONS[i].startswith(spelling):
+        found.append(OPTIONS[i])
+        i += 1
+    return tuple(found)
+
+
 def canonical(spelling: str) -> str:
-    """The long name argparse would match for a flag spelling."""
-    if spelling.startswith("--"):
-        long = spelling.replace("_", "-")
-        return LONG_ALIASES.get(long, long)
-    return SHORT_ALIASES.get(spelling, spelling)
+    """The long name vLLM's parser would match for a flag spelling.
+
+    Underscores in a `--long` name are dashes (vLLM's FlexibleArgumentParser), short aliases and vLLM 0.33's
+    `--disable-x` map to their long names, and a unique prefix of an option is that option (`--tensor-parallel`
+    is `--tensor-parallel-size`, `-e` is `-ep`). A prefix of several options comes back as AMBIGUOUS + the
+    spelling; a word that is no option's prefix comes back as written.
+    """
+    long = spelling.replace("_", "-") if spelling.startswith("--") else spelling
+    if long in _OPTION_SET or long in SHORT_ALIASES or long in LONG_ALIASES:
+        return LONG_ALIASES.get(long) or SHORT_ALIASES.get(long, long)
+    found = matches(long)
+    if len(found) == 1:
+        return canonical(found[0])
+    if len(found) > 1:
+        return AMBIGUOUS + spelling
+    return long
 
 
 def looks_like_flag(text: str) -> bool:
