@@ -332,3 +332,10 @@ def test_an_abbreviated_ep_flag_is_forbidden_in_a_forbid_namespace(vllm_judges: 
     assert _on(vllm_judges, NEWEST, argv).parallel["enable_expert_parallel"] is True  # vLLM runs EP with it
     verdict = mutate(isvc(command=["vllm", "serve", *argv], enabled=None), Options(mode="forbid"))
     assert not verdict.allowed and spelling in verdict.message
+
+
+def test_the_option_list_abbreviations_are_matched_against_is_the_newest_releases(vllm_judges: dict[str, Judge]) -> None:
+    from webhook.vllm.options import OPTIONS, RELEASE
+
+    assert ".".join(map(str, RELEASE)) == NEWEST
+    assert list(OPTIONS) == vllm_judges[NEWEST].facts()["options"]
