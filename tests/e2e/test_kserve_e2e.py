@@ -77,7 +77,7 @@ def serving_runtime(api: client.ApiClient, ns: str, name: str, container: dict[s
         "metadata": {"name": name},
         "spec": {
             "supportedModelFormats": [{"name": name, "autoSelect": True}],
-            "containers": [{"name": "kserve-container", "image": "vllm/vllm-openai:v0.11.0", **container}],
+            "containers": [{"name": "kserve-container", "image": "vllm/vllm-openai:v0.33.0", **container}],
         },
     }
     client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, "v1alpha1", ns, "servingruntimes", runtime)

@@ -339,3 +339,24 @@ def test_the_option_list_abbreviations_are_matched_against_is_the_newest_release
 
     assert ".".join(map(str, RELEASE)) == NEWEST
     assert list(OPTIONS) == vllm_judges[NEWEST].facts()["options"]
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_a_double_dash_is_denied_because_vllm_refuses_it(vllm_judges: dict[str, Judge], release: str) -> None:
+    assert _on(vllm_judges, release, [M, "-tp", "1", "--"]).stage == "parse"
+    verdict = mutate(isvc(command=SERVE + ["--port", "8080", "--"]))
+    assert not verdict.allowed and "remove the `--`" in verdict.message
+
+
+@pytest.mark.parametrize("release", [r for r in RELEASES if version(r) >= (0, 10, 2)])
+def test_dotted_eplb_keys_next_to_the_annotation_are_denied_since_they_would_replace_it(
+    vllm_judges: dict[str, Judge], release: str
+) -> None:
+    written = ["--eplb-config.window_size", "100"]
+    verdict = mutate(isvc(command=SERVE + written,
+                          annotations={"ep.eplb": "true", "ep.eplb-config": '{"num_redundant_experts": 2}'}))
+    assert not verdict.allowed and "move those keys into ep.eplb-config" in verdict.message
+    # what vLLM would have run without the denial: the annotation's key is gone
+    naive = _on(vllm_judges, release, [M, "-dp", "8", "--enable-expert-parallel", "--enable-eplb",
+                                       "--eplb-config", '{"num_redundant_experts": 2}', *written])
+    assert naive.ok and naive.parallel["eplb_config"]["num_redundant_experts"] == 0

@@ -214,8 +214,12 @@ def _check_release(request: EpRequest, role: Role, options: Options, notes: list
     Returns the request to plan with: a backend chosen only through the container's VLLM_ALL2ALL_BACKEND
     becomes the flag on releases that ignore the env (0.16.0 and later).
     """
-    env_backends = {launch.all2all_env for launch in role.launches if launch.all2all_env is not None}
-    env_unknown = any(launch.all2all_env_unknown for launch in role.launches)
+    env_backends: set[str] = set()
+    env_unknown = False
+    for launch in role.launches:
+        if launch.all2all_env is not None:
+            env_backends.add(launch.all2all_env)
+        env_unknown = env_unknown or launch.all2all_env_unknown
     if request.all2all_backend is None and request.eplb_config is None and not env_backends and not env_unknown:
         return request  # the EP, TP and DP flags are the same on every release profiled
     version, how, _ = release_for(request, role, options)

@@ -171,6 +171,18 @@ def plan_edit(args: Sequence[Arg], wants: Sequence[DesiredFlag], reject_conflict
     one is not fixed but raises Denied naming it. `single_node` refuses
     multi-node data-parallel flags and pipeline parallelism.
     """
+    if any(a.literal == "--" for a in args):
+        raise Denied(
+            "the vLLM command has a `--` among its arguments, which vLLM's parser refuses (\"unrecognized "
+            "arguments\"), and flags after it would not be read as flags: remove the `--`"
+        )
+    if any(a.literal is not None and a.literal.replace("_", "-").startswith(flags.EPLB_CONFIG + ".") for a in args) and any(
+        w.name == flags.EPLB_CONFIG and w.present for w in wants
+    ):
+        raise Denied(
+            "the vLLM command sets --eplb-config.KEY, which vLLM folds into one --eplb-config placed last, "
+            "replacing the one from ep.eplb-config: move those keys into ep.eplb-config"
+        )
     occurrences = scan(args)
     for o in occurrences:
         if o.name.startswith(flags.AMBIGUOUS):

@@ -98,7 +98,8 @@ class FlagWord(NamedTuple):
 
 AMBIGUOUS = "?"
 """How `canonical` marks a prefix of several options: vLLM's parser stops with "ambiguous option"."""
-_OPTION_SET = frozenset(OPTIONS)
+_EXACT: dict[str, str] = {**{o: o for o in OPTIONS}, **SHORT_ALIASES, **LONG_ALIASES}
+"""Every whole spelling and the long name it means: one lookup for the words users write in full."""
 
 
 def matches(spelling: str) -> tuple[str, ...]:
@@ -120,9 +121,10 @@ def canonical(spelling: str) -> str:
     is `--tensor-parallel-size`, `-e` is `-ep`). A prefix of several options comes back as AMBIGUOUS + the
     spelling; a word that is no option's prefix comes back as written.
     """
-    long = spelling.replace("_", "-") if spelling.startswith("--") else spelling
-    if long in _OPTION_SET or long in SHORT_ALIASES or long in LONG_ALIASES:
-        return LONG_ALIASES.get(long) or SHORT_ALIASES.get(long, long)
+    long = spelling.replace("_", "-") if spelling[1:2] == "-" else spelling
+    exact = _EXACT.get(long)
+    if exact is not None:
+        return exact
     found = matches(long)
     if len(found) == 1:
         return canonical(found[0])
