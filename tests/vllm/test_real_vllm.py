@@ -355,7 +355,7 @@ def test_dotted_eplb_keys_next_to_the_annotation_are_denied_since_they_would_rep
     written = ["--eplb-config.window_size", "100"]
     verdict = mutate(isvc(command=SERVE + written,
                           annotations={"ep.eplb": "true", "ep.eplb-config": '{"num_redundant_experts": 2}'}))
-    assert not verdict.allowed and "move those keys into ep.eplb-config" in verdict.message
+    assert not verdict.allowed and "move that key into ep.eplb-config" in verdict.message
     # what vLLM would have run without the denial: the annotation's key is gone
     naive = _on(vllm_judges, release, [M, "-dp", "8", "--enable-expert-parallel", "--enable-eplb",
                                        "--eplb-config", '{"num_redundant_experts": 2}', *written])

@@ -27,6 +27,10 @@ VALUE_FLAGS = frozenset({flags.TP, flags.DP, flags.PP, flags.PCP, flags.ALL2ALL,
 BOOL_FLAGS = frozenset({flags.ENABLE_EP, flags.DISABLE_EP, flags.ENABLE_EPLB, flags.DISABLE_EPLB}) | flags.MULTI_NODE_SWITCHES
 """Flags the planner reads that stand alone."""
 _MAX_SHOWN = 40
+END_OF_OPTIONS = "--"
+"""argparse's end of options; vLLM's `serve` refuses it (tests/vllm/test_real_vllm.py)."""
+DOTTED_EPLB = flags.EPLB_CONFIG + "."
+"""`--eplb-config.KEY V`: vLLM's parser folds these into one `--eplb-config` JSON appended last."""
 
 
 class Arg(NamedTuple):
@@ -109,11 +113,20 @@ def scan(args: Sequence[Arg]) -> list[Occurrence]:
     while k < n:
         a = args[k]
         fw = None if a.opaque else flags.read_flag(a.literal, a.prefix)
-        if fw is not None and fw.name.startswith(flags.AMBIGUOUS):  # vLLM's parser would stop here
+        if fw is None:
+            if a.literal == END_OF_OPTIONS:
+                found.append(Occurrence(END_OF_OPTIONS, END_OF_OPTIONS, k, None, None, True, False, END_OF_OPTIONS))
+            k += 1
+            continue
+        if fw.name.startswith(DOTTED_EPLB):  # vLLM folds these into one --eplb-config, placed last
             found.append(Occurrence(fw.name, fw.spelling, k, None, fw.value, True, fw.value is not None, _written(a)))
             k += 1
             continue
-        if fw is None or (fw.name not in VALUE_FLAGS and fw.name not in BOOL_FLAGS):
+        if fw.name.startswith(flags.AMBIGUOUS):  # vLLM's parser would stop here
+            found.append(Occurrence(fw.name, fw.spelling, k, None, fw.value, True, fw.value is not None, _written(a)))
+            k += 1
+            continue
+        if fw.name not in VALUE_FLAGS and fw.name not in BOOL_FLAGS:
             k += 1
             continue
         if fw.value is not None or fw.value_dynamic:
@@ -171,20 +184,18 @@ def plan_edit(args: Sequence[Arg], wants: Sequence[DesiredFlag], reject_conflict
     one is not fixed but raises Denied naming it. `single_node` refuses
     multi-node data-parallel flags and pipeline parallelism.
     """
-    if any(a.literal == "--" for a in args):
-        raise Denied(
-            "the vLLM command has a `--` among its arguments, which vLLM's parser refuses (\"unrecognized "
-            "arguments\"), and flags after it would not be read as flags: remove the `--`"
-        )
-    if any(a.literal is not None and a.literal.replace("_", "-").startswith(flags.EPLB_CONFIG + ".") for a in args) and any(
-        w.name == flags.EPLB_CONFIG and w.present for w in wants
-    ):
-        raise Denied(
-            "the vLLM command sets --eplb-config.KEY, which vLLM folds into one --eplb-config placed last, "
-            "replacing the one from ep.eplb-config: move those keys into ep.eplb-config"
-        )
     occurrences = scan(args)
     for o in occurrences:
+        if o.name == END_OF_OPTIONS:
+            raise Denied(
+                "the vLLM command has a `--` among its arguments, which vLLM's parser refuses (\"unrecognized "
+                "arguments\"), and flags after it would not be read as flags: remove the `--`"
+            )
+        if o.name.startswith(DOTTED_EPLB) and any(w.name == flags.EPLB_CONFIG and w.present for w in wants):
+            raise Denied(
+                f"the vLLM command sets {o.spelling}, which vLLM folds into one --eplb-config placed last, "
+                f"replacing the one from ep.eplb-config: move that key into ep.eplb-config"
+            )
         if o.name.startswith(flags.AMBIGUOUS):
             raise Denied(
                 f"vLLM stops at {o.spelling}: an ambiguous option, the start of "
