@@ -11,7 +11,9 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+from tests.core.test_properties import list_isvcs
 from tests.helpers import isvc, model, run
 from webhook.admission.kinds import mutate
 from tests.vllm_grammar import GrammarError, parse_launch
@@ -360,3 +362,30 @@ def test_dotted_eplb_keys_next_to_the_annotation_are_denied_since_they_would_rep
     naive = _on(vllm_judges, release, [M, "-dp", "8", "--enable-expert-parallel", "--enable-eplb",
                                        "--eplb-config", '{"num_redundant_experts": 2}', *written])
     assert naive.ok and naive.parallel["eplb_config"]["num_redundant_experts"] == 0
+
+
+# -- generated commands, judged by the newest release ---------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(obj=list_isvcs())
+def test_every_list_command_the_webhook_admits_starts_ep_over_the_pods_gpus(
+    vllm_judges: dict[str, Judge], obj: dict[str, Any]
+) -> None:
+    out, verdict = run(obj)
+    if not verdict.allowed:
+        return
+    m = model(out)
+    words = [*(m.get("command") or []), *(m.get("args") or [])]
+    if words[:2] == ["vllm", "serve"]:
+        entry, argv = "serve", words[2:]
+    elif "vllm.entrypoints.cli.main" in words:
+        entry, argv = "serve", words[words.index("serve") + 1:]
+    else:
+        entry, argv = "api_server", words[words.index("vllm.entrypoints.openai.api_server") + 1:]
+    gpus = int(next(iter(m["resources"]["limits"].values())))
+    result = vllm_judges[NEWEST].judge(argv, gpus, entry=entry)
+    assert result.ok, result.error
+    tp = int(obj["metadata"]["annotations"].get("ep.tensor-parallel-size", "1"))
+    p = result.parallel
+    assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, tp, gpus // tp)
