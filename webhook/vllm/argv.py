@@ -118,15 +118,10 @@ def scan(args: Sequence[Arg]) -> list[Occurrence]:
                 found.append(Occurrence(END_OF_OPTIONS, END_OF_OPTIONS, k, None, None, True, False, END_OF_OPTIONS))
             k += 1
             continue
-        if fw.name.startswith(DOTTED_EPLB):  # vLLM folds these into one --eplb-config, placed last
-            found.append(Occurrence(fw.name, fw.spelling, k, None, fw.value, True, fw.value is not None, _written(a)))
-            k += 1
-            continue
-        if fw.name.startswith(flags.AMBIGUOUS):  # vLLM's parser would stop here
-            found.append(Occurrence(fw.name, fw.spelling, k, None, fw.value, True, fw.value is not None, _written(a)))
-            k += 1
-            continue
         if fw.name not in VALUE_FLAGS and fw.name not in BOOL_FLAGS:
+            # an ambiguous prefix stops vLLM's parser; dotted --eplb-config.KEY is folded into one, placed last
+            if fw.name[0] == flags.AMBIGUOUS or fw.name.startswith(DOTTED_EPLB):
+                found.append(Occurrence(fw.name, fw.spelling, k, None, fw.value, True, fw.value is not None, _written(a)))
             k += 1
             continue
         if fw.value is not None or fw.value_dynamic:
@@ -186,6 +181,8 @@ def plan_edit(args: Sequence[Arg], wants: Sequence[DesiredFlag], reject_conflict
     """
     occurrences = scan(args)
     for o in occurrences:
+        if o.name in VALUE_FLAGS or o.name in BOOL_FLAGS:
+            continue
         if o.name == END_OF_OPTIONS:
             raise Denied(
                 "the vLLM command has a `--` among its arguments, which vLLM's parser refuses (\"unrecognized "
