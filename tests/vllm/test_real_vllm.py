@@ -392,3 +392,22 @@ def test_every_list_command_the_webhook_admits_starts_ep_over_the_pods_gpus(
     tp = int(obj["metadata"]["annotations"].get("ep.tensor-parallel-size", "1"))
     p = result.parallel
     assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, tp, gpus // tp)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize("spelling", ["-ep", "-e"])
+def test_a_short_ep_flag_is_spelled_out_for_releases_that_have_no_short_one(
+    vllm_judges: dict[str, Judge], release: str, spelling: str
+) -> None:
+    out, verdict = run(_short_ep_object(spelling, release))
+    assert verdict.allowed, verdict.message
+    command = model(out)["command"]
+    assert (spelling in command) == (version(release) >= (0, 14))
+    result = _on(vllm_judges, release, serve_argv(command))
+    assert result.ok and result.parallel["enable_expert_parallel"] is True, result.error
+
+
+def _short_ep_object(spelling: str, release: str) -> dict[str, Any]:
+    obj = isvc(command=SERVE + [spelling, "-tp", "1"])
+    model(obj)["image"] = f"vllm/vllm-openai:v{release}"
+    return obj

@@ -115,11 +115,12 @@ def _plan_role(
             raise NotApplicable(launch.refusal)
         notes.extend(launch.notes)
     request = _check_release(request, role, options, notes)
+    long_ep = _without_short_ep(request, role, options)
     server = role.launches[0].server if role.launches else "vllm"
     if server == "huggingfaceserver":
         wants = _huggingfaceserver_wants(role.launches[0], out, request, gpus)
         notes.append(f"huggingfaceserver sets tensor parallel size to the GPU count ({gpus}): EP runs as TP {gpus}, DP 1")
-        _rewrite_launches(role.launches, out, wants, reject, True, warnings)
+        _rewrite_launches(role.launches, out, wants, reject, True, warnings, long_ep)
         return
     tp = request.tensor_parallel_size
     if gpus % tp:
@@ -129,14 +130,14 @@ def _plan_role(
         )
     local = gpus // tp
     if role.layout == "multi":
-        _plan_multi_node(role, out, request, options, reject, tp, local, warnings, notes)
+        _plan_multi_node(role, out, request, options, reject, tp, local, warnings, notes, long_ep)
         return
     _check_maximum(local, f"{gpus} GPUs / TP {tp}", options)
     parallelism = role.parallelism
     evaluated = [launch for launch in role.launches if launch.form == "eval"]
     if parallelism is None or not evaluated:
         # the launch carries the whole layout (an InferenceService, or a role with its own command)
-        _rewrite_launches(role.launches, out, desired_flags(request, local), reject, True, warnings)
+        _rewrite_launches(role.launches, out, desired_flags(request, local), reject, True, warnings, long_ep)
         return
     _set_parallelism(parallelism, out, {"tensor": tp, "expert": True, "data": local, "dataLocal": local},
                      reject, warnings)
@@ -147,7 +148,7 @@ def _plan_role(
         DesiredFlag(flags.DP, str(local)),
         *extra_desired_flags(request),
     ]
-    _rewrite_launches(role.launches, out, wants, reject, True, warnings)
+    _rewrite_launches(role.launches, out, wants, reject, True, warnings, long_ep)
 
 
 def _plan_multi_node(
@@ -160,6 +161,7 @@ def _plan_multi_node(
     local: int,
     warnings: list[str],
     notes: list[str],
+    long_ep: bool,
 ) -> None:
     assert role.parallelism is not None
     current = out.get(role.parallelism.pointer)
@@ -188,7 +190,7 @@ def _plan_multi_node(
         DesiredFlag(flags.DP_LOCAL, str(local), add=False),
         *extra_desired_flags(request),
     ]
-    _rewrite_launches(role.launches, out, wants, reject, False, warnings)
+    _rewrite_launches(role.launches, out, wants, reject, False, warnings, long_ep)
     notes.append(HYBRID_LB_NOTE)
 
 
@@ -206,6 +208,22 @@ def release_for(request: EpRequest, role: Role, options: Options) -> tuple[Versi
     if options.vllm_version is not None:
         return options.vllm_version, f"from policy rule {options.rule!r}", False
     return releases.NEWEST, f"assumed: set {VLLM_VERSION} or a versioned image", True
+
+
+def _without_short_ep(request: EpRequest, role: Role, options: Options) -> bool:
+    """Whether the role's release has no `-ep` (before vLLM 0.14); False when no release is known (the newest has it)."""
+    version = request.vllm_version
+    if version is None:
+        for launch in role.launches:
+            if launch.image_release is not None:
+                version = launch.image_release
+                break
+        else:
+            version = options.vllm_version
+    if version is None:
+        return False
+    known = releases.profile(version)
+    return known is None or not known.short_ep
 
 
 def _check_release(request: EpRequest, role: Role, options: Options, notes: list[str]) -> EpRequest:
@@ -353,7 +371,10 @@ def _rewrite_launches(
     reject: bool,
     single_node: bool,
     warnings: list[str],
+    long_ep: bool = False,
 ) -> None:
+    if long_ep:
+        wants = [w._replace(long_only=True) if w.name == flags.ENABLE_EP else w for w in wants]
     for launch in launches:
         result = rewrite(
             launch, strings_or_none(out.get(launch.command.pointer)), strings_or_none(out.get(launch.args.pointer)),

@@ -64,6 +64,8 @@ class DesiredFlag(NamedTuple):
     present: bool = True
     negation: str | None = None
     add: bool = True
+    long_only: bool = False
+    """The release reads only the `--long` spelling (vLLM before 0.14 has no `-ep`): a single-dash one is replaced."""
 
 
 class Occurrence(NamedTuple):
@@ -238,6 +240,9 @@ def plan_edit(args: Sequence[Arg], wants: Sequence[DesiredFlag], reject_conflict
         if first is not None and max(first.indices) > last_opaque:
             if not _matches(first, want):
                 _replace_in_place(result, first, want)
+            elif want.long_only and want.value is None and not first.spelling.startswith("--"):
+                result.replace[first.flag_index] = want.name
+                result.warnings.append(f"replaced {first.display} with {want.name}")
             rest = mine[1:]
         else:
             if first is not None and not _matches(first, want):
