@@ -194,36 +194,43 @@ def _plan_multi_node(
     notes.append(HYBRID_LB_NOTE)
 
 
-def release_for(request: EpRequest, role: Role, options: Options) -> tuple[Version, str, bool]:
-    """The vLLM release the role's pods run, how it is known, and whether it was only assumed.
+def _known_release(request: EpRequest, role: Role, options: Options) -> tuple[Version, str] | None:
+    """The vLLM release the role's pods run, if anything says, and what says it (annotation, image, policy).
 
     In this order: the annotation ep.vllm-version; the image of the role's first launch that names a release
-    (the container's, else its runtime's); the policy's vllmVersion; else the newest release known.
+    (the container's, else its runtime's); the policy's vllmVersion.
     """
     if request.vllm_version is not None:
-        return request.vllm_version, f"from annotation {VLLM_VERSION}", False
+        return request.vllm_version, "annotation"
     for launch in role.launches:
         if launch.image_release is not None:
-            return launch.image_release, "from the image tag", False
+            return launch.image_release, "image"
     if options.vllm_version is not None:
-        return options.vllm_version, f"from policy rule {options.rule!r}", False
-    return releases.NEWEST, f"assumed: set {VLLM_VERSION} or a versioned image", True
+        return options.vllm_version, "policy"
+    return None
+
+
+def release_for(request: EpRequest, role: Role, options: Options) -> tuple[Version, str]:
+    """The vLLM release the role's pods run and how it is known, for messages; the newest known when
+    nothing says (`_known_release`)."""
+    known = _known_release(request, role, options)
+    if known is None:
+        return releases.NEWEST, f"assumed: set {VLLM_VERSION} or a versioned image"
+    version, source = known
+    if source == "annotation":
+        return version, f"from annotation {VLLM_VERSION}"
+    if source == "image":
+        return version, "from the image tag"
+    return version, f"from policy rule {options.rule!r}"
 
 
 def _without_short_ep(request: EpRequest, role: Role, options: Options) -> bool:
     """Whether the role's release has no `-ep` (before vLLM 0.14); False when no release is known (the newest has it)."""
-    version = request.vllm_version
-    if version is None:
-        for launch in role.launches:
-            if launch.image_release is not None:
-                version = launch.image_release
-                break
-        else:
-            version = options.vllm_version
-    if version is None:
+    known = _known_release(request, role, options)
+    if known is None:
         return False
-    known = releases.profile(version)
-    return known is None or not known.short_ep
+    found = releases.profile(known[0])
+    return found is None or not found.short_ep
 
 
 def _check_release(request: EpRequest, role: Role, options: Options, notes: list[str]) -> EpRequest:
@@ -240,7 +247,7 @@ def _check_release(request: EpRequest, role: Role, options: Options, notes: list
         env_unknown = env_unknown or launch.all2all_env_unknown
     if request.all2all_backend is None and request.eplb_config is None and not env_backends and not env_unknown:
         return request  # the EP, TP and DP flags are the same on every release profiled
-    version, how, _ = release_for(request, role, options)
+    version, how = release_for(request, role, options)
     shown = releases.show(version)
     found = releases.profile(version)
     if found is None:
