@@ -346,3 +346,10 @@ def test_warnings_are_short_and_say_what_changed() -> None:
 def test_audit_lists_the_changed_fields() -> None:
     _, verdict = run(isvc(command=SERVE))
     assert verdict.changed == ("spec.predictor.model.command", f"metadata.annotations[{UNDO_RECORD}]")
+
+
+@pytest.mark.parametrize("key", ["ep.tensor-parallel-size", "ep.nodes"])
+@pytest.mark.parametrize("value", ["3" * 5000, "0" * 5000 + "1"])
+def test_a_number_annotation_of_thousands_of_digits_is_denied_not_converted(key: str, value: str) -> None:
+    verdict = mutate(isvc(command=SERVE, annotations={key: value}))
+    assert not verdict.allowed and f"annotation {key} is" in verdict.message

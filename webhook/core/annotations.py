@@ -72,6 +72,19 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
+def _whole_number(annotations: Mapping[str, object], key: str, highest: int, expected: str) -> int | None:
+    """The annotation as a whole number from 1 to `highest` (None when absent); Denied saying `expected`.
+
+    The text is checked before it is converted, so no value, however long, costs more than its length."""
+    if key not in annotations:
+        return None
+    raw = annotations[key]
+    text = raw.strip() if isinstance(raw, str) else ""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(highest)) or not 1 <= int(text) <= highest:
+        raise Denied(f"annotation {key} is {_show(raw)}; it must be {expected}")
+    return int(text)
+
+
 def ep_enabled(annotations: Mapping[str, object]) -> bool | None:
     """True/False as written, None when the annotation is absent."""
     return _bool(annotations, ENABLED)
@@ -79,16 +92,9 @@ def ep_enabled(annotations: Mapping[str, object]) -> bool | None:
 
 def read_ep_request(annotations: Mapping[str, object], options: Options) -> EpRequest:
     """Validate the optional annotations of an EP-enabled object."""
-    tp = options.tensor_parallel_size
-    if TENSOR_PARALLEL_SIZE in annotations:
-        raw = annotations[TENSOR_PARALLEL_SIZE]
-        text = raw.strip() if isinstance(raw, str) else ""
-        if not (text.isascii() and text.isdigit()) or int(text) < 1 or len(text) > 6:
-            raise Denied(
-                f"annotation {TENSOR_PARALLEL_SIZE} is {_show(raw)}; it must be a whole number of at "
-                f'least 1 that divides the GPU count, e.g. "2"'
-            )
-        tp = int(text)
+    tp = _whole_number(annotations, TENSOR_PARALLEL_SIZE, 999_999,
+                       'a whole number of at least 1 that divides the GPU count, e.g. "2"')
+    tp = options.tensor_parallel_size if tp is None else tp
 
     backend: str | None = None
     if ALL2ALL_BACKEND in annotations:
@@ -114,16 +120,8 @@ def read_ep_request(annotations: Mapping[str, object], options: Options) -> EpRe
             )
         config = json.dumps(parsed, separators=(",", ":"))
 
-    nodes: int | None = None
-    if NODES in annotations:
-        raw = annotations[NODES]
-        text = raw.strip() if isinstance(raw, str) else ""
-        if not (text.isascii() and text.isdigit()) or not 1 <= int(text[:6] or "0") <= _MAX_NODES:
-            raise Denied(
-                f'annotation {NODES} is {_show(raw)}; it must be the number of pods (nodes) per data-parallel '
-                f'group, a whole number from 1 to {_MAX_NODES}, e.g. "2"'
-            )
-        nodes = int(text)
+    nodes = _whole_number(annotations, NODES, _MAX_NODES,
+                          f'the number of pods (nodes) per data-parallel group, a whole number from 1 to {_MAX_NODES}, e.g. "2"')
 
     version: Version | None = None
     if VLLM_VERSION in annotations:
