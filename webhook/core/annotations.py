@@ -72,12 +72,14 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
-def _whole_number(annotations: Mapping[str, object], key: str, highest: int, expected: str) -> int | None:
-    """The annotation as a whole number from 1 to `highest` (None when absent); Denied saying `expected`.
+_TP_EXPECTED = 'a whole number of at least 1 that divides the GPU count, e.g. "2"'
+_NODES_EXPECTED = f'the number of pods (nodes) per data-parallel group, a whole number from 1 to {_MAX_NODES}, e.g. "2"'
+
+
+def _whole_number(annotations: Mapping[str, object], key: str, highest: int, expected: str) -> int:
+    """The annotation `key` (present) as a whole number from 1 to `highest`; Denied saying `expected`.
 
     The text is checked before it is converted, so no value, however long, costs more than its length."""
-    if key not in annotations:
-        return None
     raw = annotations[key]
     text = raw.strip() if isinstance(raw, str) else ""
     if not (text.isascii() and text.isdigit()) or len(text) > len(str(highest)) or not 1 <= int(text) <= highest:
@@ -92,9 +94,9 @@ def ep_enabled(annotations: Mapping[str, object]) -> bool | None:
 
 def read_ep_request(annotations: Mapping[str, object], options: Options) -> EpRequest:
     """Validate the optional annotations of an EP-enabled object."""
-    tp = _whole_number(annotations, TENSOR_PARALLEL_SIZE, 999_999,
-                       'a whole number of at least 1 that divides the GPU count, e.g. "2"')
-    tp = options.tensor_parallel_size if tp is None else tp
+    tp = options.tensor_parallel_size
+    if TENSOR_PARALLEL_SIZE in annotations:
+        tp = _whole_number(annotations, TENSOR_PARALLEL_SIZE, 999_999, _TP_EXPECTED)
 
     backend: str | None = None
     if ALL2ALL_BACKEND in annotations:
@@ -120,8 +122,7 @@ def read_ep_request(annotations: Mapping[str, object], options: Options) -> EpRe
             )
         config = json.dumps(parsed, separators=(",", ":"))
 
-    nodes = _whole_number(annotations, NODES, _MAX_NODES,
-                          f'the number of pods (nodes) per data-parallel group, a whole number from 1 to {_MAX_NODES}, e.g. "2"')
+    nodes = _whole_number(annotations, NODES, _MAX_NODES, _NODES_EXPECTED) if NODES in annotations else None
 
     version: Version | None = None
     if VLLM_VERSION in annotations:

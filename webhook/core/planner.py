@@ -226,6 +226,10 @@ def release_for(request: EpRequest, role: Role, options: Options) -> tuple[Versi
 
 def _without_short_ep(request: EpRequest, role: Role, options: Options) -> bool:
     """Whether the role's release has no `-ep` (before vLLM 0.14); False when no release is known (the newest has it)."""
+    launches = role.launches
+    if request.vllm_version is None and options.vllm_version is None and len(launches) == 1 \
+            and launches[0].image_release is None:
+        return False  # the common case, on every review: nothing names a release, and the newest has -ep
     known = _known_release(request, role, options)
     if known is None:
         return False
