@@ -289,6 +289,7 @@ def test_pipeline_parallel_size_one_is_fine() -> None:
         ({"habana.ai/gaudi": "8"}, None, 8),
         ({"nvidia.com/gpualloc": "2", "nvidia.com/gpucores": "50", "nvidia.com/gpumem": "16000"}, None, 2),
         ({"cpu": "4", "memory": "64Gi", "nvidia.com/gpu": "1e1"}, None, 10),
+        ({"nvidia.com/gpu": "8", "amd.com/gpu": "0"}, None, 8),  # a zero quantity asks for nothing
     ],
 )
 def test_gpu_count_comes_from_limits_else_requests(limits: Any, requests: Any, dp: int) -> None:
@@ -304,9 +305,9 @@ def test_gpu_count_comes_from_limits_else_requests(limits: Any, requests: Any, d
         ({"nvidia.com/gpu": "0.5"}, None, ["'0.5'", "fraction"]),
         ({"nvidia.com/gpu": "1500m"}, None, ["'1500m'", "fraction"]),
         ({"nvidia.com/gpu": "1"}, None, ["limits[nvidia.com/gpu]", "at least 2"]),
-        ({"nvidia.com/gpu": 0}, None, ["limits[nvidia.com/gpu]", "at least 2"]),
+        ({"nvidia.com/gpu": 0}, None, ["gets none", "nvidia.com/gpu"]),
         ({"nvidia.com/gpu": "eight"}, None, ["'eight'", "not a quantity"]),
-        ({"cpu": "8"}, None, ["sets none of", "nvidia.com/gpu"]),
+        ({"cpu": "8"}, None, ["gets none", "nvidia.com/gpu", "resources.claims"]),
         ({"nvidia.com/gpu": True}, None, ["not a quantity"]),
     ],
 )

@@ -15,7 +15,10 @@ from webhook.kserve.servingruntime import server_started
 from webhook.kserve.images import release_of, with_all2all_env
 from webhook.kserve.selection import Runtimes, resolve
 from webhook.base.jsonvalues import string_list
+from webhook.core.dra import claim_uses
+from webhook.core.gpus import Gpus, visible_env
 from webhook.core.workload import Field, Launch, Role, Workload
+from webhook.kserve.view import ClusterView
 
 KIND = "InferenceService"
 MULTI_NODE = (
@@ -25,8 +28,20 @@ MULTI_NODE = (
 )
 
 
-def read(obj: dict[str, object], runtimes: Runtimes | None) -> Workload:
-    """The predictor as a role; NotApplicable when there is no predictor container."""
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+STANDARD_MODES = ("Standard", "RawDeployment")
+"""Deployment modes that run the predictor as a plain Deployment, whose pods keep DRA claims (KServe v0.20
+pkg/constants/constants.go: Standard, and its legacy name RawDeployment; Knative/Serverless pods go through
+Knative Serving, which does not pass `resourceClaims` on; KServe's shipped config defaults to Serverless)."""
+
+
+def read(obj: dict[str, object], view: ClusterView | None) -> Workload:
+    """The predictor as a role; NotApplicable when there is no predictor container.
+
+    `view` gives the runtimes KServe could run (None: not checked) and the
+    namespace's ResourceClaimTemplates that decide DRA GPU counts.
+    """
+    runtimes = view.runtimes if view is not None else None
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         raise NotApplicable("the InferenceService has no spec; expert parallelism needs spec.predictor.model")
@@ -51,13 +66,26 @@ def read(obj: dict[str, object], runtimes: Runtimes | None) -> Workload:
         launch = _with_runtime(obj, launch, runtimes)
     if launch.image:
         launch = launch._replace(image_release=release_of(launch.image))
+    claims = claim_uses(container, predictor, where, "spec.predictor", view.claim_templates if view else None)
+    if claims:
+        launch = launch._replace(notes=(*launch.notes, *_knative_note(obj)))
     role = Role(
-        container.get("resources"),
-        where,
+        Gpus(where, container.get("resources"), claims, visible_env(container)),
         (launch,),
         refusal=MULTI_NODE if predictor.get("workerSpec") is not None else None,
     )
     return Workload((role,))
+
+
+def _knative_note(obj: dict[str, object]) -> tuple[str, ...]:
+    metadata = obj.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    mode = annotations.get(DEPLOYMENT_MODE) if isinstance(annotations, dict) else None
+    if mode in STANDARD_MODES:
+        return ()
+    if mode is None:
+        return ("no deploymentMode: Knative mode (KServe's default config) drops DRA claims; set it to Standard",)
+    return (f"deploymentMode {str(mode)[:20]} drops DRA claims (Knative); set {DEPLOYMENT_MODE}: Standard",)
 
 
 def _locate(predictor: dict[str, object]) -> tuple[dict[str, object], str, str, bool]:
