@@ -16,9 +16,9 @@ from webhook.core.workload import Adapter
 from webhook.kserve import inferenceservice, llminferenceservice
 from webhook.core.dra import Templates
 from webhook.kserve.selection import Runtimes
-from webhook.kserve.view import ClusterView
+from webhook.kserve.view import NamespaceView
 
-ADAPTERS: dict[str, Adapter[ClusterView]] = {
+ADAPTERS: dict[str, Adapter[NamespaceView]] = {
     inferenceservice.KIND: inferenceservice.read,
     llminferenceservice.KIND: llminferenceservice.read,
 }
@@ -27,7 +27,7 @@ KINDS = tuple(ADAPTERS)
 """The kinds the webhook decides: InferenceService, LLMInferenceService."""
 
 
-def adapter_for(obj: object) -> Adapter[ClusterView]:
+def adapter_for(obj: object) -> Adapter[NamespaceView]:
     """The adapter that reads `obj` (by its `kind`; an InferenceService's for anything else)."""
     kind = obj.get("kind") if isinstance(obj, dict) else None
     return ADAPTERS.get(str(kind), inferenceservice.read)
@@ -47,11 +47,11 @@ def mutate(
     by name (None: unknown), which decide how many GPUs DRA claims give.
     Never raises: a problem with the object is a denial.
     """
-    view = _EMPTY if runtimes is None and claim_templates is None else ClusterView(runtimes, claim_templates)
+    view = _EMPTY if runtimes is None and claim_templates is None else NamespaceView(runtimes, claim_templates)
     return engine.mutate(obj, adapter_for(obj), options or Options(), view)
 
 
-_EMPTY = ClusterView()
+_EMPTY = NamespaceView()
 
 
 def running_ep(obj: object) -> bool:

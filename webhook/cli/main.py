@@ -134,6 +134,21 @@ def _runtime_files(paths: Sequence[str], stdin: TextIO) -> list[RuntimeSpec]:
     return found
 
 
+def _resource_files(paths: Sequence[str], stdin: TextIO) -> tuple[list[RuntimeSpec], list[dict[str, object]]]:
+    """The runtimes and ResourceClaimTemplates of `--resources` files; InputError for a file with neither."""
+    runtimes: list[RuntimeSpec] = []
+    objects: list[dict[str, object]] = []
+    for path in paths:
+        docs = read_documents(path, stdin)
+        specs = manifests.runtimes_in(docs.items)
+        templates = [o for o in docs.items if manifests.claim_templates_in([o])]
+        if not specs and not templates:
+            raise InputError(f"--resources {path}: no ResourceClaimTemplate, ServingRuntime or ClusterServingRuntime in it")
+        runtimes.extend(specs)
+        objects.extend(templates)
+    return runtimes, objects
+
+
 def cmd_policy_check(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """`ep-webhook policy check FILE`: exit 0 when valid, 1 naming the bad field."""
     from webhook.core import policy as policies
@@ -155,10 +170,11 @@ def cmd_mutate(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Te
         docs = read_documents(ns.file, stdin)
         options_for = _offline_options(ns)
         runtimes = _runtime_files(ns.runtimes or [], stdin)
+        more_runtimes, resources = _resource_files(ns.resources or [], stdin)
     except InputError as e:
         print(f"error: {e}", file=stderr)
         return EXIT_USAGE
-    decided = manifests.decide(docs, options_for, runtimes)
+    decided = manifests.decide(docs, options_for, [*runtimes, *more_runtimes], resources)
     denied = [d for d in decided if d.denial is not None]
     if denied:
         # a pipeline must never apply half a stream: nothing on stdout
@@ -277,7 +293,7 @@ def cmd_audit(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     if not snap.labels_readable:
         print("warning: namespaces cannot be listed with this kubeconfig; label-selector rules are reported "
               "as unknown", file=stderr)
-    findings = audit.run(snap.objects, policy, snap.labels_of, snap.runtimes_for)
+    findings = audit.run(snap.objects, policy, snap.labels_of, snap.runtimes_for, snap.claim_templates_for)
     if ns.output == "json":
         stdout.write(json.dumps([f.as_json() for f in findings], indent=2, ensure_ascii=False) + "\n")
     else:
@@ -420,6 +436,9 @@ def parser() -> argparse.ArgumentParser:
                    help="YAML (one or many documents) or JSON (an object or a List); - reads stdin")
     m.add_argument("--runtimes", action="append", metavar="FILE",
                    help="(Cluster)ServingRuntimes for runtime resolution, besides those in the stream (repeatable)")
+    m.add_argument("--resources", action="append", metavar="FILE",
+                   help="cluster objects the manifests refer to: ResourceClaimTemplates (GPUs through DRA) and "
+                        "(Cluster)ServingRuntimes, besides those in the stream (repeatable)")
     m.add_argument("-o", "--output", choices=("yaml", "json", "patch"), default="yaml")
     m.add_argument(
         "--on-conflict",

@@ -4,7 +4,8 @@ One or many YAML documents, a JSON object, or a `kind: List`: every
 InferenceService and LLMInferenceService is decided by the engine, every other document passes
 through unchanged and in order, and the ServingRuntimes and
 ClusterServingRuntimes found in the stream (and given with `--runtimes`)
-resolve the runtime of objects that have no command. Reading text and
+resolve the runtime of objects that have no command; the ResourceClaimTemplates
+in the stream (and given with `--resources`) decide GPUs claimed through DRA. Reading text and
 printing belong to the CLI; this module only turns documents into results.
 """
 
@@ -25,6 +26,8 @@ from webhook.core.options import Options
 Form = Literal["single", "multi", "list"]
 DEFAULT_NAMESPACE = "default"
 RUNTIME_KINDS = ("ServingRuntime", "ClusterServingRuntime")
+RESOURCE_GROUP = "resource.k8s.io"
+CLAIM_TEMPLATE_KIND = "ResourceClaimTemplate"
 
 
 class StreamError(Exception):
@@ -107,6 +110,19 @@ def runtimes_in(objects: Sequence[dict[str, object]]) -> list[RuntimeSpec]:
     return found
 
 
+ClaimTemplates = dict[str, dict[str, dict[str, object]]]
+"""ResourceClaimTemplates by namespace, then name."""
+
+
+def claim_templates_in(objects: Sequence[dict[str, object]]) -> ClaimTemplates:
+    """The ResourceClaimTemplates (any resource.k8s.io version) among the objects, by namespace and name."""
+    found: ClaimTemplates = {}
+    for obj in objects:
+        if _group(obj) == RESOURCE_GROUP and obj.get("kind") == CLAIM_TEMPLATE_KIND:
+            found.setdefault(namespace_of(obj), {})[name_of(obj)] = obj
+    return found
+
+
 @dataclass(frozen=True)
 class Decided:
     """One document after the engine: the object to print, and what the engine said of it."""
@@ -123,20 +139,23 @@ def decide(
     docs: Documents,
     options_for: Callable[[dict[str, object]], Options],
     extra_runtimes: Sequence[RuntimeSpec] = (),
+    extra_objects: Sequence[dict[str, object]] = (),
 ) -> list[Decided]:
     """Run the engine on every InferenceService and LLMInferenceService; other documents pass as they are.
 
     Runtime resolution uses the runtimes in the stream and `extra_runtimes`;
     with none at all it is skipped (as the server does without a cluster).
+    DRA claims are counted from the ResourceClaimTemplates in the stream and in `extra_objects`.
     """
     known = [*extra_runtimes, *runtimes_in(docs.items)]
+    templates = claim_templates_in([*extra_objects, *docs.items])
     out = []
     for obj in docs.items:
         if not is_kind(obj, KINDS):
             out.append(Decided(obj, object_ref(obj), False))
             continue
         runtimes = for_namespace(known, namespace_of(obj)) if known else None
-        verdict = mutate(obj, options_for(obj), runtimes)
+        verdict = mutate(obj, options_for(obj), runtimes, templates.get(namespace_of(obj), {}))
         if not verdict.allowed:
             out.append(Decided(obj, object_ref(obj), True, denial=verdict.message))
             continue

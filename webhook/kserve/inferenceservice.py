@@ -18,7 +18,7 @@ from webhook.base.jsonvalues import string_list
 from webhook.core.dra import claim_uses
 from webhook.core.gpus import Gpus, visible_env
 from webhook.core.workload import Field, Launch, Role, Workload
-from webhook.kserve.view import ClusterView
+from webhook.kserve.view import NamespaceView
 
 KIND = "InferenceService"
 MULTI_NODE = (
@@ -35,7 +35,7 @@ pkg/constants/constants.go: Standard, and its legacy name RawDeployment; Knative
 Knative Serving, which does not pass `resourceClaims` on; KServe's shipped config defaults to Serverless)."""
 
 
-def read(obj: dict[str, object], view: ClusterView | None) -> Workload:
+def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
     """The predictor as a role; NotApplicable when there is no predictor container.
 
     `view` gives the runtimes KServe could run (None: not checked) and the

@@ -18,7 +18,7 @@ from typing import NamedTuple
 from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
 from webhook.kserve.images import release_of, with_all2all_env
-from webhook.kserve.view import ClusterView
+from webhook.kserve.view import NamespaceView
 from webhook.core.dra import ClaimUse, Templates, claim_uses
 from webhook.core.gpus import Gpus, visible_env
 from webhook.base.jsonvalues import string_list
@@ -41,7 +41,7 @@ pkg/constants/constants.go): with `exp-dra-device-class` set, the controller cre
 `exp-dra-container-name`, else to the pod's first container."""
 
 
-def read(obj: dict[str, object], view: ClusterView | None) -> Workload:
+def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
     """The roles of an LLMInferenceService; `view` gives the namespace's ResourceClaimTemplates (its runtimes
     are not used: presets, not runtimes, start vLLM)."""
     spec = obj.get("spec")

@@ -8,7 +8,7 @@ from webhook.core.dra import Templates
 from webhook.kserve.selection import Runtimes
 
 
-class ClusterView(NamedTuple):
+class NamespaceView(NamedTuple):
     """The objects of one namespace (and the cluster) that decide how an object's pods run.
 
     `runtimes`: the ServingRuntimes KServe could choose from (None: unknown,
