@@ -11,6 +11,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.test_admission import create, manifest, model
+from tests.e2e.test_policy_e2e import create_eventually
 from tests.server_harness import Server
 from tests.vllm_grammar import parse_launch
 
@@ -33,24 +34,12 @@ def dra_manifest(name: str, template: str) -> dict[str, Any]:
     return obj
 
 
-def create_until_seen(api: client.ApiClient, ns: str, obj: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """The webhook's watch sees a new template within moments: retry a denial that says it has not yet."""
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            return create(api, ns, obj)
-        except ApiException as e:
-            if "is not known to the webhook" not in str(e.body) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def test_resource_claim_templates_in_the_api_server_decide_the_data_parallel_size(
     api: client.ApiClient, registered: Server, namespace: str
 ) -> None:
     resource = client.ResourceV1Api(api)
     resource.create_namespaced_resource_claim_template(namespace, claim_template("four-gpus", 4, nics=2))
-    stored, headers = create_until_seen(api, namespace, dra_manifest("dra", "four-gpus"))
+    stored, headers = create_eventually(api, namespace, dra_manifest("dra", "four-gpus"), "is not known to the webhook")
     ns = parse_launch(model(stored)["command"])
     assert (ns.enable_expert_parallel, ns.tensor_parallel_size, ns.data_parallel_size) == (True, 1, 4)
     assert "drops DRA claims" not in headers.get("Warning", "")  # the manifest says RawDeployment

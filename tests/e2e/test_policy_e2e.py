@@ -101,14 +101,16 @@ def labelled(api: client.ApiClient, mode: str) -> str:
     return name
 
 
-def create_eventually(api: client.ApiClient, ns: str, obj: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """The server learns new namespaces through its watch: retry the 'labels unknown' denial briefly."""
+def create_eventually(api: client.ApiClient, ns: str, obj: dict[str, Any],
+                      not_yet: str = "does not know yet") -> tuple[dict[str, Any], Any]:
+    """The server learns new namespaces (and templates) through its watch: retry a denial saying `not_yet`
+    briefly."""
     deadline = time.monotonic() + 15
     while True:
         try:
             return create(api, ns, obj)
         except ApiException as e:
-            if "does not know yet" not in str(e.body) or time.monotonic() > deadline:
+            if not_yet not in str(e.body) or time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
 
