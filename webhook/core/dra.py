@@ -20,6 +20,7 @@ has not seen) is a denial naming it, never a guess.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 from webhook.base.errors import Denied, NotApplicable
@@ -126,8 +127,12 @@ def _resolve(
 class Devices(NamedTuple):
     """What a container's claims give it: whole GPUs per device class, and GPU slices."""
 
-    gpus: dict[str, int]
+    gpus: Mapping[str, int]
     slices: int
+
+
+NO_DEVICES = Devices(MappingProxyType({}), 0)
+"""What a container without claims gets."""
 
 
 def count(uses: tuple[ClaimUse, ...], gpu_classes: tuple[str, ...]) -> Devices:

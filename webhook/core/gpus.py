@@ -93,36 +93,45 @@ class Gpus(NamedTuple):
     visible: tuple[tuple[str, str | None], ...] = ()
 
 
-def visible_env(container: dict[str, object]) -> tuple[tuple[str, str | None], ...]:
-    """The container's `VISIBLE_DEVICES_ENV` entries: (name, literal value or None when set from `valueFrom`
-    or expanded by Kubernetes from another variable); the last entry of a name wins, as in Kubernetes."""
+def watched_env(container: dict[str, object], names: frozenset[str]) -> dict[str, str | None]:
+    """The container's env entries named in `names`, in one pass: the literal value, or None when the value is
+    known only at run time (`valueFrom`, or `$(VAR)` that Kubernetes expands); the last entry of a name wins, as
+    in Kubernetes. `envFrom` sources are not read."""
     env = container.get("env")
-    if not isinstance(env, list):
-        return ()
     found: dict[str, str | None] = {}
+    if not isinstance(env, list):
+        return found
     for item in env:
-        if isinstance(item, dict) and item.get("name") in VISIBLE_DEVICES_ENV:
-            value = item.get("value")
-            literal = isinstance(value, str) and "valueFrom" not in item and "$(" not in value
-            found[str(item["name"])] = value if literal and isinstance(value, str) else None
-    return tuple(found.items())
+        if isinstance(item, dict):
+            name = item.get("name")
+            if name in names:
+                value = item.get("value")
+                found[str(name)] = value if isinstance(value, str) and "valueFrom" not in item \
+                    and "$(" not in value else None
+    return found
 
 
-def _gpu_entries(section: object, where: str, keys: Sequence[str]) -> dict[str, object]:
+def visible(env: dict[str, str | None]) -> tuple[tuple[str, str | None], ...]:
+    """The `VISIBLE_DEVICES_ENV` entries of `watched_env`'s answer, for `Gpus.visible`."""
+    return tuple((n, env[n]) for n in VISIBLE_DEVICES_ENV if n in env) if env else ()
+
+
+def _gpu_entries(
+    section: object, where: str, keys: Sequence[str]
+) -> dict[str, tuple[object, Fraction | int | None]]:
+    """The GPU keys of one section: raw value and quantity (None: not a quantity); zero quantities left out."""
     if section is None:
         return {}
     if not isinstance(section, dict):
         raise Denied(f"{where} must be a map of resource names to quantities")
-    return {k: section[k] for k in keys if k in section and parse_quantity(section[k]) != 0}
-
-
-def _mig_slices(resources: dict[str, object]) -> list[str]:
-    names: set[str] = set()
-    for section in (resources.get("limits"), resources.get("requests")):
-        if isinstance(section, dict):
-            names.update(k for k in section if isinstance(k, str) and k.startswith(MIG_RESOURCE_PREFIX)
-                         and parse_quantity(section[k]) != 0)
-    return sorted(names)
+    found = {}
+    for k in keys:
+        if k in section:
+            raw = section[k]
+            q = parse_quantity(raw)
+            if q != 0:
+                found[k] = (raw, q)
+    return found
 
 
 def count_gpus(
@@ -139,8 +148,10 @@ def count_gpus(
     if not isinstance(resources, dict):
         raise Denied(f"{path}.resources must be a map with limits and requests")
     plugin = _plugin_gpus(resources, path, keys)
-    devices = dra.count(gpus.claims, device_classes) if gpus.claims else dra.Devices({}, 0)
-    slices = _mig_slices(resources)
+    devices = dra.count(gpus.claims, device_classes) if gpus.claims else dra.NO_DEVICES
+    limits = resources.get("limits")
+    slices = [] if not isinstance(limits, dict) else \
+        [k for k in limits if k.startswith(MIG_RESOURCE_PREFIX) and parse_quantity(limits[k]) != 0]
     if slices or devices.slices:
         named = ", ".join(slices) if slices else ", ".join(dra.MIG_DEVICE_CLASSES)
         raise NotApplicable(
@@ -173,7 +184,8 @@ def count_gpus(
             f"expert parallelism needs at least 2 GPUs in the pod, but {path} gets {shown}: "
             f"raise the GPU limit or remove the ep.enabled annotation"
         )
-    _check_visible(gpus.visible, count, path)
+    if gpus.visible:
+        _check_visible(gpus.visible, count, path)
     return count
 
 
@@ -209,8 +221,7 @@ def _plugin_gpus(resources: dict[str, object], path: str, keys: Sequence[str]) -
     counted: dict[str, Fraction | int] = {}
     for section, entries in (("limits", limits), ("requests", requests)):
         if key in entries:
-            raw = entries[key]
-            q = parse_quantity(raw)
+            raw, q = entries[key]
             field = f"{path}.resources.{section}[{key}]"
             if q is None:
                 raise Denied(f"{field} is {raw!r}, which is not a quantity; write a whole number such as \"8\"")
@@ -219,9 +230,9 @@ def _plugin_gpus(resources: dict[str, object], path: str, keys: Sequence[str]) -
             counted[section] = q
     if "limits" in counted and "requests" in counted and counted["limits"] != counted["requests"]:
         raise NotApplicable(
-            f"{path}.resources.limits[{key}] is {limits[key]!r} but requests[{key}] is {requests[key]!r}; "
+            f"{path}.resources.limits[{key}] is {limits[key][0]!r} but requests[{key}] is {requests[key][0]!r}; "
             f"GPUs cannot be overcommitted: make them equal or drop the request"
         )
     section = "limits" if "limits" in counted else "requests"
-    raw = (limits if section == "limits" else requests)[key]
+    raw = (limits if section == "limits" else requests)[key][0]
     return int(counted[section]), f"resources.{section}[{key}] = {raw!r}"

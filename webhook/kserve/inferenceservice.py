@@ -12,11 +12,11 @@ from __future__ import annotations
 from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
 from webhook.kserve.servingruntime import server_started
-from webhook.kserve.images import release_of, with_all2all_env
+from webhook.kserve.images import WATCHED_ENV, release_of, with_all2all_env
 from webhook.kserve.selection import Runtimes, resolve
 from webhook.base.jsonvalues import string_list
 from webhook.core.dra import claim_uses
-from webhook.core.gpus import Gpus, visible_env
+from webhook.core.gpus import Gpus, visible, watched_env
 from webhook.core.workload import Field, Launch, Role, Workload
 from webhook.kserve.view import NamespaceView
 
@@ -61,7 +61,8 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
     image = container.get("image")
     if isinstance(image, str):
         launch = launch._replace(image=image)
-    launch = with_all2all_env(launch, container)
+    env = watched_env(container, WATCHED_ENV)
+    launch = with_all2all_env(launch, env)
     if runtimes is not None:
         launch = _with_runtime(obj, launch, runtimes)
     if launch.image:
@@ -70,7 +71,7 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
     if claims:
         launch = launch._replace(notes=(*launch.notes, *_knative_note(obj)))
     role = Role(
-        Gpus(where, container.get("resources"), claims, visible_env(container)),
+        Gpus(where, container.get("resources"), claims, visible(env)),
         (launch,),
         refusal=MULTI_NODE if predictor.get("workerSpec") is not None else None,
     )

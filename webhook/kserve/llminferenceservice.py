@@ -17,10 +17,10 @@ from typing import NamedTuple
 
 from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
-from webhook.kserve.images import release_of, with_all2all_env
+from webhook.kserve.images import WATCHED_ENV, release_of, with_all2all_env
 from webhook.kserve.view import NamespaceView
 from webhook.core.dra import ClaimUse, Templates, claim_uses
-from webhook.core.gpus import Gpus, visible_env
+from webhook.core.gpus import Gpus, visible, watched_env
 from webhook.base.jsonvalues import string_list
 from webhook.core.workload import Field, Launch, Role, Workload
 from webhook.vllm.command import ArgsForm
@@ -88,7 +88,7 @@ def _launch(container: dict[str, object], pointer: str, where: str) -> Launch:
         server=server_of([*command, *(args or ())]) if command else "vllm",
         image=image,
         image_release=release_of(image) if image else None,
-    ), container)
+    ), watched_env(container, WATCHED_ENV))
 
 
 def _managed(obj: dict[str, object]) -> tuple[str, dict[str, object] | None, str | None] | None:
@@ -128,7 +128,7 @@ class _GpuReader(NamedTuple):
         claims = claim_uses(container, pod, where, pod_where, self.templates)
         if self.managed is not None:
             claims = (*claims, *self._managed_use(index, container, pod_where))
-        return Gpus(where, container.get("resources"), claims, visible_env(container))
+        return Gpus(where, container.get("resources"), claims, visible(watched_env(container, WATCHED_ENV)))
 
     def _managed_use(self, index: int, container: dict[str, object], pod_where: str) -> tuple[ClaimUse, ...]:
         assert self.managed is not None
