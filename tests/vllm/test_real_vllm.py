@@ -130,6 +130,25 @@ def test_a_list_command_the_webhook_edits_starts_ep_over_the_pods_gpus(
     assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, tp, gpus // tp)
 
 
+@pytest.mark.parametrize("release", RELEASES)
+def test_a_custom_predictors_only_container_named_server_starts_ep_over_the_pods_gpus(
+    vllm_judges: dict[str, Judge], release: str
+) -> None:
+    """Issue 20.1: KServe's defaulter renames the only container kserve-container and runs it; the
+    webhook edits it whether it runs before that defaulter (name `server`) or after."""
+    for name in ("server", "kserve-container"):
+        obj = isvc()
+        obj["spec"]["predictor"] = {"containers": [{
+            "name": name, "image": f"vllm/vllm-openai:v{release}", "command": [*SERVE, "--max-model-len", "4096"],
+            "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}
+        out, verdict = run(obj)
+        assert verdict.allowed, verdict.message
+        result = _on(vllm_judges, release, serve_argv(out["spec"]["predictor"]["containers"][0]["command"]))
+        assert result.ok, result.error
+        p = result.parallel
+        assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, 1, 8)
+
+
 # -- the fast model against the newest release -------------------------------------------------------------
 
 CORPUS = [
