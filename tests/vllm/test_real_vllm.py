@@ -7,14 +7,20 @@ the fast tests use (tests/vllm_grammar.py) is checked against the newest release
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
+
+import yaml
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from tests.core.test_properties import list_isvcs
-from tests.helpers import isvc, model, run
+from tests.helpers import isvc, kserve_container, model, run, shipped_runtime_docs
+from webhook.cli.main import main as cli_main
+from webhook.kserve import shipped
+from webhook.kserve.images import release_of as hf_release_of
 from webhook.admission.kinds import mutate
 from tests.vllm_grammar import GrammarError, parse_launch
 from tests.vllm_releases import NEWEST, RELEASES, Judge, serve_argv, version
@@ -147,6 +153,40 @@ def test_a_custom_predictors_only_container_named_server_starts_ep_over_the_pods
         assert result.ok, result.error
         p = result.parallel
         assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, 1, 8)
+
+
+def _huggingfaceserver_vllm_argv(obj: dict[str, Any]) -> list[str]:
+    """The args vLLM's parser gets in kserve-huggingfaceserver's pod (KServe v0.20.0): the runtime's args, then
+    the object's (tests.helpers.kserve_container), less huggingfaceserver's own `--model_name` (its parser is
+    vLLM's `make_arg_parser` around its own options, python/huggingfaceserver/huggingfaceserver/vllm/utils.py),
+    with the tensor parallel size it then forces to the GPU count (vllm/vllm_model.py) last."""
+    runtime = next(d for d in shipped_runtime_docs() if d["metadata"]["name"] == "kserve-huggingfaceserver")
+    argv, _ = kserve_container(obj, runtime)
+    assert argv[:3] == ["python", "-m", "huggingfaceserver"]
+    return [w for w in argv[3:] if not w.startswith("--model_name")] + ["--tensor-parallel-size", "8"]
+
+
+@pytest.mark.parametrize("flags", [(), ("--no-default-runtimes",)], ids=["shipped-runtimes", "turned-off"])
+def test_offline_mutate_without_runtimes_plans_for_the_huggingfaceserver_kserve_runs(
+    vllm_judges: dict[str, Judge], flags: tuple[str, ...]
+) -> None:
+    """Issue 20.2: modelFormat huggingface, args only, 8 GPUs, no runtimes given; judged by the vLLM release
+    that KServe v0.20.0's huggingfaceserver image bundles."""
+    obj = isvc(args=["--max-model-len=4096"])
+    model(obj)["modelFormat"] = {"name": "huggingface"}
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main(["mutate", "-f", "-", *flags], stdin=io.StringIO(json.dumps(obj)), stdout=out, stderr=err) == 0
+    image = next(r.image for r in shipped.RUNTIMES if r.name == "kserve-huggingfaceserver")
+    release = ".".join(map(str, hf_release_of(image) or ()))
+    assert release in RELEASES
+    result = _on(vllm_judges, release, _huggingfaceserver_vllm_argv(yaml.safe_load(out.getvalue())))
+    assert result.ok, result.error
+    p = result.parallel
+    if flags:  # planned for plain vLLM: TP 1 x DP 8, which huggingfaceserver turns into TP 8 x DP 8
+        assert p["tensor_parallel_size"] * p["data_parallel_size"] == 64
+    else:
+        assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, 8, 1)
+        assert result.parsed["max_model_len"] == 4096
 
 
 # -- the fast model against the newest release -------------------------------------------------------------
