@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -17,7 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from tests.core.test_properties import list_isvcs
-from tests.helpers import isvc, kserve_container, model, run, shipped_runtime_docs
+from tests.helpers import (
+    huggingfaceserver_vllm_args, isvc, kserve_container, model, recorded_argv, run, shipped_runtime_docs,
+    stand_in_bin,
+)
 from webhook.cli.main import main as cli_main
 from webhook.kserve import shipped
 from webhook.kserve.images import release_of as hf_release_of
@@ -28,8 +32,9 @@ from tests.vllm_releases import NEWEST, RELEASES, Judge, serve_argv, version
 M = "/mnt/models"
 
 
-def _on(judges: dict[str, Judge], release: str, argv: list[str], gpus: int = 8, env: dict[str, str] | None = None) -> Any:
-    return judges[release].judge(argv, gpus, env)
+def _on(judges: dict[str, Judge], release: str, argv: list[str], gpus: int = 8, env: dict[str, str] | None = None,
+        entry: str = "serve") -> Any:
+    return judges[release].judge(argv, gpus, env, entry)
 
 
 # -- facts of ../shared/vllm/README.md, per release ------------------------------------------------------
@@ -155,20 +160,9 @@ def test_a_custom_predictors_only_container_named_server_starts_ep_over_the_pods
         assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, 1, 8)
 
 
-def _huggingfaceserver_vllm_argv(obj: dict[str, Any]) -> list[str]:
-    """The args vLLM's parser gets in kserve-huggingfaceserver's pod (KServe v0.20.0): the runtime's args, then
-    the object's (tests.helpers.kserve_container), less huggingfaceserver's own `--model_name` (its parser is
-    vLLM's `make_arg_parser` around its own options, python/huggingfaceserver/huggingfaceserver/vllm/utils.py),
-    with the tensor parallel size it then forces to the GPU count (vllm/vllm_model.py) last."""
-    runtime = next(d for d in shipped_runtime_docs() if d["metadata"]["name"] == "kserve-huggingfaceserver")
-    argv, _ = kserve_container(obj, runtime)
-    assert argv[:3] == ["python", "-m", "huggingfaceserver"]
-    return [w for w in argv[3:] if not w.startswith("--model_name")] + ["--tensor-parallel-size", "8"]
-
-
 @pytest.mark.parametrize("flags", [(), ("--no-default-runtimes",)], ids=["shipped-runtimes", "turned-off"])
 def test_offline_mutate_without_runtimes_plans_for_the_huggingfaceserver_kserve_runs(
-    vllm_judges: dict[str, Judge], flags: tuple[str, ...]
+    vllm_judges: dict[str, Judge], flags: tuple[str, ...], tmp_path: Path
 ) -> None:
     """Issue 20.2: modelFormat huggingface, args only, 8 GPUs, no runtimes given; judged by the vLLM release
     that KServe v0.20.0's huggingfaceserver image bundles."""
@@ -179,7 +173,11 @@ def test_offline_mutate_without_runtimes_plans_for_the_huggingfaceserver_kserve_
     image = next(r.image for r in shipped.RUNTIMES if r.name == "kserve-huggingfaceserver")
     release = ".".join(map(str, hf_release_of(image) or ()))
     assert release in RELEASES
-    result = _on(vllm_judges, release, _huggingfaceserver_vllm_argv(yaml.safe_load(out.getvalue())))
+    # KServe merges it with kserve-huggingfaceserver (runtime args first), the pod executes that
+    runtime = next(d for d in shipped_runtime_docs() if d["metadata"]["name"] == "kserve-huggingfaceserver")
+    merged, env = kserve_container(yaml.safe_load(out.getvalue()), runtime)
+    argv = recorded_argv(merged, stand_in_bin(tmp_path / "bin"), tmp_path, env)
+    result = _on(vllm_judges, release, huggingfaceserver_vllm_args(argv, 8), entry="api_server")
     assert result.ok, result.error
     p = result.parallel
     if flags:  # planned for plain vLLM: TP 1 x DP 8, which huggingfaceserver turns into TP 8 x DP 8
