@@ -11,7 +11,9 @@ Source: KServe v0.20.0, `config/runtimes/kserve-huggingfaceserver.yaml`,
 runtime selection and the webhook's launch reading use); tests/kserve/test_shipped_runtimes.py compares
 them with the manifests themselves. Images are the ones the release installs: the manifests name
 kustomize placeholders, which `config/runtimes/kustomization.yaml` maps to a repository with tag
-`latest`, and `hack/release/generate-install.sh` turns `:latest` into `:v0.20.0`.
+`latest`, and `hack/release/generate-install.sh` turns `:latest` into `:v0.20.0` in the release's
+`kserve-cluster-resources.yaml` (so kserve-vllmserver names `vllm/vllm-openai:v0.20.0` there; the Helm chart
+`charts/kserve-runtime-configs` keeps `latest` for it, whose vLLM release its tag does not say).
 """
 
 from __future__ import annotations
