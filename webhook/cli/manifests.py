@@ -3,8 +3,8 @@
 One or many YAML documents, a JSON object, or a `kind: List`: every
 InferenceService and LLMInferenceService is decided by the engine, every other document passes
 through unchanged and in order, and the ServingRuntimes and
-ClusterServingRuntimes found in the stream (and given with `--runtimes`)
-resolve the runtime of objects that have no command. Reading text and
+ClusterServingRuntimes found in the stream (and given with `--runtimes`), else
+KServe's shipped ones, resolve the runtime of objects that have no command. Reading text and
 printing belong to the CLI; this module only turns documents into results.
 """
 
@@ -133,8 +133,7 @@ def decide(
     Runtime resolution uses the runtimes in the stream and `extra_runtimes`; when there are none it
     uses `default_runtimes` (KServe's shipped ones, `webhook.kserve.shipped`), and each InferenceService
     whose runtime is one of them and that the engine changed, warned about or denied gets `default_note`
-    among its warnings; with none at all
-    it is skipped (as the server does without a cluster).
+    among its warnings; with none at all it is skipped (as the server does without a cluster).
     """
     known = [*extra_runtimes, *runtimes_in(docs.items)]
     defaulted = not known and bool(default_runtimes)
