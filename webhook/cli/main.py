@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 
 from webhook.cli import manifests
+from webhook.kserve import shipped
 from webhook.kserve.servingruntime import RuntimeSpec
 from webhook.core.options import ON_CONFLICT, Options
 
@@ -164,6 +165,13 @@ def cmd_policy_check(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> 
     return EXIT_ALLOWED
 
 
+DEFAULT_RUNTIMES_WARNING = (
+    f"resolved against KServe {shipped.RELEASE}'s shipped LLM runtimes as none were given "
+    "(--runtimes FILE; --no-default-runtimes)"
+)
+"""What `mutate` says of each InferenceService it resolved against `shipped.RUNTIMES` (under 120 characters)."""
+
+
 def cmd_mutate(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     """`ep-webhook mutate`: the stream through the core; nothing printed unless every object is allowed."""
     try:
@@ -174,12 +182,16 @@ def cmd_mutate(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Te
     except InputError as e:
         print(f"error: {e}", file=stderr)
         return EXIT_USAGE
-    decided = manifests.decide(docs, options_for, [*runtimes, *more_runtimes], resources)
+    defaults = () if ns.no_default_runtimes else shipped.RUNTIMES
+    decided = manifests.decide(docs, options_for, [*runtimes, *more_runtimes], defaults, DEFAULT_RUNTIMES_WARNING,
+                               extra_objects=resources)
     denied = [d for d in decided if d.denial is not None]
     if denied:
         # a pipeline must never apply half a stream: nothing on stdout
         for d in denied:
             print(f"{d.ref}: {d.denial}", file=stderr)
+            for w in d.warnings:
+                print(f"warning: {d.ref}: {w}", file=stderr)
         return EXIT_DENIED
     for d in decided:
         for w in d.warnings:
@@ -435,7 +447,10 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("-f", "--file", required=True,
                    help="YAML (one or many documents) or JSON (an object or a List); - reads stdin")
     m.add_argument("--runtimes", action="append", metavar="FILE",
-                   help="(Cluster)ServingRuntimes for runtime resolution, besides those in the stream (repeatable)")
+                   help="(Cluster)ServingRuntimes for runtime resolution, besides those in the stream (repeatable); "
+                        f"with none, KServe {shipped.RELEASE}'s shipped LLM runtimes are used")
+    m.add_argument("--no-default-runtimes", action="store_true",
+                   help=f"without runtimes, do not resolve against KServe {shipped.RELEASE}'s shipped ones")
     m.add_argument("--resources", action="append", metavar="FILE",
                    help="cluster objects the manifests refer to: ResourceClaimTemplates (GPUs through DRA) and "
                         "(Cluster)ServingRuntimes, besides those in the stream (repeatable)")

@@ -1,7 +1,8 @@
 """The InferenceService adapter (serving.kserve.io/v1beta1).
 
 One role, the predictor, with one launch: `spec.predictor.model`, else the
-`spec.predictor.containers[]` entry named `kserve-container`. With no command
+`spec.predictor.containers[]` entry KServe runs, `kserve-container` once KServe's
+defaulter has named it (see `served_container`). With no command
 KServe runs the runtime's command with the runtime's args first and the
 object's after them, so the runtime (resolved as KServe resolves it, see
 `selection`) decides which server parses the flags.
@@ -21,6 +22,7 @@ from webhook.core.workload import Field, Launch, Role, Workload
 from webhook.kserve.view import NamespaceView
 
 KIND = "InferenceService"
+KSERVE_CONTAINER = "kserve-container"  # constants.InferenceServiceContainerName, KServe v0.20
 MULTI_NODE = (
     "spec.predictor.workerSpec makes this a multi-node Ray service (TP x PP over nodes), where single-pod "
     "data-parallel EP would be wrong; remove workerSpec to serve on one node, or use an "
@@ -97,13 +99,28 @@ def _locate(predictor: dict[str, object]) -> tuple[dict[str, object], str, str, 
         return model, "/spec/predictor/model", "spec.predictor.model", False
     containers = predictor.get("containers")
     if isinstance(containers, list):
-        for i, c in enumerate(containers):
-            if isinstance(c, dict) and c.get("name") == "kserve-container":
-                return c, f"/spec/predictor/containers/{i}", f"spec.predictor.containers[{i}]", True
+        i = served_container(containers)
+        if i is not None and isinstance(containers[i], dict):
+            return containers[i], f"/spec/predictor/containers/{i}", f"spec.predictor.containers[{i}]", True
     raise NotApplicable(
-        "no predictor container found: expert parallelism needs spec.predictor.model "
-        "or a spec.predictor.containers entry named kserve-container"
+        "no predictor container found: expert parallelism needs spec.predictor.model, a single "
+        "spec.predictor.containers entry, or one named kserve-container (KServe runs that one)"
     )
+
+
+def served_container(containers: list[object]) -> int | None:
+    """The index of the custom predictor container KServe runs, whether or not its defaulter ran yet.
+
+    KServe v0.20's defaulter (`CustomPredictor.Default`, pkg/apis/serving/v1beta1/predictor_custom.go)
+    names the first container `kserve-container` when it is the only one or has no name; the
+    controller then runs the first container of that name (`CustomPredictor.GetContainer`). The
+    webhook may run before that defaulter, so it decides on the container as named afterwards and
+    leaves the renaming to KServe. None when no container will be `kserve-container`.
+    """
+    names = [c.get("name") if isinstance(c, dict) else None for c in containers]
+    if names and (len(names) == 1 or not names[0]):
+        names[0] = KSERVE_CONTAINER
+    return names.index(KSERVE_CONTAINER) if KSERVE_CONTAINER in names else None
 
 
 def _with_runtime(obj: dict[str, object], launch: Launch, runtimes: Runtimes) -> Launch:
