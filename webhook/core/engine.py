@@ -98,6 +98,14 @@ def _values(fields: tuple[Field, ...]) -> dict[str, object]:
     return {f.pointer: f.value for f in fields}
 
 
+def _owned(workload: Workload, stored: undo.Undo | None) -> tuple[Field, ...]:
+    """The fields the webhook owns: always its `fields`; /dev/shm fields once the undo record holds them."""
+    fields = workload.fields()
+    if stored is None:
+        return fields
+    return fields + tuple(f for f in workload.shm_fields() if f.pointer in stored.pointers)
+
+
 def _untouched(stored: undo.Undo | None, values: Mapping[str, object]) -> bool:
     """The fields are exactly as the webhook left them."""
     return stored is not None and stored.pointers == frozenset(values) and stored.applied == undo.digest(values)
@@ -114,7 +122,7 @@ def _turn_off(
         if stored is None:
             return Verdict.allow()
         raise
-    fields = workload.fields()
+    fields = _owned(workload, stored)
     current = _values(fields)
     new, verdict = current, Verdict.allow()
     if stored is not None:
@@ -176,7 +184,7 @@ def _turn_on(
     obj: dict[str, object], workload: Workload, annotations: Mapping[str, object], stored: undo.Undo | None,
     options: Options,
 ) -> Verdict:
-    fields = workload.fields()
+    fields = _owned(workload, stored)
     current = _values(fields)
     untouched_since = _untouched(stored, current)
     request = read_ep_request(annotations, options)
@@ -203,6 +211,11 @@ def _turn_on(
         base = {p: stored.original(p) for p in current}
         result = plan(workload, base, request, options, reject)
     new = result.values
+    # /dev/shm fields the plan changes for the first time join the owned fields, their values as found
+    joining = tuple(f for f in workload.shm_fields() if f.pointer in new and f.pointer not in base)
+    if joining:
+        fields += joining
+        base = {**base, **_values(joining)}
     notes = list(on_current.notes)
     if request.all2all_backend in flags.FALLBACK_ALL2ALL_BACKENDS:
         notes.append(

@@ -13,9 +13,9 @@ from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
 from webhook.kserve.servingruntime import server_started
 from webhook.kserve.images import release_of, with_all2all_env
-from webhook.kserve.selection import Runtimes, resolve
+from webhook.kserve.selection import Resolution, Runtimes, resolve
 from webhook.base.jsonvalues import string_list
-from webhook.core.workload import Field, Launch, Role, Workload
+from webhook.core.workload import Field, Launch, Role, SharedMemory, Workload
 
 KIND = "InferenceService"
 MULTI_NODE = (
@@ -47,8 +47,9 @@ def read(obj: dict[str, object], runtimes: Runtimes | None) -> Workload:
     if isinstance(image, str):
         launch = launch._replace(image=image)
     launch = with_all2all_env(launch, container)
-    if runtimes is not None:
-        launch = _with_runtime(obj, launch, runtimes)
+    resolution = resolve(obj, runtimes) if runtimes is not None else None
+    if resolution is not None:
+        launch = _with_runtime(launch, resolution)
     if launch.image:
         launch = launch._replace(image_release=release_of(launch.image))
     role = Role(
@@ -56,8 +57,33 @@ def read(obj: dict[str, object], runtimes: Runtimes | None) -> Workload:
         where,
         (launch,),
         refusal=MULTI_NODE if predictor.get("workerSpec") is not None else None,
+        shm=(_shared_memory(predictor, container, pointer, where, not own_image, resolution),),
     )
     return Workload((role,))
+
+
+def _shared_memory(predictor: dict[str, object], container: dict[str, object], pointer: str, where: str,
+                   model_form: bool, resolution: Resolution | None) -> SharedMemory:
+    """The predictor pod's /dev/shm: `spec.predictor.volumes` and the container's volumeMounts.
+
+    KServe merges the runtime of `spec.predictor.model` into the pod, its volumes and mounts included
+    (`MergePodSpec`, `MergeRuntimeContainers`, pkg/controller/v1beta1/inferenceservice/utils/utils.go, v0.20):
+    there the webhook adds a volume only when the runtime it resolved (`resolution`) mounts nothing at
+    /dev/shm. A custom container (`kserve-container`) gets no runtime.
+    """
+    out = SharedMemory(
+        Field("/spec/predictor/volumes", "spec.predictor.volumes", predictor.get("volumes")),
+        Field(f"{pointer}/volumeMounts", f"{where}.volumeMounts", container.get("volumeMounts")),
+        "spec.predictor",
+    )
+    if not model_form:
+        return out
+    runtime = resolution.runtime if resolution is not None else None
+    if runtime is None:  # KServe's vLLM and huggingfaceserver runtimes mount one; the webhook cannot tell
+        return out._replace(provided_by="the runtime (not known here)")
+    if runtime.dev_shm is not None:
+        return out._replace(provided_by=f"{runtime.kind} {runtime.name}", provided_memory=runtime.dev_shm)
+    return out
 
 
 def _locate(predictor: dict[str, object]) -> tuple[dict[str, object], str, str, bool]:
@@ -77,10 +103,9 @@ def _locate(predictor: dict[str, object]) -> tuple[dict[str, object], str, str, 
     )
 
 
-def _with_runtime(obj: dict[str, object], launch: Launch, runtimes: Runtimes) -> Launch:
+def _with_runtime(launch: Launch, resolution: Resolution) -> Launch:
     """The args of the runtime KServe merges in (always put before the object's), and, for a launch
     without a command of its own, the server that runtime starts."""
-    resolution = resolve(obj, runtimes)
     if resolution.runtime is not None and not launch.image:
         launch = launch._replace(image=resolution.runtime.image)  # KServe runs the runtime's image
     if launch.command.value:
