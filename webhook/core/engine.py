@@ -212,7 +212,8 @@ def _turn_on(
         result = plan(workload, base, request, options, reject)
     new = result.values
     # /dev/shm fields the plan changes for the first time join the owned fields, their values as found
-    joining = tuple(f for f in workload.shm_fields() if f.pointer in new and f.pointer not in base)
+    joining = () if len(new) == len(base) else tuple(
+        f for f in workload.shm_fields() if f.pointer in new and f.pointer not in base)
     if joining:
         fields += joining
         base = {**base, **_values(joining)}

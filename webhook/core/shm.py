@@ -120,8 +120,10 @@ def plan(pods: tuple[SharedMemory, ...], out: dict[str, object], ranks: int, opt
 
 
 def _plan_pod(pod: SharedMemory, out: dict[str, object], ranks: int, options: Options, warnings: list[str]) -> None:
-    volumes = out.get(pod.volumes.pointer, pod.volumes.value)
     mounts = out.get(pod.mounts.pointer, pod.mounts.value)
+    if mounts is None and pod.provided_by and pod.provided_memory:
+        return  # the runtime's memory /dev/shm: the common InferenceService, decided at once
+    volumes = out.get(pod.volumes.pointer, pod.volumes.value)
     if (volumes is not None and not isinstance(volumes, list)) or (mounts is not None and not isinstance(mounts, list)):
         return  # not a pod's lists: the API server's schema refuses it, nothing for the webhook to add to
     size = options.shared_memory_size

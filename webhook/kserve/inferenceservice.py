@@ -71,19 +71,17 @@ def _shared_memory(predictor: dict[str, object], container: dict[str, object], p
     there the webhook adds a volume only when the runtime it resolved (`resolution`) mounts nothing at
     /dev/shm. A custom container (`kserve-container`) gets no runtime.
     """
-    out = SharedMemory(
+    provided_by, memory = "", True
+    runtime = resolution.runtime if resolution is not None and model_form else None
+    if model_form and runtime is None:  # KServe's vLLM and huggingfaceserver runtimes mount one; unknown here
+        provided_by = "the runtime (not known here)"
+    elif runtime is not None and runtime.dev_shm is not None:
+        provided_by, memory = f"{runtime.kind} {runtime.name}", runtime.dev_shm
+    return SharedMemory(
         Field("/spec/predictor/volumes", "spec.predictor.volumes", predictor.get("volumes")),
         Field(f"{pointer}/volumeMounts", f"{where}.volumeMounts", container.get("volumeMounts")),
-        "spec.predictor",
+        "spec.predictor", None, provided_by, memory,
     )
-    if not model_form:
-        return out
-    runtime = resolution.runtime if resolution is not None else None
-    if runtime is None:  # KServe's vLLM and huggingfaceserver runtimes mount one; the webhook cannot tell
-        return out._replace(provided_by="the runtime (not known here)")
-    if runtime.dev_shm is not None:
-        return out._replace(provided_by=f"{runtime.kind} {runtime.name}", provided_memory=runtime.dev_shm)
-    return out
 
 
 def _locate(predictor: dict[str, object]) -> tuple[dict[str, object], str, str, bool]:
