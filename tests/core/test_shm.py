@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import apply, isvc, shipped_runtime_docs, shipped_runtimes
+from tests.helpers import apply, isvc, load_example, shipped_runtime_docs, shipped_runtimes
 from tests.kserve.test_llminferenceservice import llmisvc, multi_node, with_prefill
 from webhook.admission.kinds import mutate
 from webhook.core.annotations import UNDO_RECORD
@@ -219,3 +219,11 @@ def test_policy_reads_and_validates_shared_memory() -> None:
 ])
 def test_quantities_are_read_as_kubernetes_reads_them(text: object, value: object) -> None:
     assert quantity(text) == value
+
+
+def test_the_custom_predictor_example_gets_its_dev_shm() -> None:
+    obj = load_example("custom-predictor-shm.yaml")
+    out, verdict = run(obj)
+    assert out["spec"]["predictor"]["volumes"] == [{"name": "dshm", "emptyDir": MEMORY_8GI}]
+    assert container(out)["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+    assert turn_off(out)["spec"] == obj["spec"]
