@@ -227,3 +227,25 @@ def test_the_custom_predictor_example_gets_its_dev_shm() -> None:
     assert out["spec"]["predictor"]["volumes"] == [{"name": "dshm", "emptyDir": MEMORY_8GI}]
     assert container(out)["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
     assert turn_off(out)["spec"] == obj["spec"]
+
+
+def test_a_volume_added_by_hand_after_the_webhook_stays_when_ep_is_turned_off() -> None:
+    obj = custom()
+    out, _ = run(obj)
+    out["spec"]["predictor"]["volumes"].append({"name": "cache", "emptyDir": {}})
+    container(out)["volumeMounts"].append({"name": "cache", "mountPath": "/cache"})
+    updated, _ = run(out)  # EP still configured: the record now takes the edit as part of the original
+    off = turn_off(updated)
+    assert off["spec"]["predictor"]["volumes"] == [{"name": "cache", "emptyDir": {}}]
+    assert container(off)["volumeMounts"] == [{"name": "cache", "mountPath": "/cache"}]
+    assert container(off)["command"] == SERVE
+
+
+def test_a_raised_dshm_goes_back_to_its_size_and_a_later_volume_stays() -> None:
+    obj = llmisvc()
+    obj["spec"]["template"]["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}]
+    out, _ = run(obj)
+    out["spec"]["template"]["volumes"].insert(0, {"name": "cache", "emptyDir": {}})
+    off = turn_off(run(out)[0])
+    assert off["spec"]["template"]["volumes"] == [{"name": "cache", "emptyDir": {}}, *obj["spec"]["template"]["volumes"]]
+    assert off["spec"]["template"]["containers"] == obj["spec"]["template"]["containers"]

@@ -15,11 +15,12 @@ from typing import TypeVar
 
 from webhook.vllm import flags
 from webhook.core import patch
+from webhook.core import shm
 from webhook.core import undo
 from webhook.vllm.command import find_ep_flag
 from webhook.base.errors import Denied, NotApplicable
 from webhook.core.planner import plan
-from webhook.core.annotations import annotations_of, ENABLED, UNDO_RECORD, ep_enabled, read_ep_request
+from webhook.core.annotations import annotations_of, ENABLED, UNDO_RECORD, EpRequest, ep_enabled, read_ep_request
 from webhook.core.options import Options
 from webhook.core.verdict import Verdict
 from webhook.core.workload import Adapter, Field, Launch, Workload
@@ -200,7 +201,8 @@ def _turn_on(
         # keep the original for undo and track the new digest.
         if stored is None or stored.pointers != frozenset(current) or untouched_since:
             return Verdict.allow()
-        return _result(obj, fields, current, undo.Undo(stored.fields, undo.digest(current)))
+        originals = _rebased(workload, stored, current, request, options)
+        return _result(obj, fields, current, undo.Undo(originals, undo.digest(current)))
 
     # Something changes. While the webhook's last output is untouched, the new values come from the
     # stored originals, so that a new GPU request or TP gives a fresh layout (flags the webhook added
@@ -225,6 +227,27 @@ def _turn_on(
         )
     new_undo = None if new == base else undo.Undo(tuple(sorted(base.items())), undo.digest(new))
     return _result(obj, fields, new, new_undo).with_warnings([*on_current.warnings, *notes])
+
+
+def _rebased(
+    workload: Workload, stored: undo.Undo, current: Mapping[str, object], request: EpRequest, options: Options
+) -> undo.Fields:
+    """The stored originals, where /dev/shm lists the webhook owns were edited since, rebased on the edit
+    (`shm.rebase`): turning EP off then takes back only the webhook's volume and mount, not a volume the
+    user added meanwhile. Other fields keep their stored originals."""
+    pointers = stored.pointers.intersection(f.pointer for f in workload.shm_fields())
+    if not pointers:
+        return stored.fields
+    base = {p: stored.original(p) for p in current}
+    try:
+        written = plan(workload, base, request, options, False).values
+    except Denied:
+        return stored.fields
+    out = dict(stored.fields)
+    for p in pointers:
+        if current[p] != written.get(p):
+            out[p] = shm.rebase(base[p], written.get(p), current[p])
+    return tuple(sorted(out.items()))
 
 
 def _result(

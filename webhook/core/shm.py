@@ -163,6 +163,33 @@ def _plan_pod(pod: SharedMemory, out: dict[str, object], ranks: int, options: Op
     warnings.append(f"raised {pod.where} volume {name} (/dev/shm) from {limit or 'the preset size'} to {size} for {why}")
 
 
+def rebase(original: object, written: object, current: object) -> object:
+    """The original of a `volumes` or `volumeMounts` list that was edited after the webhook wrote it.
+
+    `original` is the list before the webhook (None: absent), `written` what the webhook made of it,
+    `current` the list as edited since. The result is `current` with the webhook's own change taken
+    back: entries it added are dropped, an entry it changed (same name and mountPath) gets its
+    original back, everything else (the edit) stays. So turning EP off later keeps the edit.
+    """
+    if not isinstance(current, list) or not isinstance(written, list):
+        return current
+    before = original if isinstance(original, list) else []
+    added = [w for w in written if w not in before]
+    replaced = {_key(o): o for o in before if o not in written}
+    out = []
+    for item in current:
+        if item in added:
+            if _key(item) in replaced:
+                out.append(replaced[_key(item)])
+            continue
+        out.append(item)
+    return out if out or original is not None else None
+
+
+def _key(item: object) -> tuple[object, object]:
+    return (item.get("name"), item.get("mountPath")) if isinstance(item, dict) else (None, None)
+
+
 def _below(limit: object, size: str) -> bool:
     """Whether a preset volume's sizeLimit is below `size`; absent counts as below (the preset's own, 1Gi in the
     single-node presets, then stays); one that is not a quantity is left alone."""
