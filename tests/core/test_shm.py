@@ -249,3 +249,14 @@ def test_a_raised_dshm_goes_back_to_its_size_and_a_later_volume_stays() -> None:
     off = turn_off(run(out)[0])
     assert off["spec"]["template"]["volumes"] == [{"name": "cache", "emptyDir": {}}, *obj["spec"]["template"]["volumes"]]
     assert off["spec"]["template"]["containers"] == obj["spec"]["template"]["containers"]
+
+
+def test_a_command_rewritten_by_hand_becomes_the_original_but_the_webhooks_volume_still_goes_with_ep() -> None:
+    obj = custom()
+    out, _ = run(obj)
+    container(out)["command"] = [*SERVE, "--max-model-len", "4096"]  # the EP flags are gone: the webhook re-adds them
+    updated, _ = run(out)
+    assert "--enable-expert-parallel" in container(updated)["command"]
+    off = turn_off(updated)
+    assert container(off)["command"] == [*SERVE, "--max-model-len", "4096"]
+    assert "volumes" not in off["spec"]["predictor"] and "volumeMounts" not in container(off)

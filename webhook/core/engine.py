@@ -201,8 +201,8 @@ def _turn_on(
         # keep the original for undo and track the new digest.
         if stored is None or stored.pointers != frozenset(current) or untouched_since:
             return Verdict.allow()
-        originals = _rebased(workload, stored, current, request, options)
-        return _result(obj, fields, current, undo.Undo(originals, undo.digest(current)))
+        originals = {**dict(stored.fields), **_shm_originals(workload, stored, current, request, options)}
+        return _result(obj, fields, current, undo.Undo(tuple(sorted(originals.items())), undo.digest(current)))
 
     # Something changes. While the webhook's last output is untouched, the new values come from the
     # stored originals, so that a new GPU request or TP gives a fresh layout (flags the webhook added
@@ -212,6 +212,8 @@ def _turn_on(
     if stored is not None and untouched_since:
         base = {p: stored.original(p) for p in current}
         result = plan(workload, base, request, options, reject)
+    elif stored is not None:  # edited since: the current values are the new originals, but for the webhook's /dev/shm
+        base = {**current, **_shm_originals(workload, stored, current, request, options)}
     new = result.values
     # /dev/shm fields the plan changes for the first time join the owned fields, their values as found
     joining = () if len(new) == len(base) else tuple(
@@ -229,25 +231,22 @@ def _turn_on(
     return _result(obj, fields, new, new_undo).with_warnings([*on_current.warnings, *notes])
 
 
-def _rebased(
+def _shm_originals(
     workload: Workload, stored: undo.Undo, current: Mapping[str, object], request: EpRequest, options: Options
-) -> undo.Fields:
-    """The stored originals, where /dev/shm lists the webhook owns were edited since, rebased on the edit
-    (`shm.rebase`): turning EP off then takes back only the webhook's volume and mount, not a volume the
-    user added meanwhile. Other fields keep their stored originals."""
+) -> dict[str, object]:
+    """The originals of the /dev/shm lists the webhook owns, after something edited the owned fields since it
+    wrote them: a list as the webhook wrote it keeps its stored original; a list edited since is rebased on
+    the edit (`shm.rebase`). Turning EP off then takes back the webhook's volume and mount, and nothing else."""
     pointers = stored.pointers.intersection(f.pointer for f in workload.shm_fields())
     if not pointers:
-        return stored.fields
+        return {}
     base = {p: stored.original(p) for p in current}
     try:
         written = plan(workload, base, request, options, False).values
     except Denied:
-        return stored.fields
-    out = dict(stored.fields)
-    for p in pointers:
-        if current[p] != written.get(p):
-            out[p] = shm.rebase(base[p], written.get(p), current[p])
-    return tuple(sorted(out.items()))
+        return {p: current[p] for p in pointers}
+    return {p: base[p] if current[p] == written.get(p) else shm.rebase(base[p], written.get(p), current[p])
+            for p in pointers}
 
 
 def _result(
