@@ -260,3 +260,17 @@ def test_a_command_rewritten_by_hand_becomes_the_original_but_the_webhooks_volum
     off = turn_off(updated)
     assert container(off)["command"] == [*SERVE, "--max-model-len", "4096"]
     assert "volumes" not in off["spec"]["predictor"] and "volumeMounts" not in container(off)
+
+
+def test_a_runtime_with_dev_shm_on_disk_gets_a_warning_and_no_second_volume() -> None:
+    runtime = {"kind": "ServingRuntime", "metadata": {"name": "disk-shm", "namespace": "llm"}, "spec": {
+        "supportedModelFormats": [{"name": "vllm", "autoSelect": True}],
+        "containers": [{"name": "kserve-container", "image": "vllm/vllm-openai:v0.11.0", "command": SERVE,
+                        "volumeMounts": [{"name": "scratch", "mountPath": "/dev/shm"}]}],
+        "volumes": [{"name": "scratch", "emptyDir": {}}]}}
+    spec = spec_from_object("ServingRuntime", runtime)
+    assert spec is not None and spec.dev_shm is False
+    out, verdict = run(isvc(args=["--max-model-len=4096"]), runtimes=Runtimes(namespaced=(spec,)))
+    assert "volumes" not in out["spec"]["predictor"]
+    assert "ServingRuntime disk-shm mounts /dev/shm from a volume not in memory; TP x DP = 8 needs it in memory" \
+        in verdict.warnings
