@@ -236,7 +236,7 @@ def test_the_policy_configmap_holds_the_policy_values_and_its_checksum_rolls_the
     policy = yaml.safe_load(one(objs, "ConfigMap", f"{FULLNAME}-policy")["data"]["policy.yaml"])
     assert policy == {
         "defaults": {"mode": "optIn", "allowOptOut": True, "onConflict": "override", "tensorParallelSize": 1,
-                     "maxDataParallelSize": 64,
+                     "maxDataParallelSize": 64, "sharedMemory": "add", "sharedMemorySize": "8Gi",
                      "gpuResources": ["nvidia.com/gpu", "amd.com/gpu", "intel.com/gpu", "habana.ai/gaudi",
                                       "nvidia.com/gpualloc"],
                      "gpuDeviceClasses": ["gpu.nvidia.com", "gpu.amd.com", "gpu.intel.com"]},

@@ -476,3 +476,65 @@ def test_llmisvc_deploys_the_preset_script_running_vllm_with_the_spec_tensor_par
     assert (vllm.model_tag, vllm.tensor_parallel_size, vllm.port) == ("/mnt/models", 2, 8000)
     assert vllm.served_model_name == [model_name, f"publishers/{ns}/models/{model_name}"]
     assert (vllm.enable_expert_parallel, vllm.data_parallel_size) == (False, 1)
+
+
+# -- /dev/shm: what KServe's merge makes of the volume the webhook adds or raises ----------------
+
+
+def deployed_pod(kserve: KServe, api: client.ApiClient, ns: str, deployment: str, container: str) -> dict[str, Any]:
+    """The pod spec of Deployment `deployment` once KServe wrote one whose `container` runs EP."""
+    apps = client.AppsV1Api(api)
+
+    def get() -> dict[str, Any] | None:
+        pod = plain(api, apps.read_namespaced_deployment(deployment, ns))["spec"]["template"]["spec"]
+        ready = any(c["name"] == container and ep_on(c) for c in pod["containers"])
+        return pod if ready else None
+
+    out: dict[str, Any] = kserve.wait_for(f"pod of Deployment {ns}/{deployment} running EP", get)
+    return out
+
+
+def dev_shm(pod: dict[str, Any], container: str) -> list[dict[str, Any]]:
+    """The volumes container `container` has at /dev/shm (the API server refuses two mounts at one path)."""
+    (c,) = [c for c in pod["containers"] if c["name"] == container]
+    names = [m["name"] for m in c.get("volumeMounts", []) if m["mountPath"].rstrip("/") == "/dev/shm"]
+    return [v for v in pod.get("volumes", []) if v["name"] in names]
+
+
+def test_a_runtime_without_dev_shm_gets_the_webhooks_volume_and_kserves_vllm_runtime_keeps_its_own(
+        api: client.ApiClient, registered: Server, kserve: KServe, kserve_namespace: str) -> None:
+    ns = kserve_namespace
+    serving_runtime(api, ns, "plain-vllm", {"command": ["python", "-m", "vllm.entrypoints.openai.api_server"],
+                                            "args": ["--port=8080"]})
+    model = {"modelFormat": {"name": "plain-vllm"}, "runtime": "plain-vllm", "args": ["--max-model-len", "4096"]}
+    # the webhook learns of new runtimes through its watch: wait until a dry run shows it knows this one
+    probe = inference_service("probe-shm", copy.deepcopy(model), EP_ANNOTATIONS)
+    deadline = time.monotonic() + 20
+    while "volumes" not in plain(api, isvcs(api).create_namespaced_custom_object(
+            GROUP, "v1beta1", ns, "inferenceservices", probe, dry_run="All"))["spec"]["predictor"]:
+        assert time.monotonic() < deadline, "the webhook never saw ServingRuntime plain-vllm"
+        time.sleep(0.3)
+    isvcs(api).create_namespaced_custom_object(
+        GROUP, "v1beta1", ns, "inferenceservices", inference_service("shm-added", model, EP_ANNOTATIONS))
+    pod = deployed_pod(kserve, api, ns, "shm-added-predictor", "kserve-container")
+    assert dev_shm(pod, "kserve-container") == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+
+    isvcs(api).create_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", inference_service(
+        "shm-runtime", kserve_vllmserver_args(api, ns), EP_ANNOTATIONS))
+    pod = deployed_pod(kserve, api, ns, "shm-runtime-predictor", "kserve-container")
+    assert dev_shm(pod, "kserve-container") == [{"name": "devshm", "emptyDir": {"medium": "Memory"}}]
+
+
+@pytest.mark.parametrize("own", [None, "1Gi"], ids=["no-dshm", "dshm-1Gi"])
+def test_llmisvc_deploys_the_dshm_the_webhook_raised_over_the_presets_1gi(
+        own: str | None, api: client.ApiClient, registered: Server, kserve: KServe, kserve_namespace: str) -> None:
+    ns, name = kserve_namespace, f"shm-{(own or 'none').lower()}"
+    obj = llm_service(name, "v1alpha2")
+    if own is not None:
+        obj["spec"]["template"]["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": own}}]
+    stored = isvcs(api).create_namespaced_custom_object(GROUP, "v1alpha2", ns, "llminferenceservices", obj)
+    assert stored["spec"]["template"]["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+    pod = deployed_pod(kserve, api, ns, f"{name}-kserve", "main")
+    # the preset (config-llm-template.yaml) mounts dshm of 1Gi; KServe merged ours into it by name
+    assert dev_shm(pod, "main") == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+    assert [v["name"] for v in pod["volumes"]].count("dshm") == 1

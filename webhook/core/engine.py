@@ -15,11 +15,12 @@ from typing import TypeVar
 
 from webhook.vllm import flags
 from webhook.core import patch
+from webhook.core import shm
 from webhook.core import undo
 from webhook.vllm.command import find_ep_flag
 from webhook.base.errors import Denied, NotApplicable
 from webhook.core.planner import plan
-from webhook.core.annotations import annotations_of, ENABLED, UNDO_RECORD, ep_enabled, read_ep_request
+from webhook.core.annotations import annotations_of, ENABLED, UNDO_RECORD, EpRequest, ep_enabled, read_ep_request
 from webhook.core.options import Options
 from webhook.core.verdict import Verdict
 from webhook.core.workload import Adapter, Field, Launch, Workload
@@ -98,6 +99,14 @@ def _values(fields: tuple[Field, ...]) -> dict[str, object]:
     return {f.pointer: f.value for f in fields}
 
 
+def _owned(workload: Workload, stored: undo.Undo | None) -> tuple[Field, ...]:
+    """The fields the webhook owns: always its `fields`; /dev/shm fields once the undo record holds them."""
+    fields = workload.fields()
+    if stored is None:
+        return fields
+    return fields + tuple(f for f in workload.shm_fields() if f.pointer in stored.pointers)
+
+
 def _untouched(stored: undo.Undo | None, values: Mapping[str, object]) -> bool:
     """The fields are exactly as the webhook left them."""
     return stored is not None and stored.pointers == frozenset(values) and stored.applied == undo.digest(values)
@@ -114,7 +123,7 @@ def _turn_off(
         if stored is None:
             return Verdict.allow()
         raise
-    fields = workload.fields()
+    fields = _owned(workload, stored)
     current = _values(fields)
     new, verdict = current, Verdict.allow()
     if stored is not None:
@@ -176,7 +185,7 @@ def _turn_on(
     obj: dict[str, object], workload: Workload, annotations: Mapping[str, object], stored: undo.Undo | None,
     options: Options,
 ) -> Verdict:
-    fields = workload.fields()
+    fields = _owned(workload, stored)
     current = _values(fields)
     untouched_since = _untouched(stored, current)
     request = read_ep_request(annotations, options)
@@ -192,7 +201,8 @@ def _turn_on(
         # keep the original for undo and track the new digest.
         if stored is None or stored.pointers != frozenset(current) or untouched_since:
             return Verdict.allow()
-        return _result(obj, fields, current, undo.Undo(stored.fields, undo.digest(current)))
+        originals = {**dict(stored.fields), **_shm_originals(workload, stored, current, request, options)}
+        return _result(obj, fields, current, undo.Undo(tuple(sorted(originals.items())), undo.digest(current)))
 
     # Something changes. While the webhook's last output is untouched, the new values come from the
     # stored originals, so that a new GPU request or TP gives a fresh layout (flags the webhook added
@@ -202,7 +212,15 @@ def _turn_on(
     if stored is not None and untouched_since:
         base = {p: stored.original(p) for p in current}
         result = plan(workload, base, request, options, reject)
+    elif stored is not None:  # edited since: the current values are the new originals, but for the webhook's /dev/shm
+        base = {**current, **_shm_originals(workload, stored, current, request, options)}
     new = result.values
+    # /dev/shm fields the plan changes for the first time join the owned fields, their values as found
+    joining = () if len(new) == len(base) else tuple(
+        f for f in workload.shm_fields() if f.pointer in new and f.pointer not in base)
+    if joining:
+        fields += joining
+        base = {**base, **_values(joining)}
     notes = list(on_current.notes)
     if request.all2all_backend in flags.FALLBACK_ALL2ALL_BACKENDS:
         notes.append(
@@ -211,6 +229,24 @@ def _turn_on(
         )
     new_undo = None if new == base else undo.Undo(tuple(sorted(base.items())), undo.digest(new))
     return _result(obj, fields, new, new_undo).with_warnings([*on_current.warnings, *notes])
+
+
+def _shm_originals(
+    workload: Workload, stored: undo.Undo, current: Mapping[str, object], request: EpRequest, options: Options
+) -> dict[str, object]:
+    """The originals of the /dev/shm lists the webhook owns, after something edited the owned fields since it
+    wrote them: a list as the webhook wrote it keeps its stored original; a list edited since is rebased on
+    the edit (`shm.rebase`). Turning EP off then takes back the webhook's volume and mount, and nothing else."""
+    pointers = stored.pointers.intersection(f.pointer for f in workload.shm_fields())
+    if not pointers:
+        return {}
+    base = {p: stored.original(p) for p in current}
+    try:
+        written = plan(workload, base, request, options, False).values
+    except Denied:
+        return {p: current[p] for p in pointers}
+    return {p: base[p] if current[p] == written.get(p) else shm.rebase(base[p], written.get(p), current[p])
+            for p in pointers}
 
 
 def _result(

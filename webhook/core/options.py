@@ -18,6 +18,13 @@ ON_CONFLICT: tuple[OnConflict, ...] = get_args(OnConflict)
 """The values of `OnConflict`, for validation and command-line choices."""
 MODES: tuple[Mode, ...] = get_args(Mode)
 """The values of `Mode`, for validation and messages."""
+SharedMemoryMode = Literal["add", "warn", "off"]
+"""A pod running TP x DP > 1 without a memory-backed /dev/shm: add one, warn, or say nothing (`webhook.core.shm`)."""
+SHARED_MEMORY_MODES: tuple[SharedMemoryMode, ...] = get_args(SharedMemoryMode)
+"""The values of `SharedMemoryMode`, for validation and messages."""
+DEFAULT_SHARED_MEMORY_SIZE = "8Gi"
+"""The /dev/shm size the webhook gives: KServe's multi-node data-parallel presets mount 8Gi
+(config/llmisvcconfig/config-llm-worker-data-parallel.yaml, KServe v0.20)."""
 
 
 @dataclass(frozen=True)
@@ -41,3 +48,6 @@ class Options:
     max_data_parallel_size: int | None = None
     vllm_version: Version | None = None
     """The vLLM release to write for when neither `ep.vllm-version` nor the image says (None: the newest known)."""
+    shared_memory: SharedMemoryMode = "add"
+    shared_memory_size: str = DEFAULT_SHARED_MEMORY_SIZE
+    """A Kubernetes quantity (validated by the policy): the sizeLimit of the /dev/shm volume the webhook adds or raises."""

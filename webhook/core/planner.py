@@ -25,6 +25,7 @@ from webhook.core.annotations import (
     ALL2ALL_BACKEND, EPLB, EPLB_CONFIG, NODES, TENSOR_PARALLEL_SIZE, VLLM_VERSION, EpRequest,
 )
 from webhook.vllm import releases
+from webhook.core import shm
 from webhook.vllm.releases import ALL2ALL_ENV, Version
 from webhook.core.options import Options
 from webhook.core.workload import Field, Launch, Role, Workload
@@ -87,7 +88,9 @@ def plan(
     warnings: list[str] = []
     notes: list[str] = []
     for role in workload.roles:
-        _plan_role(role, out, request, options, reject, warnings, notes)
+        ranks = _plan_role(role, out, request, options, reject, warnings, notes)
+        if role.shm:
+            shm.plan(role.shm, out, ranks, options, warnings)
     return Planned(out, tuple(warnings), tuple(notes))
 
 
@@ -99,7 +102,8 @@ def _plan_role(
     reject: bool,
     warnings: list[str],
     notes: list[str],
-) -> None:
+) -> int:
+    """Plan one role; returns the ranks (TP x DP) its pods run, for /dev/shm (`shm`)."""
     if role.refusal:
         raise NotApplicable(role.refusal)
     gpus = count_gpus(role.gpus, options.gpu_resources, options.gpu_device_classes)
@@ -122,7 +126,7 @@ def _plan_role(
         wants = _huggingfaceserver_wants(role.launches[0], out, request, gpus)
         notes.append(f"huggingfaceserver sets tensor parallel size to the GPU count ({gpus}): EP runs as TP {gpus}, DP 1")
         _rewrite_launches(role.launches, out, wants, reject, True, warnings, long_ep)
-        return
+        return gpus
     tp = request.tensor_parallel_size
     if gpus % tp:
         raise Denied(
@@ -131,15 +135,14 @@ def _plan_role(
         )
     local = gpus // tp
     if role.layout == "multi":
-        _plan_multi_node(role, out, request, options, reject, tp, local, warnings, notes, long_ep)
-        return
+        return _plan_multi_node(role, out, request, options, reject, tp, local, warnings, notes, long_ep)
     _check_maximum(local, f"{gpus} GPUs / TP {tp}", options)
     parallelism = role.parallelism
     evaluated = [launch for launch in role.launches if launch.form == "eval"]
     if parallelism is None or not evaluated:
         # the launch carries the whole layout (an InferenceService, or a role with its own command)
         _rewrite_launches(role.launches, out, desired_flags(request, local), reject, True, warnings, long_ep)
-        return
+        return tp * local
     _set_parallelism(parallelism, out, {"tensor": tp, "expert": True, "data": local, "dataLocal": local},
                      reject, warnings)
     # KServe's single-node preset renders only --tensor-parallel-size: EP and DP go to the args
@@ -150,6 +153,7 @@ def _plan_role(
         *extra_desired_flags(request),
     ]
     _rewrite_launches(role.launches, out, wants, reject, True, warnings, long_ep)
+    return tp * local
 
 
 def _plan_multi_node(
@@ -163,7 +167,7 @@ def _plan_multi_node(
     warnings: list[str],
     notes: list[str],
     long_ep: bool,
-) -> None:
+) -> int:
     assert role.parallelism is not None
     current = out.get(role.parallelism.pointer)
     current = current if isinstance(current, dict) else {}
@@ -193,6 +197,7 @@ def _plan_multi_node(
     ]
     _rewrite_launches(role.launches, out, wants, reject, False, warnings, long_ep)
     notes.append(HYBRID_LB_NOTE)
+    return tp * data
 
 
 def _known_release(request: EpRequest, role: Role, options: Options) -> tuple[Version, str] | None:

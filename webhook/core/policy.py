@@ -15,6 +15,8 @@ Parsing validates everything up front and names the bad field
       gpuDeviceClasses: [gpu.nvidia.com, gpu.amd.com, gpu.intel.com]  # DRA DeviceClasses that are GPUs
       all2allBackends: [...]   # names allowed in ep.all2all-backend
       vllmVersion: "0.11.2"    # the vLLM pods run when neither ep.vllm-version nor the image says
+      sharedMemory: add        # add | warn | off: a memory /dev/shm for pods running TP x DP > 1
+      sharedMemorySize: 8Gi    # its sizeLimit (a Kubernetes quantity)
     rules:
       - name: production       # optional, shown in messages
         namespaces: ["prod-*"] # names or globs
@@ -37,7 +39,8 @@ from typing import Literal
 import yaml
 
 from webhook.vllm.flags import ALL2ALL_BACKENDS, ALL2ALL_RELEASE
-from webhook.core.options import MODES, ON_CONFLICT, Options
+from webhook.core.options import MODES, ON_CONFLICT, SHARED_MEMORY_MODES, Options
+from webhook.core.shm import quantity
 from webhook.vllm.releases import parse_version
 
 _KEYS = {
@@ -50,6 +53,8 @@ _KEYS = {
     "gpuDeviceClasses": "gpu_device_classes",
     "all2allBackends": "all2all_backends",
     "vllmVersion": "vllm_version",
+    "sharedMemory": "shared_memory",
+    "sharedMemorySize": "shared_memory_size",
 }
 _DEVICE_CLASS = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _RULE_ONLY = {"name", "namespaces", "namespaceSelector"}
@@ -186,6 +191,13 @@ def _settings(data: Mapping[str, object], where: str) -> dict[str, object]:
             version = parse_version(value) if isinstance(value, str) and len(value) < 40 else None
             _expect(version is not None, field, 'must be a vLLM release number in quotes, e.g. "0.11.2"')
             value = version
+        elif key == "sharedMemory":
+            _expect(value in SHARED_MEMORY_MODES, field,
+                    f"must be one of {', '.join(SHARED_MEMORY_MODES)}, not {value!r}")
+        elif key == "sharedMemorySize":
+            size = quantity(value) if isinstance(value, str) else None
+            _expect(size is not None and size >= 1024 ** 2, field,
+                    'must be a Kubernetes quantity of at least 1Mi in quotes, e.g. "8Gi"')
         out[_KEYS[key]] = value
     return out
 

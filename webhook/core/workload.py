@@ -66,13 +66,34 @@ class Launch(NamedTuple):
     all2all_env_unknown: bool = False
 
 
+class SharedMemory(NamedTuple):
+    """One pod of a role, as far as its /dev/shm goes: where a memory-backed volume would be added.
+
+    `volumes` is the pod's `volumes` list, `mounts` the vLLM container's `volumeMounts` (`where` names the
+    pod, for messages). `preset_volume`: the kind's preset mounts a memory volume of that name at
+    /dev/shm and merges the object's volume of the same name into it (LLMInferenceService: `dshm`,
+    KServe's config-llm-*.yaml presets); the webhook then sets that volume's size and adds no mount.
+    `provided_by` names what mounts /dev/shm from outside the object (a runtime KServe merges in) and
+    `provided_memory` whether that is memory-backed. See `webhook.core.shm` for the rule.
+    """
+
+    volumes: Field
+    mounts: Field
+    where: str
+    preset_volume: str | None = None
+    provided_by: str = ""
+    provided_memory: bool = True
+
+
 class Role(NamedTuple):
     """One group of pods configured from its own GPU count.
 
     `gpus`: what says how many GPUs the pod's vLLM container sees;
     `worker_gpus` the same of the workers' container in a multi-node role,
     which must agree. `parallelism` is the kind's parallelism object, if it has one.
-    `refusal` is set when the role cannot get EP at all (a reason to deny).
+    `refusal` is set when the role cannot get EP at all (a reason to deny). `shm` are the role's
+    pods (one, or a leader and workers) whose /dev/shm the webhook may give a memory volume; their
+    fields are owned only once the webhook changes them (`Workload.shm_fields`).
     """
 
     gpus: Gpus
@@ -81,6 +102,7 @@ class Role(NamedTuple):
     layout: Layout = "single"
     worker_gpus: Gpus | None = None
     refusal: str | None = None
+    shm: tuple[SharedMemory, ...] = ()
 
 
 class Workload(NamedTuple):
@@ -99,6 +121,11 @@ class Workload(NamedTuple):
             for launch in role.launches:
                 out.extend((launch.command, launch.args))
         return tuple(out)
+
+    def shm_fields(self) -> tuple[Field, ...]:
+        """The /dev/shm fields (volumes, volumeMounts) the webhook may come to own; not in `fields`, which
+        are always owned: these join the undo record only when the webhook changes them."""
+        return tuple(f for role in self.roles for pod in role.shm for f in (pod.volumes, pod.mounts))
 
 
 Context = TypeVar("Context", contravariant=True)

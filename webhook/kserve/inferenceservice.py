@@ -14,11 +14,11 @@ from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
 from webhook.kserve.servingruntime import server_started
 from webhook.kserve.images import WATCHED_ENV, release_of, with_all2all_env
-from webhook.kserve.selection import Runtimes, resolve
+from webhook.kserve.selection import Resolution, resolve
 from webhook.base.jsonvalues import string_list
 from webhook.core.dra import claim_uses
 from webhook.core.gpus import Gpus, visible, watched_env
-from webhook.core.workload import Field, Launch, Role, Workload
+from webhook.core.workload import Field, Launch, Role, SharedMemory, Workload
 from webhook.kserve.view import NamespaceView
 
 KIND = "InferenceService"
@@ -65,8 +65,9 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         launch = launch._replace(image=image)
     env = watched_env(container, WATCHED_ENV)
     launch = with_all2all_env(launch, env)
-    if runtimes is not None:
-        launch = _with_runtime(obj, launch, runtimes)
+    resolution = resolve(obj, runtimes) if runtimes is not None else None
+    if resolution is not None:
+        launch = _with_runtime(launch, resolution)
     if launch.image:
         launch = launch._replace(image_release=release_of(launch.image))
     claims = claim_uses(container, predictor, where, "spec.predictor", view.claim_templates if view else None)
@@ -76,6 +77,7 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         Gpus(where, container.get("resources"), claims, visible(env)),
         (launch,),
         refusal=MULTI_NODE if predictor.get("workerSpec") is not None else None,
+        shm=(_shared_memory(predictor, container, pointer, where, not own_image, resolution),),
     )
     return Workload((role,))
 
@@ -89,6 +91,28 @@ def _knative_note(obj: dict[str, object]) -> tuple[str, ...]:
     if mode is None:
         return ("no deploymentMode: Knative mode (KServe's default config) drops DRA claims; set it to Standard",)
     return (f"deploymentMode {str(mode)[:20]} drops DRA claims (Knative); set {DEPLOYMENT_MODE}: Standard",)
+
+
+def _shared_memory(predictor: dict[str, object], container: dict[str, object], pointer: str, where: str,
+                   model_form: bool, resolution: Resolution | None) -> SharedMemory:
+    """The predictor pod's /dev/shm: `spec.predictor.volumes` and the container's volumeMounts.
+
+    KServe merges the runtime of `spec.predictor.model` into the pod, its volumes and mounts included
+    (`MergePodSpec`, `MergeRuntimeContainers`, pkg/controller/v1beta1/inferenceservice/utils/utils.go, v0.20):
+    there the webhook adds a volume only when the runtime it resolved (`resolution`) mounts nothing at
+    /dev/shm. A custom container (`kserve-container`) gets no runtime.
+    """
+    provided_by, memory = "", True
+    runtime = resolution.runtime if resolution is not None and model_form else None
+    if model_form and runtime is None:  # KServe's vLLM and huggingfaceserver runtimes mount one; unknown here
+        provided_by = "the runtime (not known here)"
+    elif runtime is not None and runtime.dev_shm is not None:
+        provided_by, memory = f"{runtime.kind} {runtime.name}", runtime.dev_shm
+    return SharedMemory(
+        Field("/spec/predictor/volumes", "spec.predictor.volumes", predictor.get("volumes")),
+        Field(f"{pointer}/volumeMounts", f"{where}.volumeMounts", container.get("volumeMounts")),
+        "spec.predictor", None, provided_by, memory,
+    )
 
 
 def _locate(predictor: dict[str, object]) -> tuple[dict[str, object], str, str, bool]:
@@ -123,10 +147,9 @@ def served_container(containers: list[object]) -> int | None:
     return names.index(KSERVE_CONTAINER) if KSERVE_CONTAINER in names else None
 
 
-def _with_runtime(obj: dict[str, object], launch: Launch, runtimes: Runtimes) -> Launch:
+def _with_runtime(launch: Launch, resolution: Resolution) -> Launch:
     """The args of the runtime KServe merges in (always put before the object's), and, for a launch
     without a command of its own, the server that runtime starts."""
-    resolution = resolve(obj, runtimes)
     if resolution.runtime is not None and not launch.image:
         launch = launch._replace(image=resolution.runtime.image)  # KServe runs the runtime's image
     if launch.command.value:

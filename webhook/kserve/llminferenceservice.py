@@ -22,11 +22,15 @@ from webhook.kserve.view import NamespaceView
 from webhook.core.dra import ClaimUse, Templates, claim_uses
 from webhook.core.gpus import Gpus, visible, watched_env
 from webhook.base.jsonvalues import string_list
-from webhook.core.workload import Field, Launch, Role, Workload
+from webhook.core.workload import Field, Launch, Role, SharedMemory, Workload
 from webhook.vllm.command import ArgsForm
 
 KIND = "LLMInferenceService"
 MAIN = "main"
+DSHM = "dshm"
+"""The memory volume every preset mounts at /dev/shm of `main` (1Gi single node, 8Gi multi-node data
+parallel: config/llmisvcconfig/config-llm-*.yaml, KServe v0.20); the object's volume of that name
+replaces it in KServe's strategic merge by name (`mergeSpecs`, pkg/controller/v1alpha2/llmisvc/config_merge.go)."""
 
 
 DRA_DEVICE_CLASS = "serving.kserve.io/exp-dra-device-class"
@@ -49,11 +53,12 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         raise NotApplicable("the LLMInferenceService has no spec; expert parallelism needs spec.template")
     prefill = spec.get("prefill")
     gpus = _GpuReader(view.claim_templates if view is not None else None, _managed(obj))
-    roles = [_role(spec, "/spec", "spec", gpus)]
+    roles = [_with_shm(_role(spec, "/spec", "spec", gpus), spec, "/spec", "spec")]
     if prefill is not None:
         if not isinstance(prefill, dict):
             raise Denied("spec.prefill must be an object")
-        roles.append(_role(prefill, "/spec/prefill", "spec.prefill", gpus))
+        roles.append(_with_shm(_role(prefill, "/spec/prefill", "spec.prefill", gpus), prefill, "/spec/prefill",
+                               "spec.prefill"))
     owned = "parallelism and the main containers' args"
     return Workload(tuple(roles), owned=owned, owned_short=owned)
 
@@ -178,3 +183,24 @@ def _role(body: dict[str, object], pointer: str, where: str, reader: _GpuReader)
     assert isinstance(worker, dict)
     worker_gpus = reader.gpus(worker, j, worker_container, worker_where, f"{where}.worker")
     return Role(gpus, tuple(launches), field, layout="multi", worker_gpus=worker_gpus)
+
+
+
+def _with_shm(role: Role, body: dict[str, object], pointer: str, where: str) -> Role:
+    """The role with its pods' /dev/shm: the template's and, in a multi-node role, the worker's (each
+    `dshm`, which the preset mounts in `main`)."""
+    pods = []
+    for part in ("template", "worker") if role.layout == "multi" else ("template",):
+        pod = body.get(part)
+        found = _main(pod, f"{where}.{part}")
+        if not isinstance(pod, dict) or found is None:
+            continue
+        i, container = found
+        pods.append(SharedMemory(
+            Field(f"{pointer}/{part}/volumes", f"{where}.{part}.volumes", pod.get("volumes")),
+            Field(f"{pointer}/{part}/containers/{i}/volumeMounts", f"{where}.{part}.containers[{i}].volumeMounts",
+                  container.get("volumeMounts")),
+            f"{where}.{part}",
+            preset_volume=DSHM,
+        ))
+    return role._replace(shm=tuple(pods))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from webhook.vllm import launch
 from webhook.base.errors import NotApplicable
 from webhook.base.jsonvalues import strings_or_none
+from webhook.core.shm import memory_at_dev_shm
 
 SERVER_TYPE_ANNOTATION = "serving.kserve.io/server-type"
 
@@ -35,7 +36,9 @@ class RuntimeSpec:
 
     `command`/`args`/`image` are those of its kserve-container; the rest is
     what KServe's runtime selection reads. `created` is the RFC 3339
-    creationTimestamp, which sorts as text.
+    creationTimestamp, which sorts as text. `dev_shm`: whether its kserve-container mounts a
+    memory emptyDir of `spec.volumes` at /dev/shm (None: nothing there), as KServe's vLLM and
+    huggingfaceserver runtimes do (config/runtimes/kserve-vllmserver.yaml, v0.20).
     """
 
     kind: str  # ServingRuntime | ClusterServingRuntime
@@ -51,6 +54,7 @@ class RuntimeSpec:
     multi_node: bool = False
     server_type: str | None = None
     created: str = ""
+    dev_shm: bool | None = None
 
 
 def _format(entry: object) -> ModelFormat | None:
@@ -96,6 +100,7 @@ def spec_from_object(kind: str, obj: object) -> RuntimeSpec | None:
         multi_node=spec.get("workerSpec") is not None,
         server_type=server_type if isinstance(server_type, str) else None,
         created=str(created) if created is not None else "",
+        dev_shm=memory_at_dev_shm(chosen.get("volumeMounts"), spec.get("volumes")),
     )
 
 

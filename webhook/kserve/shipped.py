@@ -46,19 +46,22 @@ RUNTIMES: tuple[RuntimeSpec, ...] = (
         "ClusterServingRuntime", "kserve-huggingfaceserver", IMAGES["huggingfaceserver:replace"],
         command=None, args=("--model_name={{.Name}}",),
         formats=_HUGGINGFACE_PRIORITY_1, protocol_versions=_PROTOCOLS, server_type="huggingfaceserver",
+        dev_shm=True,
     ),
     RuntimeSpec(
         "ClusterServingRuntime", "kserve-huggingfaceserver-multinode", IMAGES["huggingfaceserver-gpu:replace"],
         command=("bash", "-c", MULTINODE_LAUNCH), args=("--model_name={{.Name}}",),
         formats=_HUGGINGFACE_PRIORITY_2, protocol_versions=_PROTOCOLS, multi_node=True,
-        server_type="huggingfaceserver",
+        server_type="huggingfaceserver", dev_shm=True,
     ),
     RuntimeSpec(
         "ClusterServingRuntime", "kserve-vllmserver", IMAGES["vllmserver:replace"],
         command=("python", "-m", "vllm.entrypoints.openai.api_server"),
         args=("--port=8080", "--served-model-name={{.Name}}", "--model=/mnt/models"),
         formats=(ModelFormat("vLLM", "1", auto_select=True, priority=1),), server_type="vllmserver",
+        dev_shm=True,
     ),
 )
 """kserve-huggingfaceserver (modelFormat huggingface, single node), its multi-node variant (with
-`spec.predictor.workerSpec`) and kserve-vllmserver (modelFormat vLLM), as `RuntimeSpec`s."""
+`spec.predictor.workerSpec`) and kserve-vllmserver (modelFormat vLLM), as `RuntimeSpec`s; each mounts a
+memory-backed `devshm` volume at /dev/shm of its kserve-container."""
