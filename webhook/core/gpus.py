@@ -21,6 +21,16 @@ DEFAULT_GPU_RESOURCES: tuple[str, ...] = (
     "nvidia.com/gpualloc",
 )
 
+MAX_QUANTITY_LENGTH = 64
+"""The longest quantity text the webhook reads, in characters.
+
+Kubernetes' Quantity type says "no quantity may represent a number greater
+than 2^63-1 in magnitude, nor may it have more than 3 decimal places"
+(apimachinery `pkg/api/resource/quantity.go`, the Quantity doc comment, as
+in Kubernetes v1.31): about 20 digits and a suffix; longer text is no GPU count, and
+converting thousands of digits is slow or refused by Python (its 4,300-digit
+limit on int() of a string)."""
+
 _QUANTITY = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?")
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {
@@ -37,7 +47,10 @@ _DECIMAL = {
 
 
 def parse_quantity(value: object) -> Fraction | int | None:
-    """A Kubernetes quantity ("8", 8, "8000m", "1e1") as an exact number (whole ones as int)."""
+    """A Kubernetes quantity ("8", 8, "8000m", "1e1") as an exact number (whole ones as int).
+
+    None when `value` is no quantity; Denied when its text is longer than `MAX_QUANTITY_LENGTH`
+    (checked before any conversion, so no text costs more than its length)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -46,6 +59,11 @@ def parse_quantity(value: object) -> Fraction | int | None:
         return Fraction(value) if value == value and abs(value) != float("inf") else None
     if not isinstance(value, str):
         return None
+    if len(value) > MAX_QUANTITY_LENGTH:
+        raise Denied(
+            f"a GPU quantity of {len(value):,} characters ({value[:12]!r}…) is longer than the "
+            f"{MAX_QUANTITY_LENGTH} the webhook reads; write the GPU count as a whole number such as \"8\""
+        )
     if value.isascii() and value.isdigit():  # the usual "8": skip the general parser
         return int(value)
     m = _QUANTITY.fullmatch(value.strip())

@@ -26,6 +26,10 @@ from webhook.vllm import shell
 from webhook.vllm.argv import Arg, DesiredFlag
 from webhook.base.errors import NotApplicable
 
+MAX_LAUNCH_ARGUMENTS = 8192
+"""The most arguments the webhook reads on one vLLM line of a script, counting each `"$@"` as every item
+after the script (so a line with many `"$@"` and many items cannot make the work grow with their product)."""
+
 CommandArgs = tuple[tuple[str, ...] | None, tuple[str, ...] | None]
 
 ArgsForm = Literal["argv", "eval"]
@@ -279,9 +283,17 @@ def _rewrite_script(
         )
     positional = list(range(script_index + 2, len(full)))
     for cmd, call in found.calls:
+        line = cmd.words[call.start:]
+        forwarded = sum(1 for w in line if w.all_positional)
+        if len(line) + forwarded * len(positional) > MAX_LAUNCH_ARGUMENTS:
+            raise NotApplicable(
+                f'the vLLM line of the script in {where} passes {forwarded} "$@" of {len(positional)} items each, '
+                f"more than the {MAX_LAUNCH_ARGUMENTS} arguments the webhook reads on one line; "
+                f'write "$@" once'
+            )
         args: list[Arg] = []
         locs: list[Location] = []
-        for w in cmd.words[call.start:]:
+        for w in line:
             span_loc = Location(script_loc.field, script_loc.position, (w.start, w.end))
             if w.all_positional:
                 for p in positional:
