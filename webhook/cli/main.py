@@ -2,7 +2,7 @@
 
 Exit codes of `mutate`: 0 allowed (warnings on stderr), 1 any object denied
 (each reason on stderr, nothing on stdout), 2 usage errors or unreadable input.
-Of `audit`: 0 every object compliant, 1 anything would change or be denied, 2
+Of `audit`: 0 every object compliant, 1 anything would change or be denied (or the webhook failed on it), 2
 usage errors, an unreadable kubeconfig or an unreachable API server.
 """
 
@@ -228,7 +228,8 @@ def _audit_summary(findings: list[Any]) -> str:
     from webhook.admission.audit import RESULTS
 
     tally = {r: sum(1 for f in findings if f.result == r) for r in RESULTS}
-    return f"{len(findings)} objects: " + ", ".join(f"{tally[r]} {r}" for r in RESULTS)
+    shown = [r for r in RESULTS if r != "error" or tally[r]]  # errors only when there are some
+    return f"{len(findings)} objects: " + ", ".join(f"{tally[r]} {r}" for r in shown)
 
 
 def cmd_audit(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:

@@ -239,7 +239,12 @@ def audit_once(state: ServerState) -> dict[tuple[str, str, str], int]:
     counts = audit.counts(findings)
     state.metrics.audited(counts, time.time())
     totals: dict[str, int] = {r: sum(n for (_, _, res), n in counts.items() if res == r) for r in audit.RESULTS}
-    logging.getLogger("webhook.audit").info("audit finished", extra={"fields": {"objects": len(findings), **totals}})
+    audit_log = logging.getLogger("webhook.audit")
+    for f in findings:
+        if f.result == "error":
+            audit_log.error("audit failed on one object", extra={"fields": {
+                "namespace": f.namespace, "kind": f.kind, "name": f.name, "reason": f.message}})
+    audit_log.info("audit finished", extra={"fields": {"objects": len(findings), **totals}})
     return counts
 
 

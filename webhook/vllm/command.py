@@ -26,10 +26,6 @@ from webhook.vllm import shell
 from webhook.vllm.argv import Arg, DesiredFlag
 from webhook.base.errors import NotApplicable
 
-MAX_LAUNCH_ARGUMENTS = 8192
-"""The most arguments the webhook reads on one vLLM line of a script, counting each `"$@"` as every item
-after the script (so a line with many `"$@"` and many items cannot make the work grow with their product)."""
-
 CommandArgs = tuple[tuple[str, ...] | None, tuple[str, ...] | None]
 
 ArgsForm = Literal["argv", "eval"]
@@ -207,6 +203,7 @@ def _rewrite(
     warnings: list[str] = []
     if not command:
         items = args or ()
+        launch.check_length(len(items))
         locs = [Location("args", i) for i in range(len(items))]
         evaluated = c.form == "eval"
         arg_words = [_eval_arg(v) if evaluated else Arg.item(v) for v in items]
@@ -285,10 +282,10 @@ def _rewrite_script(
     for cmd, call in found.calls:
         line = cmd.words[call.start:]
         forwarded = sum(1 for w in line if w.all_positional)
-        if len(line) + forwarded * len(positional) > MAX_LAUNCH_ARGUMENTS:
+        if len(line) + forwarded * len(positional) > launch.MAX_LAUNCH_ARGUMENTS:
             raise NotApplicable(
                 f'the vLLM line of the script in {where} passes {forwarded} "$@" of {len(positional)} items each, '
-                f"more than the {MAX_LAUNCH_ARGUMENTS} arguments the webhook reads on one line; "
+                f"more than the {launch.MAX_LAUNCH_ARGUMENTS:,} arguments the webhook reads on one line; "
                 f'write "$@" once'
             )
         args: list[Arg] = []
@@ -317,7 +314,10 @@ def _rewrite_script(
 
 
 def _words(items: list[str], with_script: bool) -> list[Arg]:
-    """The items as argv words, followed, when `with_script`, by every word of a `bash -c` script among them."""
+    """The items as argv words, followed, when `with_script`, by every word of a `bash -c` script among them.
+
+    NotApplicable when there are more than `launch.MAX_LAUNCH_ARGUMENTS` items."""
+    launch.check_length(len(items))
     if not with_script:
         return [Arg.item(v) for v in items]
     found = launch.read(items)

@@ -17,6 +17,7 @@ from typing import Literal, NamedTuple, Protocol
 
 from webhook.vllm import shell
 from webhook.vllm.argv import Arg
+from webhook.base.errors import NotApplicable
 
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh"})
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=")
@@ -36,6 +37,21 @@ EXPECTED = (
 )
 
 Server = Literal["vllm", "huggingfaceserver"]
+
+MAX_LAUNCH_ARGUMENTS = 1024
+"""The most items the webhook reads in a container's command and args together, and the most arguments on
+one vLLM line of a script, counting each `"$@"` there as every item after the script (so many `"$@"` and many
+items cannot make the work grow with their product). vLLM launches take a few dozen; the work per item is a
+few microseconds, several times over per review."""
+
+
+def check_length(count: int) -> None:
+    """NotApplicable, naming `MAX_LAUNCH_ARGUMENTS`, when a launch has `count` items (or arguments) more than it."""
+    if count > MAX_LAUNCH_ARGUMENTS:
+        raise NotApplicable(
+            f"the launch has {count:,} arguments, more than the {MAX_LAUNCH_ARGUMENTS:,} the webhook reads; "
+            f"put long settings in a file and pass it with vLLM's --config"
+        )
 
 
 class ServerCall(NamedTuple):
@@ -215,7 +231,9 @@ def read(items: Sequence[str]) -> ListLaunch | ScriptLaunch:
     """How `items` (a container's command, then its args) start a server: the one place that reads it.
 
     A shell started with `-c` is a script launch; anything else is read as a list launch.
+    NotApplicable when there are more than `MAX_LAUNCH_ARGUMENTS` items or the script is beyond a limit of `shell`.
     """
+    check_length(len(items))
     words = tuple(Arg.item(v) for v in items)
     call = shell_call(words)
     if call is None:
