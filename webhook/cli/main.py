@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
-from webhook.cli import manifests
+from webhook.cli import manifests, yamlinput
 from webhook.kserve.servingruntime import RuntimeSpec
 from webhook.core.options import ON_CONFLICT, Options
 
@@ -67,10 +67,14 @@ def read_text(path: str, stdin: TextIO) -> str:
 
 
 def read_documents(path: str, stdin: TextIO) -> manifests.Documents:
-    """One or many YAML documents, a JSON object, or a List, from a file or stdin."""
+    """One or many YAML documents, a JSON object, or a List, from a file or stdin.
+
+    InputError when unreadable, or beyond a limit of `yamlinput` (alias bombs, deep nesting, huge numbers)."""
     text = read_text(path, stdin)
     try:
-        loaded = list(yaml.safe_load_all(text))
+        loaded = yamlinput.load_all(text)
+    except yamlinput.YAMLLimitError as e:
+        raise InputError(f"{path} cannot be read safely: {e}") from e
     except yaml.YAMLError as e:
         raise InputError(f"{path} is neither YAML nor JSON: {e}") from e
     try:
