@@ -201,9 +201,9 @@ def _rewrite(
     edits = _Edits()
     scripts: dict[tuple[str, int], str] = {}
     warnings: list[str] = []
+    launch.check_length(len(command or ()) + len(args or ()))
     if not command:
         items = args or ()
-        launch.check_length(len(items))
         locs = [Location("args", i) for i in range(len(items))]
         evaluated = c.form == "eval"
         arg_words = [_eval_arg(v) if evaluated else Arg.item(v) for v in items]

@@ -254,7 +254,10 @@ def read(items: Sequence[str]) -> ListLaunch | ScriptLaunch:
 
 
 def server_of(items: Sequence[str]) -> Server:
-    """The server a container's own command starts (vLLM when none is recognised: rewriting then says so)."""
+    """The server a container's own command starts (vLLM when none is recognised: rewriting then says so).
+
+    NotApplicable when there are more than `MAX_LAUNCH_ARGUMENTS` items."""
+    check_length(len(items))
     if not any(_HUGGINGFACESERVER in item for item in items):
         return "vllm"  # the only other server: its module name must be written somewhere
     found = read(items)
