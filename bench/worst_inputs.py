@@ -120,6 +120,9 @@ CASES: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     (f"GPU quantity of {MAX_QUANTITY_LENGTH} characters (limit)",
      lambda: isvc(command=VLLM, limits={"nvidia.com/gpu": "0" * (MAX_QUANTITY_LENGTH - 1) + "8"})),
     ("ep.tensor-parallel-size of 4,401 digits", lambda: isvc(command=VLLM, annotations={"ep.tensor-parallel-size": "1" * 4401})),
+    ("ep.enabled of a million numbers in lists", lambda: isvc(command=VLLM, annotations={"ep.enabled": [[0] * 1000] * 1000})),
+    ("GPU quantity of a million numbers in lists", lambda: isvc(command=VLLM, limits={"nvidia.com/gpu": [[0] * 1000] * 1000})),
+    ("GPU quantity of 1e308", lambda: isvc(command=VLLM, limits={"nvidia.com/gpu": 1e308})),
     ("ep.eplb-config of 100,000 nested [", lambda: isvc(command=VLLM, annotations={"ep.eplb-config": "[" * 100_000})),
     (f"ep.eplb-config of {MAX_EPLB_CONFIG_LENGTH:,} characters, depth {MAX_EPLB_CONFIG_DEPTH} (limit)",
      lambda: isvc(command=VLLM, annotations={"ep.eplb": "true", "ep.vllm-version": "0.15.1", "ep.eplb-config": (

@@ -107,6 +107,13 @@ def test_a_gpu_quantity_of_thousands_of_digits_is_denied_naming_the_limit() -> N
         assert len(message) < 300  # the value is shown cut, not whole
 
 
+def test_gpu_quantities_beyond_what_kubernetes_holds_are_denied_not_counted() -> None:
+    # 1e308 GPUs became a 309-digit --data-parallel-size; 10**5000 could not even be printed
+    for quantity in (1e308, 10**5000, "1e30", "9" * 40, -(2**64)):
+        denied(isvc(command=VLLM, limits={"nvidia.com/gpu": quantity}), "larger than 2^63-1 in magnitude")
+    denied(isvc(command=VLLM, limits={"nvidia.com/gpu": [[0] * 1000] * 1000}), "a GPU quantity is a list")
+
+
 def test_gpu_quantities_people_write_still_count() -> None:
     for quantity in ("8", "8000m", "0008", "8e0"):
         verdict = mutate(isvc(command=VLLM, limits={"nvidia.com/gpu": quantity}))

@@ -8,6 +8,7 @@ record (see `undo`).
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -74,7 +75,8 @@ def _bool(annotations: Mapping[str, object], key: str) -> bool | None:
 
 
 def _show(value: object) -> str:
-    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    """The value for a message, at most 60 characters; costs the same for a value of any size."""
+    text = json.dumps(value[:61]) if isinstance(value, str) else reprlib.repr(value)
     return text if len(text) <= 60 else text[:59] + "…"
 
 

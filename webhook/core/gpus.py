@@ -46,11 +46,37 @@ _DECIMAL = {
 }
 
 
+LARGEST_QUANTITY = 2**63 - 1
+"""The largest value of a Kubernetes quantity (the doc comment quoted above); a GPU count beyond it is refused."""
+
+
 def parse_quantity(value: object) -> Fraction | int | None:
     """A Kubernetes quantity ("8", 8, "8000m", "1e1") as an exact number (whole ones as int).
 
-    None when `value` is no quantity; Denied when its text is longer than `MAX_QUANTITY_LENGTH`
-    (checked before any conversion, so no text costs more than its length)."""
+    None when `value` is no quantity; Denied when its text is longer than `MAX_QUANTITY_LENGTH` (checked
+    before any conversion, so no text costs more than its length), when it is a list or a map, or when its
+    value is beyond `LARGEST_QUANTITY`. Messages show a cut value, whatever its size."""
+    if isinstance(value, (list, dict)):
+        raise Denied(f"a GPU quantity is a {type(value).__name__}; write the GPU count as a whole number such as \"8\"")
+    if isinstance(value, str) and len(value) > MAX_QUANTITY_LENGTH:
+        raise Denied(
+            f"a GPU quantity of {len(value):,} characters ({value[:12]!r}…) is longer than the "
+            f"{MAX_QUANTITY_LENGTH} the webhook reads; write the GPU count as a whole number such as \"8\""
+        )
+    number = _number(value)
+    if number is not None and not -LARGEST_QUANTITY <= number <= LARGEST_QUANTITY:
+        if isinstance(value, int) and abs(value) >= 10**30:  # str() of thousands of digits is refused by Python
+            shown = f"about 2^{abs(value).bit_length() - 1}"
+        else:
+            shown = repr(value)
+        raise Denied(
+            f"a GPU quantity of {shown} is larger than 2^63-1 in magnitude, the largest Kubernetes quantity; "
+            f"write the GPU count as a whole number such as \"8\""
+        )
+    return number
+
+
+def _number(value: object) -> Fraction | int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -59,11 +85,6 @@ def parse_quantity(value: object) -> Fraction | int | None:
         return Fraction(value) if value == value and abs(value) != float("inf") else None
     if not isinstance(value, str):
         return None
-    if len(value) > MAX_QUANTITY_LENGTH:
-        raise Denied(
-            f"a GPU quantity of {len(value):,} characters ({value[:12]!r}…) is longer than the "
-            f"{MAX_QUANTITY_LENGTH} the webhook reads; write the GPU count as a whole number such as \"8\""
-        )
     if value.isascii() and value.isdigit():  # the usual "8": skip the general parser
         return int(value)
     m = _QUANTITY.fullmatch(value.strip())
