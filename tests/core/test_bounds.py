@@ -88,7 +88,8 @@ def test_one_forwarded_positional_with_many_items_is_still_edited() -> None:
 def test_a_launch_of_more_items_than_the_limit_is_denied_wherever_they_are() -> None:
     items = ["--max-model-len", "4096"] * 300_000  # 3.5 MiB of JSON: was 2.5 s of CPU
     for command, args in ((VLLM, items), (None, items), (VLLM + items, None)):
-        denied(isvc(command=command, args=args), f"{len(items) + (3 if command else 0):,} arguments",
+        denied(isvc(command=command, args=args), "spec.predictor.model.command and .args: ",
+               f"{len(items) + (3 if command else 0):,} arguments",
                f"{MAX_LAUNCH_ARGUMENTS:,}", "--config")
 
 
@@ -102,7 +103,7 @@ def test_a_launch_just_under_the_item_limit_is_still_edited() -> None:
 
 def test_a_gpu_quantity_of_thousands_of_digits_is_denied_naming_the_limit() -> None:
     for quantity in ("1" * 4401, "8" + "0" * 5000 + "m", "1" * 4401 + "e2"):
-        message = denied(isvc(command=VLLM, limits={"nvidia.com/gpu": quantity}),
+        message = denied(isvc(command=VLLM, limits={"nvidia.com/gpu": quantity}), "limits[nvidia.com/gpu] is",
                          f"{len(quantity):,} characters", f"the {MAX_QUANTITY_LENGTH} the webhook reads")
         assert len(message) < 300  # the value is shown cut, not whole
 
@@ -110,8 +111,9 @@ def test_a_gpu_quantity_of_thousands_of_digits_is_denied_naming_the_limit() -> N
 def test_gpu_quantities_beyond_what_kubernetes_holds_are_denied_not_counted() -> None:
     # 1e308 GPUs became a 309-digit --data-parallel-size; 10**5000 could not even be printed
     for quantity in (1e308, 10**5000, "1e30", "9" * 40, -(2**64)):
-        denied(isvc(command=VLLM, limits={"nvidia.com/gpu": quantity}), "larger than 2^63-1 in magnitude")
-    denied(isvc(command=VLLM, limits={"nvidia.com/gpu": [[0] * 1000] * 1000}), "a GPU quantity is a list")
+        denied(isvc(command=VLLM, limits={"nvidia.com/gpu": quantity}), "limits[nvidia.com/gpu] is",
+               "larger than 2^63-1 in magnitude")
+    denied(isvc(command=VLLM, limits={"nvidia.com/gpu": [[0] * 1000] * 1000}), "limits[nvidia.com/gpu] is a list")
 
 
 def test_gpu_quantities_people_write_still_count() -> None:
@@ -190,3 +192,14 @@ def test_an_undo_record_nested_thousands_deep_is_the_tampered_record_denial() ->
     # found by the property test below: json.loads raised RecursionError
     obj = isvc(command=VLLM, annotations={"vllm-ep-webhook.io/original": "[" * 5000})
     denied(obj, "vllm-ep-webhook.io/original", "not valid; remove it")
+
+
+def test_in_a_forbidding_namespace_a_script_beyond_a_limit_is_denied_not_taken_for_one_without_ep() -> None:
+    padding = "echo padding the script out\n" * (MAX_SCRIPT_LENGTH // 28 + 1)
+    obj = script_isvc(padding + "exec vllm serve /mnt/models --enable-expert-parallel")
+    obj["metadata"]["annotations"].pop("ep.enabled")
+    verdict = mutate(obj, Options(mode="forbid"))
+    assert not verdict.allowed and f"{MAX_SCRIPT_LENGTH:,}" in verdict.message
+    small = script_isvc("exec vllm serve /mnt/models")
+    small["metadata"]["annotations"].pop("ep.enabled")
+    assert mutate(small, Options(mode="forbid")).allowed

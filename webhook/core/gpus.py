@@ -50,17 +50,17 @@ LARGEST_QUANTITY = 2**63 - 1
 """The largest value of a Kubernetes quantity (the doc comment quoted above); a GPU count beyond it is refused."""
 
 
-def parse_quantity(value: object) -> Fraction | int | None:
+def parse_quantity(value: object, where: str = "a GPU quantity") -> Fraction | int | None:
     """A Kubernetes quantity ("8", 8, "8000m", "1e1") as an exact number (whole ones as int).
 
     None when `value` is no quantity; Denied when its text is longer than `MAX_QUANTITY_LENGTH` (checked
     before any conversion, so no text costs more than its length), when it is a list or a map, or when its
-    value is beyond `LARGEST_QUANTITY`. Messages show a cut value, whatever its size."""
+    value is beyond `LARGEST_QUANTITY`; those messages name `where` and show a cut value, whatever its size."""
     if isinstance(value, (list, dict)):
-        raise Denied(f"a GPU quantity is a {type(value).__name__}; write the GPU count as a whole number such as \"8\"")
+        raise Denied(f"{where} is a {type(value).__name__}; write the GPU count as a whole number such as \"8\"")
     if isinstance(value, str) and len(value) > MAX_QUANTITY_LENGTH:
         raise Denied(
-            f"a GPU quantity of {len(value):,} characters ({value[:12]!r}…) is longer than the "
+            f"{where} is {len(value):,} characters long ({value[:12]!r}…), longer than the "
             f"{MAX_QUANTITY_LENGTH} the webhook reads; write the GPU count as a whole number such as \"8\""
         )
     number = _number(value)
@@ -70,7 +70,7 @@ def parse_quantity(value: object) -> Fraction | int | None:
         else:
             shown = repr(value)
         raise Denied(
-            f"a GPU quantity of {shown} is larger than 2^63-1 in magnitude, the largest Kubernetes quantity; "
+            f"{where} is {shown}, larger than 2^63-1 in magnitude, the largest Kubernetes quantity; "
             f"write the GPU count as a whole number such as \"8\""
         )
     return number
@@ -136,8 +136,8 @@ def count_gpus(resources: object, path: str, keys: Sequence[str] = DEFAULT_GPU_R
     for section, entries in (("limits", limits), ("requests", requests)):
         if key in entries:
             raw = entries[key]
-            q = parse_quantity(raw)
             field = f"{path}.resources.{section}[{key}]"
+            q = parse_quantity(raw, field)
             if q is None:
                 raise Denied(f"{field} is {raw!r}, which is not a quantity; write a whole number such as \"8\"")
             if q.denominator != 1:

@@ -45,11 +45,12 @@ items cannot make the work grow with their product). vLLM launches take a few do
 few microseconds, several times over per review."""
 
 
-def check_length(count: int) -> None:
-    """NotApplicable, naming `MAX_LAUNCH_ARGUMENTS`, when a launch has `count` items (or arguments) more than it."""
+def check_length(count: int, where: str = "the launch") -> None:
+    """NotApplicable, naming `where` and `MAX_LAUNCH_ARGUMENTS`, when a launch has `count` items (or arguments)
+    more than it."""
     if count > MAX_LAUNCH_ARGUMENTS:
         raise NotApplicable(
-            f"the launch has {count:,} arguments, more than the {MAX_LAUNCH_ARGUMENTS:,} the webhook reads; "
+            f"{where}: {count:,} arguments, more than the {MAX_LAUNCH_ARGUMENTS:,} the webhook reads; "
             f"put long settings in a file and pass it with vLLM's --config"
         )
 
@@ -217,6 +218,8 @@ class ScriptLaunch(NamedTuple):
     calls: tuple[tuple[shell.Command, ServerCall], ...] = ()
     others: tuple[str, ...] = ()
     error: str | None = None
+    beyond_limit: bool = False
+    """The script was not read because it is beyond a limit of `shell` (`error` names it)."""
 
     def script_words(self) -> tuple[Arg, ...]:
         """Every word of the script, as argv words (none when it cannot be parsed)."""
@@ -241,7 +244,7 @@ def read(items: Sequence[str]) -> ListLaunch | ScriptLaunch:
     try:
         commands = tuple(shell.parse(items[call.script_index]))
     except shell.ShellSyntaxError as e:
-        return ScriptLaunch(words, call.script_index, None, error=str(e))
+        return ScriptLaunch(words, call.script_index, None, error=str(e), beyond_limit=isinstance(e, shell.ShellLimitError))
     calls: list[tuple[shell.Command, ServerCall]] = []
     others: list[str] = []
     for command in commands:
@@ -256,8 +259,9 @@ def read(items: Sequence[str]) -> ListLaunch | ScriptLaunch:
 def server_of(items: Sequence[str]) -> Server:
     """The server a container's own command starts (vLLM when none is recognised: rewriting then says so).
 
-    NotApplicable when there are more than `MAX_LAUNCH_ARGUMENTS` items."""
-    check_length(len(items))
+    More than `MAX_LAUNCH_ARGUMENTS` items are not read (vLLM: rewriting then denies, naming the limit)."""
+    if len(items) > MAX_LAUNCH_ARGUMENTS:
+        return "vllm"
     if not any(_HUGGINGFACESERVER in item for item in items):
         return "vllm"  # the only other server: its module name must be written somewhere
     found = read(items)
