@@ -28,15 +28,15 @@ from typing import Callable
 MAX_SCRIPT_LENGTH = 32 * 1024
 """The longest `bash -c` script the webhook reads, in characters (32 KiB).
 
-KServe's longest launch scripts, the LLMInferenceService presets of v0.16
-(`config/llmisvcconfig/config-llm-prefill-worker-data-parallel.yaml`), are
+KServe's longest launch scripts, the LLMInferenceService presets (KServe after v0.20.0, commit aaac4e294dae,
+`config/llmisvcconfig/config-llm-prefill-worker-data-parallel.yaml`), are
 about 9 KB; reading one character costs about a microsecond, so a script at
 the limit is read in tens of milliseconds at most."""
 MAX_SCRIPT_WORDS = 4096
 """The most words (of all commands together, redirection targets included) in a script the webhook reads;
 the presets above have about 900. A script of ordinary lines reaches it at about 22 KiB, before the length limit."""
 MAX_NESTING = 64
-"""The deepest nesting of `$( )`, `${ }` and quotes inside them; real scripts nest a few levels."""
+"""The deepest nesting of `$( )`, `$(( ))` and `${ }` in each other, quoted or not; real scripts nest a few levels."""
 
 _BLANKS = " \t"
 _OPERATOR_CHARS = ";&|()<>"
