@@ -96,6 +96,8 @@ MALFORMED = [
     ("wrong content type", GOOD, "text/plain", 400),
     ("no content type", GOOD, "", 400),
     ("over 3 MiB", b'{"pad": "' + b"x" * (3 * 1024 * 1024) + b'"}', "application/json", 413),
+    # 3 MB, but a million objects: decoding it took 105 MiB
+    ("a million values", GOOD[:-2] + b',"pad":[' + b"{}," * 999_999 + b"{}]}}", "application/json", 413),
 ]
 
 
