@@ -80,7 +80,8 @@ def test_many_forwarded_positionals_times_many_items_is_denied_not_multiplied() 
 
 
 def test_one_forwarded_positional_with_many_items_is_still_edited() -> None:
-    obj = isvc(command=["bash", "-c", 'exec vllm serve /mnt/models "$@"', "bash"], args=["--max-model-len", "4096"] * 400)
+    obj = isvc(command=["bash", "-c", 'exec vllm serve /mnt/models "$@"', "bash"],
+               args=["--max-model-len", "4096"] * 400)
     verdict = mutate(obj)
     assert verdict.allowed and verdict.patch
 
