@@ -101,9 +101,9 @@ def env_of(values: object) -> Callable[[], dict[str, Any]]:
     return build
 
 
-DECODES: dict[str, Callable[[], dict[str, Any]]] = {
+DECODES: dict[str, Callable[[], dict[str, Any]]] = {  # a million empty objects took 105 MiB and 95 ms before
     "padded to 3 MiB with long strings": padded_to_body_limit,
-    "a million empty objects (3 MiB; was 105 MiB and 95 ms)": env_of([{}] * 1_000_000),
+    "a million empty objects (3 MiB)": env_of([{}] * 1_000_000),
     f"{MAX_VALUES // 2 - 500:,} empty objects (value limit)": env_of([{}] * (MAX_VALUES // 2 - 500)),
     f"{MAX_VALUES - 500:,} short strings (value limit)": env_of(["a"] * (MAX_VALUES - 500)),
     f"{MAX_VALUES - 500:,} distinct keys (value limit)": env_of({f"k{i}": 1 for i in range(MAX_VALUES - 500)}),
