@@ -139,6 +139,15 @@ def kserve_container(obj: dict[str, Any], runtime_doc: dict[str, Any]) -> tuple[
         command = IMAGE_ENTRYPOINTS[image.removesuffix("-gpu")]
     env = {e["name"]: e["value"] for e in rc.get("env", []) + m.get("env", []) if "value" in e}
     return command + args, env
+def huggingfaceserver_vllm_args(argv: Sequence[str], gpus: int) -> list[str]:
+    """What vLLM's own parser gets in a huggingfaceserver pod that executed `argv` (`python -m huggingfaceserver
+    ...`), on `gpus` GPUs (KServe v0.20.0, python/huggingfaceserver/): its parser is vLLM's `make_arg_parser`
+    around options of its own (`vllm/utils.py`), of which the shipped runtime passes only `--model_name`; after
+    parsing it sets the tensor parallel size to the GPU count (`vllm/vllm_model.py`), which a last flag does."""
+    assert list(argv[:3]) == ["python", "-m", "huggingfaceserver"], argv
+    return [w for w in argv[3:] if not w.startswith("--model_name")] + ["--tensor-parallel-size", str(gpus)]
+
+
 # -- executing commands with stand-ins that record vLLM's argv ---------------------------------
 
 STAND_IN = r"""#!/bin/bash

@@ -238,7 +238,8 @@ def test_the_policy_configmap_holds_the_policy_values_and_its_checksum_rolls_the
         "defaults": {"mode": "optIn", "allowOptOut": True, "onConflict": "override", "tensorParallelSize": 1,
                      "maxDataParallelSize": 64,
                      "gpuResources": ["nvidia.com/gpu", "amd.com/gpu", "intel.com/gpu", "habana.ai/gaudi",
-                                      "nvidia.com/gpualloc"]},
+                                      "nvidia.com/gpualloc"],
+                     "gpuDeviceClasses": ["gpu.nvidia.com", "gpu.amd.com", "gpu.intel.com"]},
         "rules": [],
     }
     custom = copy.deepcopy(policy)
@@ -352,6 +353,7 @@ def test_self_managed_mode_leaves_ca_bundle_to_the_server_and_grants_exactly_its
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["serving.kserve.io"], "resources": ["servingruntimes", "clusterservingruntimes"],
          "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaimtemplates"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices", "llminferenceservices"],
          "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
@@ -372,7 +374,8 @@ def test_other_modes_mount_the_tls_secret_and_grant_only_the_policy_reads(helm: 
     assert volumes(objs)["certs"]["secret"] == {"secretName": secret, "defaultMode": 0o440}
     assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
     assert [r["resources"] for r in rules(objs, "ClusterRole")] == [
-        ["namespaces"], ["servingruntimes", "clusterservingruntimes"], ["inferenceservices", "llminferenceservices"]]
+        ["namespaces"], ["servingruntimes", "clusterservingruntimes"], ["resourceclaimtemplates"],
+        ["inferenceservices", "llminferenceservices"]]
     assert "--self-managed" not in container(objs)["args"]
 
 

@@ -97,10 +97,12 @@ def test_python_dash_m_webhook_is_the_same_program() -> None:
     )
     assert done.returncode == 0
     args = json.loads(done.stdout)["spec"]["predictor"]["model"]["args"]
+    # modelFormat huggingface: KServe's shipped kserve-huggingfaceserver, which sets TP to the GPU count itself
     assert args == [
-        "--max-model-len=8192", "--trust-remote-code", "--enable-expert-parallel", "--tensor-parallel-size", "1",
-        "--data-parallel-size", "2", "--enable-eplb", "--eplb-config", '{"window_size":1000,"step_interval":3000}',
+        "--max-model-len=8192", "--trust-remote-code", "--enable-expert-parallel",
+        "--enable-eplb", "--eplb-config", '{"window_size":1000,"step_interval":3000}',
     ]
+    assert "resolved against KServe v0.20.0's shipped LLM runtimes" in done.stderr
 
 
 POLICY = """

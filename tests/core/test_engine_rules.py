@@ -135,10 +135,53 @@ def test_legacy_kserve_container_entry_is_edited() -> None:
     assert all(op["path"].startswith(("/spec/predictor/containers/1/", "/metadata/annotations/")) for op in verdict.patch)
 
 
-def test_no_predictor_container_is_denied() -> None:
+def custom_predictor(*containers: dict[str, Any]) -> dict[str, Any]:
+    """An InferenceService whose predictor is `containers` (KServe's custom predictor)."""
     obj = isvc()
-    obj["spec"]["predictor"] = {"containers": [{"name": "other", "image": "x"}]}
-    verdict = mutate(obj)
+    obj["spec"]["predictor"] = {"containers": [copy.deepcopy(c) for c in containers]}
+    return obj
+
+
+SERVER = {"name": "server", "image": "vllm/vllm-openai:v0.33.0", "command": SERVE,
+          "resources": {"limits": {"nvidia.com/gpu": "8"}}}
+
+
+@pytest.mark.parametrize(("containers", "index"), [
+    ([SERVER], 0),  # the only container: KServe names it kserve-container
+    ([{k: v for k, v in SERVER.items() if k != "name"}, {"name": "sidecar", "image": "busybox"}], 0),  # unnamed first
+    ([{**SERVER, "name": ""}, {"name": "sidecar", "image": "busybox"}], 0),
+], ids=["only-container-named-server", "unnamed-first-of-two", "empty-name-first-of-two"])
+def test_the_container_kserves_defaulter_names_kserve_container_is_edited_where_it_is(
+    containers: list[dict[str, Any]], index: int
+) -> None:
+    """KServe v0.20 CustomPredictor.Default renames it; the webhook may run first, and leaves the name alone."""
+    obj = custom_predictor(*containers)
+    out, verdict = run(obj)
+    assert verdict.allowed, verdict.message
+    c = out["spec"]["predictor"]["containers"][index]
+    ns = parse_launch(c["command"])
+    assert (ns.enable_expert_parallel, ns.tensor_parallel_size, ns.data_parallel_size) == (True, 1, 8)
+    assert c.get("name") == containers[index].get("name")  # renaming is KServe's
+    assert all(op["path"].startswith((f"/spec/predictor/containers/{index}/", "/metadata/annotations/"))
+               for op in verdict.patch)
+    off = copy.deepcopy(out)
+    off["metadata"]["annotations"]["ep.enabled"] = "false"
+    assert run(off)[0]["spec"] == obj["spec"]  # the undo points at the same container
+
+
+def test_the_same_container_after_kserves_defaulter_renamed_it_gets_the_same_edit() -> None:
+    before, _ = run(custom_predictor(SERVER))
+    after, _ = run(custom_predictor({**SERVER, "name": "kserve-container"}))
+    assert before["spec"]["predictor"]["containers"][0]["command"] == \
+        after["spec"]["predictor"]["containers"][0]["command"]
+
+
+@pytest.mark.parametrize("containers", [
+    [{"name": "server", "image": "x"}, {"name": "sidecar", "image": "busybox"}],
+    [{"name": "server", "image": "x"}, {"image": "busybox"}],  # only the first is renamed when unnamed
+], ids=["two-named", "unnamed-second"])
+def test_several_containers_none_of_which_kserve_will_run_are_denied(containers: list[dict[str, Any]]) -> None:
+    verdict = mutate(custom_predictor(*containers))
     assert not verdict.allowed and "kserve-container" in verdict.message
 
 
@@ -289,6 +332,7 @@ def test_pipeline_parallel_size_one_is_fine() -> None:
         ({"habana.ai/gaudi": "8"}, None, 8),
         ({"nvidia.com/gpualloc": "2", "nvidia.com/gpucores": "50", "nvidia.com/gpumem": "16000"}, None, 2),
         ({"cpu": "4", "memory": "64Gi", "nvidia.com/gpu": "1e1"}, None, 10),
+        ({"nvidia.com/gpu": "8", "amd.com/gpu": "0"}, None, 8),  # a zero quantity asks for nothing
     ],
 )
 def test_gpu_count_comes_from_limits_else_requests(limits: Any, requests: Any, dp: int) -> None:
@@ -304,9 +348,9 @@ def test_gpu_count_comes_from_limits_else_requests(limits: Any, requests: Any, d
         ({"nvidia.com/gpu": "0.5"}, None, ["'0.5'", "fraction"]),
         ({"nvidia.com/gpu": "1500m"}, None, ["'1500m'", "fraction"]),
         ({"nvidia.com/gpu": "1"}, None, ["limits[nvidia.com/gpu]", "at least 2"]),
-        ({"nvidia.com/gpu": 0}, None, ["limits[nvidia.com/gpu]", "at least 2"]),
+        ({"nvidia.com/gpu": 0}, None, ["gets none", "nvidia.com/gpu"]),
         ({"nvidia.com/gpu": "eight"}, None, ["'eight'", "not a quantity"]),
-        ({"cpu": "8"}, None, ["sets none of", "nvidia.com/gpu"]),
+        ({"cpu": "8"}, None, ["gets none", "nvidia.com/gpu", "resources.claims"]),
         ({"nvidia.com/gpu": True}, None, ["not a quantity"]),
     ],
 )

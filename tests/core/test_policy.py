@@ -124,7 +124,7 @@ def test_enforce_gives_ep_without_the_annotation() -> None:
     [
         (isvc(command=["python", "app.py"], enabled=None), "not a recognisable vLLM launch"),
         (isvc(command=SERVE, limits={"nvidia.com/gpu": "1"}, enabled=None), "at least 2 GPUs"),
-        (isvc(command=SERVE, limits={"cpu": "4"}, enabled=None), "sets none of"),
+        (isvc(command=SERVE, limits={"cpu": "4"}, enabled=None), "gets none"),
         (isvc(command=SERVE + ["--headless"], enabled=None), "multi-node"),
     ],
 )

@@ -144,6 +144,7 @@ AUDIT_READER_RULES = [
     {"apiGroups": ["serving.kserve.io"],
      "resources": ["servingruntimes", "clusterservingruntimes", "inferenceservices", "llminferenceservices"],
      "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaimtemplates"], "verbs": ["get", "list", "watch"]},
 ]
 
 

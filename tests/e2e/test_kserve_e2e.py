@@ -15,22 +15,31 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
+import json
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.kserve import GROUP, KServe, plain
+from tests.e2e.conftest import webhook_configuration
+from tests.e2e.kserve import GROUP, LABEL, KServe, plain
 from tests.e2e.kubelet import run_container
-from tests.helpers import stand_in_bin
+from tests.helpers import huggingfaceserver_vllm_args, stand_in_bin
 from tests.server_harness import Server
 from tests.vllm_grammar import parse_launch
+from tests.vllm_releases import Judge, serve_argv
+from webhook.cli.main import main as cli_main
 from webhook.core.annotations import UNDO_RECORD
+from webhook.kserve import shipped
+from webhook.kserve.images import release_of as hf_release_of
 
 GPUS = 8
 EP_ANNOTATIONS = {
@@ -274,6 +283,95 @@ def test_an_auto_selected_huggingfaceserver_runs_ep_over_the_tp_it_forces_to_the
     server.tensor_parallel_size = GPUS  # vllm_model.py: tensor_parallel_size = torch.cuda.device_count()
     assert (server.enable_expert_parallel, server.tensor_parallel_size, server.data_parallel_size) == (True, GPUS, 1)
     assert server.model_name == name and server.max_model_len == 4096
+
+
+@pytest.mark.parametrize("flags", [(), ("--no-default-runtimes",)], ids=["shipped-runtimes", "turned-off"])
+def test_offline_mutate_with_no_runtimes_gives_kserve_an_object_its_huggingfaceserver_runs_on_the_pods_gpus(
+        flags: tuple[str, ...], api: client.ApiClient, kserve: KServe, vllm_judges: dict[str, Judge],
+        tmp_path: Path) -> None:
+    """Issue 20.2: `ep-webhook mutate` without runtimes, then `kubectl apply` into a KServe cluster (our webhook
+    left out of the namespace): KServe's controller merges it with its kserve-huggingfaceserver, and the vLLM
+    that huggingfaceserver image bundles parses what the pod runs."""
+    ns = f"offline-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": ns, "labels": {LABEL: "true", "e2e-policy": "none"}}})
+    name = "hf-" + ("off" if flags else "shipped")
+    obj = inference_service(name, {"modelFormat": {"name": "huggingface"}, "args": ["--max_model_len=4096"]},
+                            {"ep.enabled": "true"})
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main(["mutate", "-f", "-", *flags], stdin=io.StringIO(json.dumps(obj)), stdout=out, stderr=err) == 0
+    assert ("resolved against KServe v0.20.0's shipped LLM runtimes" in err.getvalue()) is not bool(flags)
+    offline = yaml.safe_load(out.getvalue())
+    stored = plain(api, isvcs(api).create_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", offline))
+    assert stored["spec"]["predictor"]["model"]["args"] == offline["spec"]["predictor"]["model"]["args"]
+
+    container = predictor_container(kserve, api, ns, name, ep_on)
+    argv = run_container({**container, "command": HUGGINGFACESERVER_ENTRYPOINT}, stand_in_bin(tmp_path / "bin"),
+                         tmp_path, {"metadata.name": f"{name}-predictor-0", "metadata.namespace": ns})
+    release = ".".join(map(str, hf_release_of(next(r.image for r in shipped.RUNTIMES
+                                                     if r.name == "kserve-huggingfaceserver")) or ()))
+    verdict = vllm_judges[release].judge(huggingfaceserver_vllm_args(argv, GPUS), GPUS, entry="api_server")
+    assert verdict.ok, verdict.error
+    p = verdict.parallel
+    if flags:  # planned for plain vLLM (TP 1 x DP 8): huggingfaceserver makes it TP 8 x DP 8
+        assert p["tensor_parallel_size"] * p["data_parallel_size"] == GPUS * GPUS
+    else:
+        assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, GPUS, 1)
+        assert verdict.parsed["max_model_len"] == 4096
+
+
+# -- a custom predictor: KServe's defaulter names its container -------------------------------------
+
+FIRST_CONFIG = "0-vllm-ep-webhook-first"  # sorts before KServe's inferenceservice.serving.kserve.io
+FIRST_LABEL = "e2e-webhook-first"
+
+
+@pytest.fixture()
+def ours_first(api: client.ApiClient, registered: Server) -> Iterator[str]:
+    """A label under which our webhook is also called before KServe's defaulter: the API server calls mutating
+    webhook configurations in the order of their names (and ours again after it, `reinvocationPolicy`)."""
+    conf = webhook_configuration(f"https://127.0.0.1:{registered.port}/mutate", registered.ca().read_bytes())
+    conf["metadata"]["name"] = FIRST_CONFIG
+    conf["webhooks"][0]["namespaceSelector"] = {"matchLabels": {FIRST_LABEL: "true"}}
+    adm = client.AdmissionregistrationV1Api(api)
+    adm.create_mutating_webhook_configuration(conf)
+    try:
+        yield FIRST_LABEL
+    finally:
+        adm.delete_mutating_webhook_configuration(FIRST_CONFIG)
+
+
+@pytest.mark.parametrize("order", ["ours-after-kserve", "ours-before-kserve"])
+def test_a_lone_container_named_server_runs_ep_in_the_pod_whichever_webhook_runs_first(
+        order: str, api: client.ApiClient, registered: Server, kserve: KServe, kserve_namespace: str,
+        ours_first: str, vllm_judges: dict[str, Judge], tmp_path: Path) -> None:
+    """Issue 20.1: KServe's defaulter renames the only container `kserve-container` and the pod runs it."""
+    ns, name = kserve_namespace, f"server-{order.split('-')[1]}"
+    if order == "ours-before-kserve":
+        client.CoreV1Api(api).patch_namespace(ns, {"metadata": {"labels": {ours_first: "true"}}})
+        time.sleep(1)  # the API server's informer sees the label
+    command = ["vllm", "serve", "/mnt/models", "--served-model-name", name]
+    server = {"name": "server", "image": "vllm/vllm-openai:v0.33.0", "command": command,
+              "resources": {"limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": str(GPUS)}}}
+    obj = {"apiVersion": f"{GROUP}/v1beta1", "kind": "InferenceService",
+           "metadata": {"name": name, "annotations": {"ep.enabled": "true"}},
+           "spec": {"predictor": {"containers": [server]}}}
+    stored = plain(api, isvcs(api).create_namespaced_custom_object(GROUP, "v1beta1", ns, "inferenceservices", obj))
+    assert [c["name"] for c in stored["spec"]["predictor"]["containers"]] == ["kserve-container"]  # KServe renamed it
+    assert UNDO_RECORD in stored["metadata"]["annotations"]
+
+    container = predictor_container(kserve, api, ns, name, ep_on)
+    argv = run_container(container, stand_in_bin(tmp_path / "bin"), tmp_path,
+                         {"metadata.name": f"{name}-predictor-0", "metadata.namespace": ns})
+    verdict = vllm_judges["0.33.0"].judge(serve_argv(argv), GPUS)  # the image's release parses it
+    assert verdict.ok, verdict.error
+    p = verdict.parallel
+    assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, 1, GPUS)
+    assert verdict.parsed["served_model_name"] == [name]
+
+    stored = edit_isvc(api, ns, name, lambda live: live["metadata"]["annotations"].update({"ep.enabled": "false"}))
+    assert stored["spec"]["predictor"]["containers"][0]["command"] == command  # the undo found the same container
+    without_ep = predictor_container(kserve, api, ns, name, lambda c: not ep_on(c))
+    assert without_ep["command"] == command
 
 
 # -- LLMInferenceService ----------------------------------------------------------------------

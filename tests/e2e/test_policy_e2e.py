@@ -51,6 +51,7 @@ POLICY_READER_RULES = [
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["serving.kserve.io"], "resources": ["servingruntimes", "clusterservingruntimes"],
      "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaimtemplates"], "verbs": ["get", "list", "watch"]},
 ]
 
 
@@ -100,14 +101,16 @@ def labelled(api: client.ApiClient, mode: str) -> str:
     return name
 
 
-def create_eventually(api: client.ApiClient, ns: str, obj: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """The server learns new namespaces through its watch: retry the 'labels unknown' denial briefly."""
+def create_eventually(api: client.ApiClient, ns: str, obj: dict[str, Any],
+                      not_yet: str = "does not know yet") -> tuple[dict[str, Any], Any]:
+    """The server learns new namespaces (and templates) through its watch: retry a denial saying `not_yet`
+    briefly."""
     deadline = time.monotonic() + 15
     while True:
         try:
             return create(api, ns, obj)
         except ApiException as e:
-            if "does not know yet" not in str(e.body) or time.monotonic() > deadline:
+            if not_yet not in str(e.body) or time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
 

@@ -7,14 +7,24 @@ the fast tests use (tests/vllm_grammar.py) is checked against the newest release
 
 from __future__ import annotations
 
+import io
 import json
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from tests.core.test_properties import list_isvcs
-from tests.helpers import isvc, model, run
+from tests.helpers import (
+    huggingfaceserver_vllm_args, isvc, kserve_container, model, recorded_argv, run, shipped_runtime_docs,
+    stand_in_bin,
+)
+from webhook.cli.main import main as cli_main
+from webhook.kserve import shipped
+from webhook.kserve.images import release_of as hf_release_of
 from webhook.admission.kinds import mutate
 from tests.vllm_grammar import GrammarError, parse_launch
 from tests.vllm_releases import NEWEST, RELEASES, Judge, serve_argv, version
@@ -22,8 +32,9 @@ from tests.vllm_releases import NEWEST, RELEASES, Judge, serve_argv, version
 M = "/mnt/models"
 
 
-def _on(judges: dict[str, Judge], release: str, argv: list[str], gpus: int = 8, env: dict[str, str] | None = None) -> Any:
-    return judges[release].judge(argv, gpus, env)
+def _on(judges: dict[str, Judge], release: str, argv: list[str], gpus: int = 8, env: dict[str, str] | None = None,
+        entry: str = "serve") -> Any:
+    return judges[release].judge(argv, gpus, env, entry)
 
 
 # -- facts of ../shared/vllm/README.md, per release ------------------------------------------------------
@@ -128,6 +139,52 @@ def test_a_list_command_the_webhook_edits_starts_ep_over_the_pods_gpus(
     assert result.ok, result.error
     p = result.parallel
     assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, tp, gpus // tp)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_a_custom_predictors_only_container_named_server_starts_ep_over_the_pods_gpus(
+    vllm_judges: dict[str, Judge], release: str
+) -> None:
+    """Issue 20.1: KServe's defaulter renames the only container kserve-container and runs it; the
+    webhook edits it whether it runs before that defaulter (name `server`) or after."""
+    for name in ("server", "kserve-container"):
+        obj = isvc()
+        obj["spec"]["predictor"] = {"containers": [{
+            "name": name, "image": f"vllm/vllm-openai:v{release}", "command": [*SERVE, "--max-model-len", "4096"],
+            "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}
+        out, verdict = run(obj)
+        assert verdict.allowed, verdict.message
+        result = _on(vllm_judges, release, serve_argv(out["spec"]["predictor"]["containers"][0]["command"]))
+        assert result.ok, result.error
+        p = result.parallel
+        assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, 1, 8)
+
+
+@pytest.mark.parametrize("flags", [(), ("--no-default-runtimes",)], ids=["shipped-runtimes", "turned-off"])
+def test_offline_mutate_without_runtimes_plans_for_the_huggingfaceserver_kserve_runs(
+    vllm_judges: dict[str, Judge], flags: tuple[str, ...], tmp_path: Path
+) -> None:
+    """Issue 20.2: modelFormat huggingface, args only, 8 GPUs, no runtimes given; judged by the vLLM release
+    that KServe v0.20.0's huggingfaceserver image bundles."""
+    obj = isvc(args=["--max-model-len=4096"])
+    model(obj)["modelFormat"] = {"name": "huggingface"}
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main(["mutate", "-f", "-", *flags], stdin=io.StringIO(json.dumps(obj)), stdout=out, stderr=err) == 0
+    image = next(r.image for r in shipped.RUNTIMES if r.name == "kserve-huggingfaceserver")
+    release = ".".join(map(str, hf_release_of(image) or ()))
+    assert release in RELEASES
+    # KServe merges it with kserve-huggingfaceserver (runtime args first), the pod executes that
+    runtime = next(d for d in shipped_runtime_docs() if d["metadata"]["name"] == "kserve-huggingfaceserver")
+    merged, env = kserve_container(yaml.safe_load(out.getvalue()), runtime)
+    argv = recorded_argv(merged, stand_in_bin(tmp_path / "bin"), tmp_path, env)
+    result = _on(vllm_judges, release, huggingfaceserver_vllm_args(argv, 8), entry="api_server")
+    assert result.ok, result.error
+    p = result.parallel
+    if flags:  # planned for plain vLLM: TP 1 x DP 8, which huggingfaceserver turns into TP 8 x DP 8
+        assert p["tensor_parallel_size"] * p["data_parallel_size"] == 64
+    else:
+        assert (p["enable_expert_parallel"], p["tensor_parallel_size"], p["data_parallel_size"]) == (True, 8, 1)
+        assert result.parsed["max_model_len"] == 4096
 
 
 # -- the fast model against the newest release -------------------------------------------------------------

@@ -9,6 +9,7 @@ from webhook.kserve.api import GROUP
 from webhook.core.policy import LabelsUnknown
 from webhook.admission.review import AdmissionRequest
 from webhook.kserve.selection import Runtimes
+from webhook.core.dra import Templates
 from webhook.core.options import Options
 from webhook.core.verdict import Verdict
 
@@ -20,11 +21,12 @@ def admit(
     request: AdmissionRequest,
     options_for: Callable[[str], Options],
     runtimes_for: Callable[[str], Runtimes] | None = None,
+    templates_for: Callable[[str], Templates] | None = None,
 ) -> Verdict:
     """Run the engine on InferenceService and LLMInferenceService creates and updates; allow the rest.
 
     `options_for(namespace)` applies the policy; `runtimes_for(namespace)` gives the
-    runtimes KServe could use there. Dry-run requests are treated like any other: the webhook has no
+    runtimes KServe could use there; `templates_for(namespace)` its ResourceClaimTemplates by name. Dry-run requests are treated like any other: the webhook has no
     side effects.
     """
     if request.kind.group != GROUP or request.kind.kind not in KINDS or request.operation not in DECIDED_OPERATIONS:
@@ -36,7 +38,8 @@ def admit(
             f"the webhook's policy depends on the labels of namespace {request.namespace!r}, which it does not "
             f"know yet (it may not reach the API server); retry in a few seconds"
         )
-    return mutate(request.object, options, runtimes_for(request.namespace) if runtimes_for else None)
+    return mutate(request.object, options, runtimes_for(request.namespace) if runtimes_for else None,
+                  templates_for(request.namespace) if templates_for else None)
 
 
 def outcome(verdict: Verdict) -> str:

@@ -19,6 +19,7 @@ from typing import Literal
 from webhook.admission.kinds import KINDS, mutate, running_ep
 from webhook.core.policy import LabelsUnknown, Policy
 from webhook.kserve.selection import Runtimes
+from webhook.core.dra import Templates
 
 Result = Literal["compliant", "change", "deny", "error"]
 RESULTS: tuple[Result, ...] = ("compliant", "change", "deny", "error")
@@ -63,8 +64,10 @@ def finding(
     policy: Policy,
     labels: Mapping[str, str] | None,
     runtimes: Runtimes | None,
+    templates: Templates | None = None,
 ) -> Finding:
-    """The finding for one object; `labels` None when its namespace's labels are unknown."""
+    """The finding for one object; `labels` None when its namespace's labels are unknown; `templates` its
+    namespace's ResourceClaimTemplates (None: unknown)."""
     namespace, name = _meta(obj)
     kind, api_version = str(obj.get("kind") or ""), str(obj.get("apiVersion") or "")
     ep = running_ep(obj)
@@ -74,7 +77,7 @@ def finding(
         return Finding(kind, api_version, namespace, name, ep, "deny",
                        f"the labels of namespace {namespace!r} could not be read, and the policy selects by label",
                        ())
-    verdict = mutate(obj, options, runtimes)
+    verdict = mutate(obj, options, runtimes, templates)
     if not verdict.allowed:
         return Finding(kind, api_version, namespace, name, ep, "deny", verdict.message, ())
     if verdict.patch:
@@ -88,6 +91,7 @@ def run(
     policy: Policy,
     labels_of: Callable[[str], Mapping[str, str] | None],
     runtimes_for: Callable[[str], Runtimes] | None,
+    templates_for: Callable[[str], Templates] | None = None,
 ) -> list[Finding]:
     """Findings for every InferenceService and LLMInferenceService among `objects`, sorted by namespace, kind, name."""
     findings = []
@@ -96,7 +100,8 @@ def run(
             continue
         try:
             namespace, _ = _meta(obj)
-            found = finding(obj, policy, labels_of(namespace), runtimes_for(namespace) if runtimes_for else None)
+            found = finding(obj, policy, labels_of(namespace), runtimes_for(namespace) if runtimes_for else None,
+                            templates_for(namespace) if templates_for else None)
         except Exception as e:  # noqa: BLE001 - one object the webhook fails on must not hide every other one
             found = failed(obj, e)
         findings.append(found)

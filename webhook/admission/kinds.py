@@ -14,9 +14,11 @@ from webhook.core.options import Options
 from webhook.core.verdict import Verdict
 from webhook.core.workload import Adapter
 from webhook.kserve import inferenceservice, llminferenceservice
+from webhook.core.dra import Templates
 from webhook.kserve.selection import Runtimes
+from webhook.kserve.view import NamespaceView
 
-ADAPTERS: dict[str, Adapter[Runtimes]] = {
+ADAPTERS: dict[str, Adapter[NamespaceView]] = {
     inferenceservice.KIND: inferenceservice.read,
     llminferenceservice.KIND: llminferenceservice.read,
 }
@@ -25,22 +27,31 @@ KINDS = tuple(ADAPTERS)
 """The kinds the webhook decides: InferenceService, LLMInferenceService."""
 
 
-def adapter_for(obj: object) -> Adapter[Runtimes]:
+def adapter_for(obj: object) -> Adapter[NamespaceView]:
     """The adapter that reads `obj` (by its `kind`; an InferenceService's for anything else)."""
     kind = obj.get("kind") if isinstance(obj, dict) else None
     return ADAPTERS.get(str(kind), inferenceservice.read)
 
 
-def mutate(obj: object, options: Options | None = None, runtimes: Runtimes | None = None) -> Verdict:
+def mutate(
+    obj: object, options: Options | None = None, runtimes: Runtimes | None = None,
+    claim_templates: Templates | None = None,
+) -> Verdict:
     """Decide on one InferenceService or LLMInferenceService: allow, allow with a patch, or deny.
 
     `runtimes` are the ServingRuntimes of the object's namespace and the
     ClusterServingRuntimes; with them, the runtime KServe will run for an
     object without a command is resolved as KServe resolves it (see
     `webhook.kserve.selection`). Without them (None) that runtime is not checked.
+    `claim_templates` are the ResourceClaimTemplates of the object's namespace
+    by name (None: unknown), which decide how many GPUs DRA claims give.
     Never raises: a problem with the object is a denial.
     """
-    return engine.mutate(obj, adapter_for(obj), options or Options(), runtimes)
+    view = _EMPTY if runtimes is None and claim_templates is None else NamespaceView(runtimes, claim_templates)
+    return engine.mutate(obj, adapter_for(obj), options or Options(), view)
+
+
+_EMPTY = NamespaceView()
 
 
 def running_ep(obj: object) -> bool:

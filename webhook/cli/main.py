@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 
 from webhook.cli import manifests, yamlinput
+from webhook.kserve import shipped
 from webhook.kserve.servingruntime import RuntimeSpec
 from webhook.core.options import ON_CONFLICT, Options
 
@@ -138,6 +139,21 @@ def _runtime_files(paths: Sequence[str], stdin: TextIO) -> list[RuntimeSpec]:
     return found
 
 
+def _resource_files(paths: Sequence[str], stdin: TextIO) -> tuple[list[RuntimeSpec], list[dict[str, object]]]:
+    """The runtimes and ResourceClaimTemplates of `--resources` files; InputError for a file with neither."""
+    runtimes: list[RuntimeSpec] = []
+    objects: list[dict[str, object]] = []
+    for path in paths:
+        docs = read_documents(path, stdin)
+        specs = manifests.runtimes_in(docs.items)
+        templates = [o for o in docs.items if manifests.claim_templates_in([o])]
+        if not specs and not templates:
+            raise InputError(f"--resources {path}: no ResourceClaimTemplate, ServingRuntime or ClusterServingRuntime in it")
+        runtimes.extend(specs)
+        objects.extend(templates)
+    return runtimes, objects
+
+
 def cmd_policy_check(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """`ep-webhook policy check FILE`: exit 0 when valid, 1 naming the bad field."""
     from webhook.core import policy as policies
@@ -153,21 +169,33 @@ def cmd_policy_check(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> 
     return EXIT_ALLOWED
 
 
+DEFAULT_RUNTIMES_WARNING = (
+    f"resolved against KServe {shipped.RELEASE}'s shipped LLM runtimes as none were given "
+    "(--runtimes FILE; --no-default-runtimes)"
+)
+"""What `mutate` says of each InferenceService it resolved against `shipped.RUNTIMES` (under 120 characters)."""
+
+
 def cmd_mutate(ns: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     """`ep-webhook mutate`: the stream through the core; nothing printed unless every object is allowed."""
     try:
         docs = read_documents(ns.file, stdin)
         options_for = _offline_options(ns)
         runtimes = _runtime_files(ns.runtimes or [], stdin)
+        more_runtimes, resources = _resource_files(ns.resources or [], stdin)
     except InputError as e:
         print(f"error: {e}", file=stderr)
         return EXIT_USAGE
-    decided = manifests.decide(docs, options_for, runtimes)
+    defaults = () if ns.no_default_runtimes else shipped.RUNTIMES
+    decided = manifests.decide(docs, options_for, [*runtimes, *more_runtimes], defaults, DEFAULT_RUNTIMES_WARNING,
+                               extra_objects=resources)
     denied = [d for d in decided if d.denial is not None]
     if denied:
         # a pipeline must never apply half a stream: nothing on stdout
         for d in denied:
             print(f"{d.ref}: {d.denial}", file=stderr)
+            for w in d.warnings:
+                print(f"warning: {d.ref}: {w}", file=stderr)
         return EXIT_DENIED
     for d in decided:
         for w in d.warnings:
@@ -282,7 +310,7 @@ def cmd_audit(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     if not snap.labels_readable:
         print("warning: namespaces cannot be listed with this kubeconfig; label-selector rules are reported "
               "as unknown", file=stderr)
-    findings = audit.run(snap.objects, policy, snap.labels_of, snap.runtimes_for)
+    findings = audit.run(snap.objects, policy, snap.labels_of, snap.runtimes_for, snap.claim_templates_for)
     if ns.output == "json":
         stdout.write(json.dumps([f.as_json() for f in findings], indent=2, ensure_ascii=False) + "\n")
     else:
@@ -424,7 +452,13 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("-f", "--file", required=True,
                    help="YAML (one or many documents) or JSON (an object or a List); - reads stdin")
     m.add_argument("--runtimes", action="append", metavar="FILE",
-                   help="(Cluster)ServingRuntimes for runtime resolution, besides those in the stream (repeatable)")
+                   help="(Cluster)ServingRuntimes for runtime resolution, besides those in the stream (repeatable); "
+                        f"with none, KServe {shipped.RELEASE}'s shipped LLM runtimes are used")
+    m.add_argument("--no-default-runtimes", action="store_true",
+                   help=f"without runtimes, do not resolve against KServe {shipped.RELEASE}'s shipped ones")
+    m.add_argument("--resources", action="append", metavar="FILE",
+                   help="cluster objects the manifests refer to: ResourceClaimTemplates (GPUs through DRA) and "
+                        "(Cluster)ServingRuntimes, besides those in the stream (repeatable)")
     m.add_argument("-o", "--output", choices=("yaml", "json", "patch"), default="yaml")
     m.add_argument(
         "--on-conflict",

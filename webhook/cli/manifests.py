@@ -3,8 +3,10 @@
 One or many YAML documents, a JSON object, or a `kind: List`: every
 InferenceService and LLMInferenceService is decided by the engine, every other document passes
 through unchanged and in order, and the ServingRuntimes and
-ClusterServingRuntimes found in the stream (and given with `--runtimes`)
-resolve the runtime of objects that have no command. Reading text and
+ClusterServingRuntimes found in the stream (and given with `--runtimes`), else
+KServe's shipped ones, resolve the runtime of objects that have no command; the
+ResourceClaimTemplates in the stream (and given with `--resources`) decide GPUs claimed through DRA.
+Reading text and
 printing belong to the CLI; this module only turns documents into results.
 """
 
@@ -18,13 +20,17 @@ import jsonpatch
 
 from webhook.admission.kinds import KINDS, mutate
 from webhook.kserve.api import GROUP
+from webhook.kserve.inferenceservice import KIND as INFERENCE_SERVICE
 from webhook.kserve.servingruntime import RuntimeSpec, spec_from_object
-from webhook.kserve.selection import for_namespace
+from webhook.kserve.selection import Runtimes, for_namespace, resolve
 from webhook.core.options import Options
+from webhook.core.verdict import Verdict
 
 Form = Literal["single", "multi", "list"]
 DEFAULT_NAMESPACE = "default"
 RUNTIME_KINDS = ("ServingRuntime", "ClusterServingRuntime")
+RESOURCE_GROUP = "resource.k8s.io"
+CLAIM_TEMPLATE_KIND = "ResourceClaimTemplate"
 
 
 class StreamError(Exception):
@@ -107,6 +113,19 @@ def runtimes_in(objects: Sequence[dict[str, object]]) -> list[RuntimeSpec]:
     return found
 
 
+ClaimTemplates = dict[str, dict[str, dict[str, object]]]
+"""ResourceClaimTemplates by namespace, then name."""
+
+
+def claim_templates_in(objects: Sequence[dict[str, object]]) -> ClaimTemplates:
+    """The ResourceClaimTemplates (any resource.k8s.io version) among the objects, by namespace and name."""
+    found: ClaimTemplates = {}
+    for obj in objects:
+        if _group(obj) == RESOURCE_GROUP and obj.get("kind") == CLAIM_TEMPLATE_KIND:
+            found.setdefault(namespace_of(obj), {})[name_of(obj)] = obj
+    return found
+
+
 @dataclass(frozen=True)
 class Decided:
     """One document after the engine: the object to print, and what the engine said of it."""
@@ -123,23 +142,42 @@ def decide(
     docs: Documents,
     options_for: Callable[[dict[str, object]], Options],
     extra_runtimes: Sequence[RuntimeSpec] = (),
+    default_runtimes: Sequence[RuntimeSpec] = (),
+    default_note: str = "",
+    extra_objects: Sequence[dict[str, object]] = (),
 ) -> list[Decided]:
     """Run the engine on every InferenceService and LLMInferenceService; other documents pass as they are.
 
-    Runtime resolution uses the runtimes in the stream and `extra_runtimes`;
-    with none at all it is skipped (as the server does without a cluster).
+    Runtime resolution uses the runtimes in the stream and `extra_runtimes`; when there are none it
+    uses `default_runtimes` (KServe's shipped ones, `webhook.kserve.shipped`), and each InferenceService
+    whose runtime is one of them and that the engine changed, warned about or denied gets `default_note`
+    among its warnings; with none at all it is skipped (as the server does without a cluster).
+    DRA claims are counted from the ResourceClaimTemplates in the stream and in `extra_objects`.
     """
     known = [*extra_runtimes, *runtimes_in(docs.items)]
+    templates = claim_templates_in([*extra_objects, *docs.items])
+    defaulted = not known and bool(default_runtimes)
+    if defaulted:
+        known = list(default_runtimes)
     out = []
     for obj in docs.items:
         if not is_kind(obj, KINDS):
             out.append(Decided(obj, object_ref(obj), False))
             continue
         runtimes = for_namespace(known, namespace_of(obj)) if known else None
-        verdict = mutate(obj, options_for(obj), runtimes)
+        verdict = mutate(obj, options_for(obj), runtimes, templates.get(namespace_of(obj), {}))
+        notes = (default_note,) if defaulted and _resolved(obj, verdict, runtimes) else ()
         if not verdict.allowed:
-            out.append(Decided(obj, object_ref(obj), True, denial=verdict.message))
+            out.append(Decided(obj, object_ref(obj), True, warnings=notes, denial=verdict.message))
             continue
         result = jsonpatch.apply_patch(obj, [dict(op) for op in verdict.patch]) if verdict.patch else obj
-        out.append(Decided(result, object_ref(obj), True, verdict.patch, verdict.warnings))
+        out.append(Decided(result, object_ref(obj), True, verdict.patch, (*verdict.warnings, *notes)))
     return out
+
+
+def _resolved(obj: dict[str, object], verdict: Verdict, runtimes: Runtimes | None) -> bool:
+    """Whether the engine acted on an InferenceService whose runtime is among `runtimes`."""
+    acted = bool(verdict.patch or verdict.warnings or not verdict.allowed)
+    if not acted or runtimes is None or obj.get("kind") != INFERENCE_SERVICE:
+        return False
+    return resolve(obj, runtimes).runtime is not None

@@ -1,7 +1,8 @@
 """Listing what the audit needs from the Kubernetes API, page by page.
 
 InferenceServices and LLMInferenceServices (all namespaces, or one), the
-labels of their namespaces, and the (Cluster)ServingRuntimes, as the caller's
+labels of their namespaces, the (Cluster)ServingRuntimes and the
+ResourceClaimTemplates (resource.k8s.io/v1), as the caller's
 kubeconfig may read them. Lists are paginated with `limit`/`continue` so that
 large clusters never come back in one response. A kind whose CRD is not
 installed lists as empty; namespaces the caller may not read have unknown
@@ -29,6 +30,8 @@ class Snapshot:
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
     labels_readable: bool = True
     runtimes: list[RuntimeSpec] = field(default_factory=list)
+    claim_templates: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """ResourceClaimTemplates by namespace, then name."""
 
     def labels_of(self, namespace: str) -> dict[str, str] | None:
         """The namespace's labels; None when they could not be read."""
@@ -37,6 +40,10 @@ class Snapshot:
     def runtimes_for(self, namespace: str) -> Runtimes:
         """The runtimes KServe could use for an object in `namespace`."""
         return scoped(self.runtimes, namespace)
+
+    def claim_templates_for(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """The ResourceClaimTemplates of `namespace` by name."""
+        return self.claim_templates.get(namespace, {})
 
 
 def _pages(call: Callable[..., Any], **kw: Any) -> Iterator[dict[str, Any]]:
@@ -104,4 +111,20 @@ def snapshot(api_client: Any, namespace: str | None, progress: Callable[[int], N
         except ApiException as e:
             if e.status not in (403, 404):
                 raise
+    resource: Any = client.ResourceV1Api(api_client)
+    try:
+        token = None
+        while True:
+            kw: dict[str, Any] = {"limit": PAGE, "_request_timeout": 30, **({"_continue": token} if token else {})}
+            page = (resource.list_namespaced_resource_claim_template(namespace, **kw) if namespace
+                    else resource.list_resource_claim_template_for_all_namespaces(**kw))
+            for item in page.items:
+                body = api_client.sanitize_for_serialization(item)
+                out.claim_templates.setdefault(item.metadata.namespace, {})[item.metadata.name] = body
+            token = page.metadata._continue
+            if not token:
+                break
+    except ApiException as e:
+        if e.status not in (403, 404):  # unreadable or not served (before Kubernetes 1.34): DRA objects say so
+            raise
     return out

@@ -1,7 +1,7 @@
-"""Namespace labels and ServingRuntimes, listed once and then watched.
+"""Namespace labels, ServingRuntimes and ResourceClaimTemplates, listed once and then watched.
 
-The policy needs namespace labels and the runtime check needs runtimes on
-every review; fetching them per request would put the API server on the
+The policy needs namespace labels, the runtime check needs runtimes and GPUs
+claimed through DRA need the namespace's ResourceClaimTemplates on every review; fetching them per request would put the API server on the
 admission hot path. Each cache runs in a daemon thread: list, then watch
 from the list's resourceVersion, re-list on expiry or error with backoff.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from webhook.kserve.api import CLUSTER_SERVING_RUNTIMES, GROUP, SERVING_RUNTIMES, WORKLOADS
@@ -116,6 +116,36 @@ def _object_entry(obj: Any) -> tuple[str, dict[str, Any]] | None:
     return (f"{meta.get('namespace', '')}/{meta['name']}", obj)
 
 
+def _template_entry(api_client: Any) -> Callable[[Any], tuple[str, dict[str, Any]] | None]:
+    def convert(obj: Any) -> tuple[str, dict[str, Any]] | None:
+        meta = obj.metadata
+        if meta is None or not meta.name:
+            return None
+        return (f"{meta.namespace}/{meta.name}", api_client.sanitize_for_serialization(obj))
+
+    return convert
+
+
+class _Scoped(Mapping[str, Mapping[str, object]]):
+    """One namespace's entries of a cache keyed `namespace/name`, looked up by name without copying."""
+
+    def __init__(self, items: dict[str, Any], namespace: str) -> None:
+        self._items = items
+        self._prefix = f"{namespace}/"
+
+    def __getitem__(self, name: str) -> Mapping[str, object]:
+        value = self._items[self._prefix + name]
+        assert isinstance(value, dict)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        n = len(self._prefix)
+        return iter([k[n:] for k in list(self._items) if k.startswith(self._prefix)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class ClusterView:
     """The caches the server uses, and lookups shaped for the core.
 
@@ -133,6 +163,10 @@ class ClusterView:
         self.cluster_runtimes = Cache(
             CLUSTER_SERVING_RUNTIMES[1], _lister(custom, *CLUSTER_SERVING_RUNTIMES), _runtime_entry("ClusterServingRuntime")
         )
+        resource = client.ResourceV1Api(api_client)
+        # resource.k8s.io/v1 (GA in Kubernetes 1.34); a cluster that does not serve it answers 404: nothing to cache
+        self.claim_templates = Cache("resourceclaimtemplates", resource.list_resource_claim_template_for_all_namespaces,
+                                     _template_entry(api_client))
         self.workloads: tuple[Cache, ...] = ()
         if workloads:
             self.workloads = tuple(Cache(plural, _lister(custom, version, plural), _object_entry)
@@ -142,7 +176,7 @@ class ClusterView:
     @property
     def caches(self) -> tuple[Cache, ...]:
         """Every watched collection."""
-        return (self.namespaces, self.runtimes, self.cluster_runtimes, *self.workloads)
+        return (self.namespaces, self.runtimes, self.cluster_runtimes, self.claim_templates, *self.workloads)
 
     def objects(self) -> list[dict[str, Any]]:
         """Every watched InferenceService and LLMInferenceService, as last seen."""
@@ -154,8 +188,9 @@ class ClusterView:
             threading.Thread(target=cache.run, args=(self.stop,), daemon=True, name=f"watch-{cache.name}").start()
 
     def synced(self) -> bool:
-        """The caches admission needs (namespaces, runtimes) have listed once: the server is ready."""
-        return all(c.synced.is_set() for c in (self.namespaces, self.runtimes, self.cluster_runtimes))
+        """The caches admission needs (namespaces, runtimes, claim templates) have listed once: the server is ready."""
+        return all(c.synced.is_set() for c in (self.namespaces, self.runtimes, self.cluster_runtimes,
+                                                self.claim_templates))
 
     def workloads_synced(self) -> bool:
         """The audit's caches have listed once (never, while the API server refuses them)."""
@@ -177,6 +212,11 @@ class ClusterView:
             tuple(v for k, v in list(self.runtimes.items.items()) if k.startswith(prefix) and isinstance(v, RuntimeSpec)),
             tuple(v for v in list(self.cluster_runtimes.items.values()) if isinstance(v, RuntimeSpec)),
         )
+
+
+    def claim_templates_for(self, namespace: str) -> Mapping[str, Mapping[str, object]]:
+        """The ResourceClaimTemplates of `namespace` by name, as last seen (a live view, not a copy)."""
+        return _Scoped(self.claim_templates.items, namespace)
 
 
 def _lister(custom: Any, version: str, plural: str) -> Callable[..., Any]:

@@ -1,8 +1,11 @@
-"""How many GPUs a container asks for.
+"""How many GPUs a container's vLLM sees.
 
 The data-parallel size must equal the GPUs the pod really gets, so anything
-ambiguous (limits and requests that disagree, two GPU kinds, a fraction) is a
-denial rather than a guess.
+ambiguous (limits and requests that disagree, two GPU kinds, a fraction, GPUs
+from both a device plugin and DRA, MIG slices, an env that hides some) is a
+denial rather than a guess. Sources, in order: device-plugin resources in the
+container's limits/requests; its DRA claims (`dra`); then the visible-devices
+env must agree with the count.
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import NamedTuple
 
 from webhook.base.errors import Denied, NotApplicable
+from webhook.core import dra
+from webhook.core.dra import DEFAULT_GPU_DEVICE_CLASSES, ClaimUse
 
 DEFAULT_GPU_RESOURCES: tuple[str, ...] = (
     "nvidia.com/gpu",
@@ -104,28 +110,149 @@ def _number(value: object) -> Fraction | int | None:
     return number
 
 
-def _gpu_entries(section: object, where: str, keys: Sequence[str]) -> dict[str, object]:
+VISIBLE_DEVICES_ENV: tuple[str, ...] = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
+"""Env that hides GPUs of the pod from vLLM: each lists the devices the process may use, comma-separated
+(vLLM reads them through torch and its platform's `device_control_env_var`, vllm/platforms/cuda.py and rocm.py)."""
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+"""Device-plugin names of NVIDIA MIG slices under the "mixed" strategy (`nvidia.com/mig-3g.40gb`: k8s-device-plugin)."""
+
+
+class Gpus(NamedTuple):
+    """Everything that says how many GPUs one container's vLLM sees.
+
+    `resources` as written (device-plugin quantities in limits/requests); `claims`:
+    its DRA claims (see `dra`); `visible`: its env that limits the visible devices,
+    as (name, literal value, or None when the value is only known at run time).
+    `where` names the container for messages.
+    """
+
+    where: str
+    resources: object = None
+    claims: tuple[ClaimUse, ...] = ()
+    visible: tuple[tuple[str, str | None], ...] = ()
+
+
+def watched_env(container: dict[str, object], names: frozenset[str]) -> dict[str, str | None]:
+    """The container's env entries named in `names`, in one pass: the literal value, or None when the value is
+    known only at run time (`valueFrom`, or `$(VAR)` that Kubernetes expands); the last entry of a name wins, as
+    in Kubernetes. `envFrom` sources are not read."""
+    env = container.get("env")
+    found: dict[str, str | None] = {}
+    if not isinstance(env, list):
+        return found
+    for item in env:
+        if isinstance(item, dict):
+            name = item.get("name")
+            if name in names:
+                value = item.get("value")
+                found[str(name)] = value if isinstance(value, str) and "valueFrom" not in item \
+                    and "$(" not in value else None
+    return found
+
+
+def visible(env: dict[str, str | None]) -> tuple[tuple[str, str | None], ...]:
+    """The `VISIBLE_DEVICES_ENV` entries of `watched_env`'s answer, for `Gpus.visible`."""
+    return tuple((n, env[n]) for n in VISIBLE_DEVICES_ENV if n in env) if env else ()
+
+
+def _gpu_entries(
+    section: object, where: str, keys: Sequence[str]
+) -> dict[str, tuple[object, Fraction | int | None]]:
+    """The GPU keys of one section: raw value and quantity (None: not a quantity); zero quantities left out."""
     if section is None:
         return {}
     if not isinstance(section, dict):
         raise Denied(f"{where} must be a map of resource names to quantities")
-    return {k: section[k] for k in keys if k in section}
+    found = {}
+    for k in keys:
+        if k in section:
+            raw = section[k]
+            q = parse_quantity(raw, f"{where}[{k}]")
+            if q != 0:
+                found[k] = (raw, q)
+    return found
 
 
-def count_gpus(resources: object, path: str, keys: Sequence[str] = DEFAULT_GPU_RESOURCES) -> int:
-    """The GPU count of one container; raises Denied when it is not clear."""
+def count_gpus(
+    gpus: Gpus, keys: Sequence[str] = DEFAULT_GPU_RESOURCES,
+    device_classes: tuple[str, ...] = DEFAULT_GPU_DEVICE_CLASSES,
+) -> int:
+    """The GPUs one container's vLLM sees: device-plugin `keys` in its resources, else the GPU
+    `device_classes` of its DRA claims; the visible-devices env must agree. Raises Denied when it is not clear,
+    NotApplicable when there are not two whole GPUs."""
+    resources = gpus.resources
+    path = gpus.where
     if resources is None:
         resources = {}
     if not isinstance(resources, dict):
         raise Denied(f"{path}.resources must be a map with limits and requests")
+    plugin = _plugin_gpus(resources, path, keys)
+    devices = dra.count(gpus.claims, device_classes) if gpus.claims else dra.NO_DEVICES
+    limits = resources.get("limits")
+    slices = [] if not isinstance(limits, dict) else [
+        k for k in limits
+        if k.startswith(MIG_RESOURCE_PREFIX) and parse_quantity(limits[k], f"{path}.resources.limits[{k}]") != 0
+    ]
+    if slices or devices.slices:
+        named = ", ".join(slices) if slices else ", ".join(dra.MIG_DEVICE_CLASSES)
+        raise NotApplicable(
+            f"{path} gets MIG slices ({named}); slices of GPUs cannot form a data-parallel group in one pod "
+            f"(vLLM needs whole GPUs that talk over NCCL): request whole GPUs, e.g. nvidia.com/gpu"
+        )
+    if plugin is not None and devices.gpus:
+        raise NotApplicable(
+            f"{path} gets GPUs both from resources.limits ({plugin[1]}) and from DRA claims "
+            f"({', '.join(sorted(devices.gpus))}); use one of the two"
+        )
+    if len(devices.gpus) > 1:
+        raise NotApplicable(
+            f"{path}'s DRA claims ask for two kinds of GPU ({', '.join(sorted(devices.gpus))}); "
+            f"expert parallelism runs on one kind: keep only one"
+        )
+    if plugin is not None:
+        count, shown = plugin
+    elif devices.gpus:
+        (device_class, count), = devices.gpus.items()
+        shown = f"{count} {device_class} device(s) from its DRA claims"
+    else:
+        raise NotApplicable(
+            f"expert parallelism needs GPUs, but {path} gets none: set resources.limits "
+            f"(one of {', '.join(keys)}, e.g. nvidia.com/gpu: \"8\") or claim GPUs through DRA "
+            f"(resources.claims with a ResourceClaimTemplate of a GPU device class: {', '.join(device_classes)})"
+        )
+    if count < 2:
+        raise NotApplicable(
+            f"expert parallelism needs at least 2 GPUs in the pod, but {path} gets {shown}: "
+            f"raise the GPU limit or remove the ep.enabled annotation"
+        )
+    if gpus.visible:
+        _check_visible(gpus.visible, count, path)
+    return count
+
+
+def _check_visible(visible: tuple[tuple[str, str | None], ...], count: int, path: str) -> None:
+    for name, value in visible:
+        if value is None:
+            raise Denied(
+                f"{path} sets env {name} from a source read only at run time, so the webhook cannot know how many "
+                f"of the pod's {count} GPUs vLLM sees; remove it (the pod sees only its own GPUs) or write it literally"
+            )
+        entries = [e for e in value.split(",") if e.strip()]
+        if len(entries) != count or value.strip() in ("-1", "none", "void"):
+            raise Denied(
+                f"{path} sets env {name}={value!r}, so vLLM sees {len(entries)} of the pod's {count} GPUs and a "
+                f"data-parallel group over all of them would not start; remove {name} (the pod sees only its "
+                f"own GPUs) or request {len(entries)} GPUs"
+            )
+
+
+def _plugin_gpus(resources: dict[str, object], path: str, keys: Sequence[str]) -> tuple[int, str] | None:
+    """The device-plugin GPU count and how to show it, or None when the container asks for none."""
     limits = _gpu_entries(resources.get("limits"), f"{path}.resources.limits", keys)
     requests = _gpu_entries(resources.get("requests"), f"{path}.resources.requests", keys)
     kinds = sorted(set(limits) | set(requests))
     if not kinds:
-        raise NotApplicable(
-            f"expert parallelism needs GPUs, but {path}.resources sets none of {', '.join(keys)}; "
-            f"set resources.limits, e.g. nvidia.com/gpu: \"8\""
-        )
+        return None
     if len(kinds) > 1:
         raise NotApplicable(
             f"{path}.resources asks for two kinds of GPU ({', '.join(kinds)}); "
@@ -135,9 +262,8 @@ def count_gpus(resources: object, path: str, keys: Sequence[str] = DEFAULT_GPU_R
     counted: dict[str, Fraction | int] = {}
     for section, entries in (("limits", limits), ("requests", requests)):
         if key in entries:
-            raw = entries[key]
+            raw, q = entries[key]
             field = f"{path}.resources.{section}[{key}]"
-            q = parse_quantity(raw, field)
             if q is None:
                 raise Denied(f"{field} is {raw!r}, which is not a quantity; write a whole number such as \"8\"")
             if q.denominator != 1:
@@ -145,15 +271,9 @@ def count_gpus(resources: object, path: str, keys: Sequence[str] = DEFAULT_GPU_R
             counted[section] = q
     if "limits" in counted and "requests" in counted and counted["limits"] != counted["requests"]:
         raise NotApplicable(
-            f"{path}.resources.limits[{key}] is {limits[key]!r} but requests[{key}] is {requests[key]!r}; "
+            f"{path}.resources.limits[{key}] is {limits[key][0]!r} but requests[{key}] is {requests[key][0]!r}; "
             f"GPUs cannot be overcommitted: make them equal or drop the request"
         )
     section = "limits" if "limits" in counted else "requests"
-    count = int(counted[section])
-    raw = (limits if section == "limits" else requests)[key]
-    if count < 2:
-        raise NotApplicable(
-            f"{path}.resources.{section}[{key}] is {raw!r}; expert parallelism needs at least 2 GPUs "
-            f"in the pod: raise the GPU limit or remove the ep.enabled annotation"
-        )
-    return count
+    raw = (limits if section == "limits" else requests)[key][0]
+    return int(counted[section]), f"resources.{section}[{key}] = {raw!r}"

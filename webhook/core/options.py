@@ -7,6 +7,7 @@ from typing import Literal, get_args
 
 from webhook.vllm.flags import ALL2ALL_BACKENDS
 from webhook.vllm.releases import Version
+from webhook.core.dra import DEFAULT_GPU_DEVICE_CLASSES
 from webhook.core.gpus import DEFAULT_GPU_RESOURCES
 
 OnConflict = Literal["override", "reject"]
@@ -34,6 +35,8 @@ class Options:
     on_conflict: OnConflict = "override"
     tensor_parallel_size: int = 1
     gpu_resources: tuple[str, ...] = DEFAULT_GPU_RESOURCES
+    gpu_device_classes: tuple[str, ...] = DEFAULT_GPU_DEVICE_CLASSES
+    """DRA DeviceClasses whose devices count as GPUs (a claim's other devices, e.g. NICs, do not)."""
     all2all_backends: tuple[str, ...] = ALL2ALL_BACKENDS
     max_data_parallel_size: int | None = None
     vllm_version: Version | None = None

@@ -18,7 +18,7 @@ from webhook.vllm import flags
 from webhook.vllm.argv import DesiredFlag
 from webhook.vllm.command import flag_value, rewrite
 from webhook.base.errors import Denied, NotApplicable
-from webhook.core.gpus import count_gpus
+from webhook.core.gpus import Gpus, count_gpus
 from webhook.base.jsonvalues import strings_or_none
 from webhook.vllm.launch import Server
 from webhook.core.annotations import (
@@ -102,12 +102,13 @@ def _plan_role(
 ) -> None:
     if role.refusal:
         raise NotApplicable(role.refusal)
-    gpus = count_gpus(role.resources, role.resources_where, options.gpu_resources)
+    gpus = count_gpus(role.gpus, options.gpu_resources, options.gpu_device_classes)
     if role.layout == "multi":
-        worker_gpus = count_gpus(role.worker_resources, role.worker_where, options.gpu_resources)
+        worker = role.worker_gpus or Gpus("the worker")
+        worker_gpus = count_gpus(worker, options.gpu_resources, options.gpu_device_classes)
         if worker_gpus != gpus:
             raise Denied(
-                f"{role.resources_where} gets {gpus} GPUs but {role.worker_where} gets {worker_gpus}; every pod "
+                f"{role.gpus.where} gets {gpus} GPUs but {worker.where} gets {worker_gpus}; every pod "
                 f"of a data-parallel group needs the same GPUs: make them equal"
             )
     for launch in role.launches:

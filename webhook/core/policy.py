@@ -12,6 +12,7 @@ Parsing validates everything up front and names the bad field
       tensorParallelSize: 1
       maxDataParallelSize: 64
       gpuResources: [nvidia.com/gpu, ...]
+      gpuDeviceClasses: [gpu.nvidia.com, gpu.amd.com, gpu.intel.com]  # DRA DeviceClasses that are GPUs
       all2allBackends: [...]   # names allowed in ep.all2all-backend
       vllmVersion: "0.11.2"    # the vLLM pods run when neither ep.vllm-version nor the image says
     rules:
@@ -46,9 +47,11 @@ _KEYS = {
     "tensorParallelSize": "tensor_parallel_size",
     "maxDataParallelSize": "max_data_parallel_size",
     "gpuResources": "gpu_resources",
+    "gpuDeviceClasses": "gpu_device_classes",
     "all2allBackends": "all2all_backends",
     "vllmVersion": "vllm_version",
 }
+_DEVICE_CLASS = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _RULE_ONLY = {"name", "namespaces", "namespaceSelector"}
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 _RESOURCE_NAME = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
@@ -165,6 +168,11 @@ def _settings(data: Mapping[str, object], where: str) -> dict[str, object]:
             names = _strings(value, field)
             for n in names:
                 _expect(bool(_RESOURCE_NAME.fullmatch(n)), field, f"{n!r} is not a resource name")
+            value = names
+        elif key == "gpuDeviceClasses":
+            names = _strings(value, field)
+            for n in names:
+                _expect(len(n) <= 253 and bool(_DEVICE_CLASS.fullmatch(n)), field, f"{n!r} is not a DeviceClass name (a DNS subdomain)")
             value = names
         elif key == "all2allBackends":
             names = _strings(value, field)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple, Protocol, TypeVar
 
+from webhook.core.gpus import Gpus
 from webhook.vllm.command import ArgsForm
 from webhook.vllm.launch import Server
 from webhook.vllm.releases import Version
@@ -68,19 +69,17 @@ class Launch(NamedTuple):
 class Role(NamedTuple):
     """One group of pods configured from its own GPU count.
 
-    `resources` of the pod's vLLM container (`resources_where` names it);
-    `worker_resources` of the workers' container in a multi-node role, which
-    must agree. `parallelism` is the kind's parallelism object, if it has one.
+    `gpus`: what says how many GPUs the pod's vLLM container sees;
+    `worker_gpus` the same of the workers' container in a multi-node role,
+    which must agree. `parallelism` is the kind's parallelism object, if it has one.
     `refusal` is set when the role cannot get EP at all (a reason to deny).
     """
 
-    resources: object
-    resources_where: str
+    gpus: Gpus
     launches: tuple[Launch, ...]
     parallelism: Field | None = None
     layout: Layout = "single"
-    worker_resources: object = None
-    worker_where: str = ""
+    worker_gpus: Gpus | None = None
     refusal: str | None = None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from webhook.core.gpus import VISIBLE_DEVICES_ENV
 from webhook.core.workload import Launch
 from webhook.vllm import images
 from webhook.vllm.releases import ALL2ALL_ENV, Version
@@ -19,6 +20,8 @@ HUGGINGFACESERVER: tuple[tuple[str, Version], ...] = (
     ("0.17", (0, 15, 1)), ("0.18", (0, 19, 0)), ("0.19.0", (0, 20, 0)), ("0.20.0", (0, 24, 0)),
 )
 """KServe release (or minor series) of kserve/huggingfaceserver, and the vLLM it bundles."""
+WATCHED_ENV = frozenset({ALL2ALL_ENV, *VISIBLE_DEVICES_ENV})
+"""The env of a vLLM container the adapters read: the all2all backend and the visible GPUs."""
 _TAG = re.compile(r"v?(\d+\.\d+(?:\.\d+)?)(?:-gpu)?")
 
 
@@ -42,16 +45,10 @@ def release_of(image: str) -> Version | None:
 
 
 
-def with_all2all_env(launch: Launch, container: dict[str, object]) -> Launch:
-    """`launch` with the container's VLLM_ALL2ALL_BACKEND: its literal value, or unknown when it comes from
-    `valueFrom` (the last entry of a name wins, as in Kubernetes). `envFrom` sources are not read."""
-    env = container.get("env")
-    value: str | None = None
-    unknown = False
-    for item in env if isinstance(env, list) else []:
-        if isinstance(item, dict) and item.get("name") == ALL2ALL_ENV:
-            literal = item.get("value")
-            value, unknown = (literal, False) if isinstance(literal, str) and "valueFrom" not in item else (None, True)
-    if value is None and not unknown:
+def with_all2all_env(launch: Launch, env: dict[str, str | None]) -> Launch:
+    """`launch` with the container's VLLM_ALL2ALL_BACKEND from `env` (see `gpus.watched_env`, with `WATCHED_ENV`):
+    its literal value, or unknown when it is known only at run time."""
+    if ALL2ALL_ENV not in env:
         return launch
-    return launch._replace(all2all_env=value, all2all_env_unknown=unknown and value is None)
+    value = env[ALL2ALL_ENV]
+    return launch._replace(all2all_env=value, all2all_env_unknown=value is None)

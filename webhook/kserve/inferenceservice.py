@@ -1,7 +1,8 @@
 """The InferenceService adapter (serving.kserve.io/v1beta1).
 
 One role, the predictor, with one launch: `spec.predictor.model`, else the
-`spec.predictor.containers[]` entry named `kserve-container`. With no command
+`spec.predictor.containers[]` entry KServe runs, `kserve-container` once KServe's
+defaulter has named it (see `served_container`). With no command
 KServe runs the runtime's command with the runtime's args first and the
 object's after them, so the runtime (resolved as KServe resolves it, see
 `selection`) decides which server parses the flags.
@@ -12,12 +13,16 @@ from __future__ import annotations
 from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
 from webhook.kserve.servingruntime import server_started
-from webhook.kserve.images import release_of, with_all2all_env
+from webhook.kserve.images import WATCHED_ENV, release_of, with_all2all_env
 from webhook.kserve.selection import Runtimes, resolve
 from webhook.base.jsonvalues import string_list
+from webhook.core.dra import claim_uses
+from webhook.core.gpus import Gpus, visible, watched_env
 from webhook.core.workload import Field, Launch, Role, Workload
+from webhook.kserve.view import NamespaceView
 
 KIND = "InferenceService"
+KSERVE_CONTAINER = "kserve-container"  # constants.InferenceServiceContainerName, KServe v0.20
 MULTI_NODE = (
     "spec.predictor.workerSpec makes this a multi-node Ray service (TP x PP over nodes), where single-pod "
     "data-parallel EP would be wrong; remove workerSpec to serve on one node, or use an "
@@ -25,8 +30,20 @@ MULTI_NODE = (
 )
 
 
-def read(obj: dict[str, object], runtimes: Runtimes | None) -> Workload:
-    """The predictor as a role; NotApplicable when there is no predictor container."""
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+STANDARD_MODES = ("Standard", "RawDeployment")
+"""Deployment modes that run the predictor as a plain Deployment, whose pods keep DRA claims (KServe v0.20
+pkg/constants/constants.go: Standard, and its legacy name RawDeployment; Knative/Serverless pods go through
+Knative Serving, which does not pass `resourceClaims` on; KServe's shipped config defaults to Serverless)."""
+
+
+def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
+    """The predictor as a role; NotApplicable when there is no predictor container.
+
+    `view` gives the runtimes KServe could run (None: not checked) and the
+    namespace's ResourceClaimTemplates that decide DRA GPU counts.
+    """
+    runtimes = view.runtimes if view is not None else None
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         raise NotApplicable("the InferenceService has no spec; expert parallelism needs spec.predictor.model")
@@ -46,18 +63,32 @@ def read(obj: dict[str, object], runtimes: Runtimes | None) -> Workload:
     image = container.get("image")
     if isinstance(image, str):
         launch = launch._replace(image=image)
-    launch = with_all2all_env(launch, container)
+    env = watched_env(container, WATCHED_ENV)
+    launch = with_all2all_env(launch, env)
     if runtimes is not None:
         launch = _with_runtime(obj, launch, runtimes)
     if launch.image:
         launch = launch._replace(image_release=release_of(launch.image))
+    claims = claim_uses(container, predictor, where, "spec.predictor", view.claim_templates if view else None)
+    if claims:
+        launch = launch._replace(notes=(*launch.notes, *_knative_note(obj)))
     role = Role(
-        container.get("resources"),
-        where,
+        Gpus(where, container.get("resources"), claims, visible(env)),
         (launch,),
         refusal=MULTI_NODE if predictor.get("workerSpec") is not None else None,
     )
     return Workload((role,))
+
+
+def _knative_note(obj: dict[str, object]) -> tuple[str, ...]:
+    metadata = obj.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    mode = annotations.get(DEPLOYMENT_MODE) if isinstance(annotations, dict) else None
+    if mode in STANDARD_MODES:
+        return ()
+    if mode is None:
+        return ("no deploymentMode: Knative mode (KServe's default config) drops DRA claims; set it to Standard",)
+    return (f"deploymentMode {str(mode)[:20]} drops DRA claims (Knative); set {DEPLOYMENT_MODE}: Standard",)
 
 
 def _locate(predictor: dict[str, object]) -> tuple[dict[str, object], str, str, bool]:
@@ -68,13 +99,28 @@ def _locate(predictor: dict[str, object]) -> tuple[dict[str, object], str, str, 
         return model, "/spec/predictor/model", "spec.predictor.model", False
     containers = predictor.get("containers")
     if isinstance(containers, list):
-        for i, c in enumerate(containers):
-            if isinstance(c, dict) and c.get("name") == "kserve-container":
-                return c, f"/spec/predictor/containers/{i}", f"spec.predictor.containers[{i}]", True
+        i = served_container(containers)
+        if i is not None and isinstance(containers[i], dict):
+            return containers[i], f"/spec/predictor/containers/{i}", f"spec.predictor.containers[{i}]", True
     raise NotApplicable(
-        "no predictor container found: expert parallelism needs spec.predictor.model "
-        "or a spec.predictor.containers entry named kserve-container"
+        "no predictor container found: expert parallelism needs spec.predictor.model, a single "
+        "spec.predictor.containers entry, or one named kserve-container (KServe runs that one)"
     )
+
+
+def served_container(containers: list[object]) -> int | None:
+    """The index of the custom predictor container KServe runs, whether or not its defaulter ran yet.
+
+    KServe v0.20's defaulter (`CustomPredictor.Default`, pkg/apis/serving/v1beta1/predictor_custom.go)
+    names the first container `kserve-container` when it is the only one or has no name; the
+    controller then runs the first container of that name (`CustomPredictor.GetContainer`). The
+    webhook may run before that defaulter, so it decides on the container as named afterwards and
+    leaves the renaming to KServe. None when no container will be `kserve-container`.
+    """
+    names = [c.get("name") if isinstance(c, dict) else None for c in containers]
+    if names and (len(names) == 1 or not names[0]):
+        names[0] = KSERVE_CONTAINER
+    return names.index(KSERVE_CONTAINER) if KSERVE_CONTAINER in names else None
 
 
 def _with_runtime(obj: dict[str, object], launch: Launch, runtimes: Runtimes) -> Launch:

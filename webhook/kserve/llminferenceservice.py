@@ -13,10 +13,14 @@ data / dataLocal. A `main` container with its own command replaces the preset.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
-from webhook.kserve.images import release_of, with_all2all_env
-from webhook.kserve.selection import Runtimes
+from webhook.kserve.images import WATCHED_ENV, release_of, with_all2all_env
+from webhook.kserve.view import NamespaceView
+from webhook.core.dra import ClaimUse, Templates, claim_uses
+from webhook.core.gpus import Gpus, visible, watched_env
 from webhook.base.jsonvalues import string_list
 from webhook.core.workload import Field, Launch, Role, Workload
 from webhook.vllm.command import ArgsForm
@@ -25,17 +29,31 @@ KIND = "LLMInferenceService"
 MAIN = "main"
 
 
-def read(obj: dict[str, object], runtimes: Runtimes | None) -> Workload:
-    """The roles of an LLMInferenceService; `runtimes` are not used (presets, not runtimes, start vLLM)."""
+DRA_DEVICE_CLASS = "serving.kserve.io/exp-dra-device-class"
+DRA_DEVICE_COUNT = "serving.kserve.io/exp-dra-device-count"
+DRA_CONTAINER_NAME = "serving.kserve.io/exp-dra-container-name"
+MANAGED_CLAIM = "managed-device"
+"""KServe v0.20's Managed DRA (pkg/controller/v1alpha2/llmisvc/managed_dra.go, annotations in
+pkg/constants/constants.go): with `exp-dra-device-class` set, the controller creates a ResourceClaimTemplate
+`<name>-managed-dra` with one request `device` of `exactly: {deviceClassName, count}` (count from
+`exp-dra-device-count`, trimmed, default 1, refused below 1 or when not a number), adds pod claim
+`managed-device` to every pod (template, worker, prefill's) and gives it to the container named by
+`exp-dra-container-name`, else to the pod's first container."""
+
+
+def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
+    """The roles of an LLMInferenceService; `view` gives the namespace's ResourceClaimTemplates (its runtimes
+    are not used: presets, not runtimes, start vLLM)."""
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         raise NotApplicable("the LLMInferenceService has no spec; expert parallelism needs spec.template")
     prefill = spec.get("prefill")
-    roles = [_role(spec, "/spec", "spec")]
+    gpus = _GpuReader(view.claim_templates if view is not None else None, _managed(obj))
+    roles = [_role(spec, "/spec", "spec", gpus)]
     if prefill is not None:
         if not isinstance(prefill, dict):
             raise Denied("spec.prefill must be an object")
-        roles.append(_role(prefill, "/spec/prefill", "spec.prefill"))
+        roles.append(_role(prefill, "/spec/prefill", "spec.prefill", gpus))
     owned = "parallelism and the main containers' args"
     return Workload(tuple(roles), owned=owned, owned_short=owned)
 
@@ -70,17 +88,71 @@ def _launch(container: dict[str, object], pointer: str, where: str) -> Launch:
         server=server_of([*command, *(args or ())]) if command else "vllm",
         image=image,
         image_release=release_of(image) if image else None,
-    ), container)
+    ), watched_env(container, WATCHED_ENV))
 
 
-def _role(body: dict[str, object], pointer: str, where: str) -> Role:
+def _managed(obj: dict[str, object]) -> tuple[str, dict[str, object] | None, str | None] | None:
+    """KServe's Managed DRA of the object: (device class, the template KServe creates or None, container name
+    annotation); None without the annotation. Denied when KServe's controller would refuse the count."""
+    metadata = obj.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict) or DRA_DEVICE_CLASS not in annotations:
+        return None
+    device_class = str(annotations[DRA_DEVICE_CLASS]).strip()
+    raw = annotations.get(DRA_DEVICE_COUNT)
+    text = str(raw).strip() if raw is not None else ""
+    count = 1
+    if text:
+        digits = text[1:] if text[:1] in "+-" else text
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 6) or text.startswith("-") or int(digits) < 1:
+            raise Denied(
+                f"{DRA_DEVICE_COUNT} is {text[:40]!r}; KServe's controller refuses it: write a whole number of at "
+                f"least 1, e.g. \"8\""
+            )
+        count = int(digits)
+    template: dict[str, object] = {"spec": {"spec": {"devices": {"requests": [
+        {"name": "device", "exactly": {"deviceClassName": device_class, "count": count}}
+    ]}}}}
+    name = annotations.get(DRA_CONTAINER_NAME)
+    return device_class, template, str(name).strip() if name is not None else None
+
+
+class _GpuReader(NamedTuple):
+    """Reads the GPUs of a pod's main container: its own claims, and KServe's managed ones where they go."""
+
+    templates: Templates | None
+    managed: tuple[str, dict[str, object] | None, str | None] | None
+
+    def gpus(self, pod: dict[str, object], index: int, container: dict[str, object], where: str,
+             pod_where: str) -> Gpus:
+        claims = claim_uses(container, pod, where, pod_where, self.templates)
+        if self.managed is not None:
+            claims = (*claims, *self._managed_use(index, container, pod_where))
+        return Gpus(where, container.get("resources"), claims, visible(watched_env(container, WATCHED_ENV)))
+
+    def _managed_use(self, index: int, container: dict[str, object], pod_where: str) -> tuple[ClaimUse, ...]:
+        assert self.managed is not None
+        _, template, wanted = self.managed
+        label = f"{pod_where} (Managed DRA)"
+        if wanted:
+            return (ClaimUse(MANAGED_CLAIM, None, label, "managed", template),) if wanted == container.get("name") \
+                else ()
+        if index == 0:
+            return (ClaimUse(MANAGED_CLAIM, None, label, "managed", template),)
+        return (ClaimUse(MANAGED_CLAIM, None, label, problem=(
+            f"with Managed DRA KServe gives the devices to the pod's first container, and main is not first in "
+            f"{pod_where}.containers: set {DRA_CONTAINER_NAME}: main"
+        )),)
+
+
+def _role(body: dict[str, object], pointer: str, where: str, reader: _GpuReader) -> Role:
     parallelism = body.get("parallelism")
     if parallelism is not None and not isinstance(parallelism, dict):
         raise Denied(f"{where}.parallelism must be an object")
     field = Field(f"{pointer}/parallelism", f"{where}.parallelism", parallelism)
     main = _main(body.get("template"), f"{where}.template")
     if main is None:
-        return Role(None, f"{where}.template", (), field, refusal=(
+        return Role(Gpus(f"{where}.template"), (), field, refusal=(
             f"the webhook needs the GPU count of {where}: add a container named main to {where}.template.containers "
             f"with resources.limits (e.g. nvidia.com/gpu: \"8\"); GPUs set only in a preset (baseRefs) are not "
             f"visible to it"
@@ -88,17 +160,21 @@ def _role(body: dict[str, object], pointer: str, where: str) -> Role:
     i, container = main
     main_where = f"{where}.template.containers[{i}]"
     launches = [_launch(container, f"{pointer}/template/containers/{i}", main_where)]
+    template = body["template"]
+    assert isinstance(template, dict)
+    gpus = reader.gpus(template, i, container, main_where, f"{where}.template")
     worker = body.get("worker")
     if worker is None:
-        return Role(container.get("resources"), main_where, tuple(launches), field)
+        return Role(gpus, tuple(launches), field)
     worker_main = _main(worker, f"{where}.worker")
     if worker_main is None:
-        return Role(container.get("resources"), main_where, tuple(launches), field, layout="multi", refusal=(
+        return Role(gpus, tuple(launches), field, layout="multi", refusal=(
             f"{where}.worker has no container named main: add one with the same resources.limits as "
             f"{main_where}, so that the webhook sees the GPUs of every node"
         ))
     j, worker_container = worker_main
     worker_where = f"{where}.worker.containers[{j}]"
     launches.append(_launch(worker_container, f"{pointer}/worker/containers/{j}", worker_where))
-    return Role(container.get("resources"), main_where, tuple(launches), field, layout="multi",
-                worker_resources=worker_container.get("resources"), worker_where=worker_where)
+    assert isinstance(worker, dict)
+    worker_gpus = reader.gpus(worker, j, worker_container, worker_where, f"{where}.worker")
+    return Role(gpus, tuple(launches), field, layout="multi", worker_gpus=worker_gpus)

@@ -135,7 +135,9 @@ class WebhookApp:
         req = review.request
         verdict: Verdict | None = None
         try:
-            verdict = admit(req, state.options_for, state.cluster.runtimes_for if state.cluster else None)
+            cluster = state.cluster
+            verdict = admit(req, state.options_for, cluster.runtimes_for if cluster else None,
+                            cluster.claim_templates_for if cluster else None)
             answer = build_response(review.apiVersion, req.uid, verdict)
             result = outcome(verdict)
         except Exception:  # a bug must not become an HTTP 500 or take the server down
@@ -200,7 +202,7 @@ def create_app(state: ServerState) -> WebhookApp:
                         lambda: float(policy.failures))
     if state.cluster is not None:
         cluster = state.cluster
-        metrics.gauge("ep_webhook_cluster_cache_synced", "1 when namespace and runtime caches have listed once.",
+        metrics.gauge("ep_webhook_cluster_cache_synced", "1 when namespace, runtime and claim-template caches have listed once.",
                       lambda: 1.0 if cluster.synced() else 0.0)
         metrics.counter("ep_webhook_cluster_watch_errors_total", "Failed list/watch calls to the API server.",
                         lambda: float(sum(c.errors for c in cluster.caches)))
@@ -235,7 +237,7 @@ def audit_once(state: ServerState) -> dict[tuple[str, str, str], int]:
     assert state.cluster is not None
     cluster = state.cluster
     policy = state.policy.value if state.policy else DEFAULT
-    findings = audit.run(cluster.objects(), policy, cluster.labels, cluster.runtimes_for)
+    findings = audit.run(cluster.objects(), policy, cluster.labels, cluster.runtimes_for, cluster.claim_templates_for)
     counts = audit.counts(findings)
     state.metrics.audited(counts, time.time())
     totals: dict[str, int] = {r: sum(n for (_, _, res), n in counts.items() if res == r) for r in audit.RESULTS}

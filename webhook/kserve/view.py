@@ -1,0 +1,21 @@
+"""What an adapter may read besides the object: the cluster objects that decide how it runs."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from webhook.core.dra import Templates
+from webhook.kserve.selection import Runtimes
+
+
+class NamespaceView(NamedTuple):
+    """The objects of one namespace (and the cluster) that decide how an object's pods run.
+
+    `runtimes`: the ServingRuntimes KServe could choose from (None: unknown,
+    the runtime is not checked); `claim_templates`: the namespace's
+    ResourceClaimTemplates by name (None: unknown, so GPUs claimed through
+    DRA cannot be counted and such an object is denied saying so).
+    """
+
+    runtimes: Runtimes | None = None
+    claim_templates: Templates | None = None
