@@ -389,11 +389,11 @@ def test_the_audit_runs_every_10_minutes_by_default_and_0_turns_it_and_its_rbac_
     assert "audit.interval" in failure(helm, {"audit": {"interval": "ten minutes"}}).replace("/", ".")
 
 
-def test_the_prometheus_rule_is_off_by_default_and_alerts_on_change_or_deny_counts(helm: Helm) -> None:
+def test_the_prometheus_rule_is_off_by_default_and_alerts_on_change_deny_or_error_counts(helm: Helm) -> None:
     assert not [o for o in render(helm) if o["kind"] == "PrometheusRule"]
     rule = one(render(helm, {"prometheusRule": {"enabled": True, "for": "30m"}}), "PrometheusRule", FULLNAME)
     [alert] = rule["spec"]["groups"][0]["rules"]
-    assert 'ep_webhook_audit_objects{result=~"change|deny"}' in alert["expr"] and alert["for"] == "30m"
+    assert 'ep_webhook_audit_objects{result=~"change|deny|error"}' in alert["expr"] and alert["for"] == "30m"
     assert "{{ $labels.namespace }}" in alert["annotations"]["description"]
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.core.test_bounds import hostile_objects
 from tests.helpers import isvc
 from tests.server_harness import review_for
 from webhook.server.app import ServerState, create_app
@@ -113,6 +114,15 @@ def test_reviews_with_one_odd_field_get_a_4xx_or_a_verdict(path: tuple[str, ...]
     target[path[-1]] = value
     status, payload = call(json.dumps(review).encode())
     check(status, payload, review["request"]["uid"] if status == 200 else None)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(hostile_objects())
+def test_hostile_objects_annotations_and_scripts_get_a_verdict_never_code_500(obj: dict[str, Any]) -> None:
+    # deep $(, many "$@", numbers of thousands of digits, deeply nested JSON: see tests/core/test_bounds.py
+    review = review_for(obj)
+    status, payload = call(json.dumps(review).encode())
+    check(status, payload, review["request"]["uid"] if status == 200 else None)  # 400: a number orjson refuses
 
 
 def distinct_body(i: int) -> bytes:

@@ -29,12 +29,15 @@ def large_review(i: int) -> bytes:
     """An annotated review of about BODY_KIB KiB that no other `i` repeats: in its script or command, name and uid.
 
     Most of it is in the command (just under 64 KB, as anything that keyed a
-    cache by the predictor would take it), the rest in managedFields.
+    cache by the predictor would take it; a script holds 30 KB of it and its `$0` the rest), the rest in
+    managedFields.
     """
     filler = f"{i:06d}" + "x" * (62 * 1024)
     if i % 2:
-        script = f"# {filler}\nexec vllm serve /mnt/models --max-model-len {1000 + i} --tensor-parallel-size ${{N}}\n"
-        obj = isvc(command=["bash", "-c", script])
+        # the script stays under shell.MAX_SCRIPT_LENGTH (32 KiB); the rest of the filler is its $0
+        launch = f"exec vllm serve /mnt/models --max-model-len {1000 + i} --tensor-parallel-size ${{N}}\n"
+        script = f"# {filler[:30 * 1024]}\n{launch}"
+        obj = isvc(command=["bash", "-c", script, filler[30 * 1024:]])
     else:
         obj = isvc(command=["vllm", "serve", "/mnt/models", "--served-model-name", filler, "-tp", str(i % 7 + 1)])
     obj["metadata"]["name"] = f"model-{i}"

@@ -96,6 +96,8 @@ MALFORMED = [
     ("wrong content type", GOOD, "text/plain", 400),
     ("no content type", GOOD, "", 400),
     ("over 3 MiB", b'{"pad": "' + b"x" * (3 * 1024 * 1024) + b'"}', "application/json", 413),
+    # 3 MB, but a million objects: decoding it took 105 MiB
+    ("a million values", GOOD[:-2] + b',"pad":[' + b"{}," * 999_999 + b"{}]}}", "application/json", 413),
 ]
 
 
@@ -356,3 +358,27 @@ def test_an_idle_connection_outlives_the_30_seconds_the_server_once_kept_it(serv
     response = conn.getresponse()
     assert response.status == 200 and json.loads(response.read())["response"]["allowed"] is True
     assert conn.sock is sock  # no reconnect happened
+
+
+def _post_with_length(server: Server, length: str, body: bytes) -> tuple[int, bytes]:
+    """POST /mutate with a Content-Length header written by hand (http.client would write the true one)."""
+    conn = server.connect()
+    try:
+        conn.putrequest("POST", "/mutate")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", length)
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("zeros", [1, 5_000])
+def test_a_content_length_with_thousands_of_leading_zeros_is_read_as_its_number(server: Server, zeros: int) -> None:
+    # the HTTP parser passes such a header on; converting its 5,000 digits was an HTTP 500
+    status, payload = _post_with_length(server, "0" * zeros + str(4 * 1024 * 1024), b"")
+    assert status == 413 and json.loads(payload)["error"]
+    status, payload = _post_with_length(server, "0" * zeros + str(len(GOOD)), GOOD)
+    assert status == 200 and json.loads(payload)["response"]["allowed"] is True
+    assert server.request("GET", "/healthz")[0] == 200

@@ -6,7 +6,8 @@ webhook was down are never checked. The audit runs the same engine over the
 objects as they are now, with the current policy, namespace labels and
 runtimes, and reports one result per object. Pure: listing objects is the
 caller's job (the CLI lists them through the API; the server uses its
-watched caches).
+watched caches). Objects are isolated: one the webhook fails on is reported
+as an `error` finding, and every other object is still audited.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from webhook.core.policy import LabelsUnknown, Policy
 from webhook.kserve.selection import Runtimes
 from webhook.core.dra import Templates
 
-Result = Literal["compliant", "change", "deny"]
-RESULTS: tuple[Result, ...] = ("compliant", "change", "deny")
+Result = Literal["compliant", "change", "deny", "error"]
+RESULTS: tuple[Result, ...] = ("compliant", "change", "deny", "error")
+"""What the webhook would do to an object: nothing, patch it, deny it; `error`: it failed on the object (a bug)."""
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,27 @@ def run(
     for obj in objects:
         if obj.get("kind") not in KINDS:
             continue
-        namespace, _ = _meta(obj)
-        findings.append(finding(obj, policy, labels_of(namespace), runtimes_for(namespace) if runtimes_for else None,
-                                templates_for(namespace) if templates_for else None))
+        try:
+            namespace, _ = _meta(obj)
+            found = finding(obj, policy, labels_of(namespace), runtimes_for(namespace) if runtimes_for else None,
+                            templates_for(namespace) if templates_for else None)
+        except Exception as e:  # noqa: BLE001 - one object the webhook fails on must not hide every other one
+            found = failed(obj, e)
+        findings.append(found)
     return sorted(findings, key=lambda f: (f.namespace, f.kind, f.name))
+
+
+def failed(obj: Mapping[str, object], error: Exception) -> Finding:
+    """The `error` finding for an object the audit raised `error` on (a bug of the webhook: report it)."""
+    try:
+        namespace, name = _meta(obj)
+        kind, api_version = str(obj.get("kind") or ""), str(obj.get("apiVersion") or "")
+    except Exception:  # noqa: BLE001 - metadata that cannot even be shown
+        namespace, name, kind, api_version = "", "", "", ""
+    detail = str(error)
+    detail = detail if len(detail) <= 120 else detail[:119] + "…"
+    return Finding(kind, api_version, namespace, name, False, "error",
+                   f"the webhook failed on this object ({type(error).__name__}: {detail}); report it as a bug", ())
 
 
 def counts(findings: Iterable[Finding]) -> dict[tuple[str, str, str], int]:

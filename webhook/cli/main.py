@@ -2,7 +2,7 @@
 
 Exit codes of `mutate`: 0 allowed (warnings on stderr), 1 any object denied
 (each reason on stderr, nothing on stdout), 2 usage errors or unreadable input.
-Of `audit`: 0 every object compliant, 1 anything would change or be denied, 2
+Of `audit`: 0 every object compliant, 1 anything would change or be denied (or the webhook failed on it), 2
 usage errors, an unreadable kubeconfig or an unreachable API server.
 """
 
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
-from webhook.cli import manifests
+from webhook.cli import manifests, yamlinput
 from webhook.kserve import shipped
 from webhook.kserve.servingruntime import RuntimeSpec
 from webhook.core.options import ON_CONFLICT, Options
@@ -68,10 +68,14 @@ def read_text(path: str, stdin: TextIO) -> str:
 
 
 def read_documents(path: str, stdin: TextIO) -> manifests.Documents:
-    """One or many YAML documents, a JSON object, or a List, from a file or stdin."""
+    """One or many YAML documents, a JSON object, or a List, from a file or stdin.
+
+    InputError when unreadable, or beyond a limit of `yamlinput` (alias bombs, deep nesting, huge numbers)."""
     text = read_text(path, stdin)
     try:
-        loaded = list(yaml.safe_load_all(text))
+        loaded = yamlinput.load_all(text)
+    except yamlinput.YAMLLimitError as e:
+        raise InputError(f"{path} cannot be read safely: {e}") from e
     except yaml.YAMLError as e:
         raise InputError(f"{path} is neither YAML nor JSON: {e}") from e
     try:
@@ -256,7 +260,8 @@ def _audit_summary(findings: list[Any]) -> str:
     from webhook.admission.audit import RESULTS
 
     tally = {r: sum(1 for f in findings if f.result == r) for r in RESULTS}
-    return f"{len(findings)} objects: " + ", ".join(f"{tally[r]} {r}" for r in RESULTS)
+    shown = [r for r in RESULTS if r != "error" or tally[r]]  # errors only when there are some
+    return f"{len(findings)} objects: " + ", ".join(f"{tally[r]} {r}" for r in shown)
 
 
 def cmd_audit(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:

@@ -8,6 +8,7 @@ record (see `undo`).
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -27,6 +28,12 @@ NODES = "ep.nodes"
 UNDO_RECORD = "vllm-ep-webhook.io/original"
 """Owned by the webhook: what it changed, so that turning EP off can undo it."""
 _MAX_NODES = 4096
+MAX_EPLB_CONFIG_LENGTH = 2048
+"""The longest `ep.eplb-config` the webhook reads, in characters; all of vLLM's EPLB keys (window_size,
+step_interval, num_redundant_experts, log_balancedness, use_async, policy, ...: `EPLBConfig` in
+vllm/config/parallel.py, 0.10.2 to 0.33) with values take a few hundred."""
+MAX_EPLB_CONFIG_DEPTH = 8
+"""The deepest nesting of objects and arrays in `ep.eplb-config`; vLLM's EPLB keys take scalars (depth 1)."""
 
 
 def annotations_of(obj: Mapping[str, object]) -> dict[str, object]:
@@ -68,7 +75,8 @@ def _bool(annotations: Mapping[str, object], key: str) -> bool | None:
 
 
 def _show(value: object) -> str:
-    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    """The value for a message, at most 60 characters; costs the same for a value of any size."""
+    text = json.dumps(value[:61]) if isinstance(value, str) else reprlib.repr(value)
     return text if len(text) <= 60 else text[:59] + "…"
 
 
@@ -85,6 +93,41 @@ def _whole_number(annotations: Mapping[str, object], key: str, highest: int, exp
     if not (text.isascii() and text.isdigit()) or len(text) > len(str(highest)) or not 1 <= int(text) <= highest:
         raise Denied(f"annotation {key} is {_show(raw)}; it must be {expected}")
     return int(text)
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of `[` and `{` outside strings in JSON text (0 for a scalar); linear, no recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+def _check_json_size(key: str, raw: object, longest: int, deepest: int) -> None:
+    """Denied when the JSON annotation `key` is longer than `longest` characters or nests deeper than `deepest`
+    (checked before it is parsed, so no value costs more than its length)."""
+    if not isinstance(raw, str):
+        return
+    if len(raw) > longest:
+        raise Denied(f"annotation {key} is {len(raw):,} characters long, over the {longest:,} the webhook reads; "
+                     f'write only the settings that differ from vLLM\'s defaults, e.g. {{"window_size": 1000}}')
+    if _json_depth(raw) > deepest:
+        raise Denied(f"annotation {key} nests objects and arrays deeper than {deepest} levels, the deepest the "
+                     f'webhook reads; vLLM\'s EPLB settings are flat, e.g. {{"window_size": 1000}}')
 
 
 def ep_enabled(annotations: Mapping[str, object]) -> bool | None:
@@ -111,6 +154,7 @@ def read_ep_request(annotations: Mapping[str, object], options: Options) -> EpRe
     config: str | None = None
     if EPLB_CONFIG in annotations:
         raw = annotations[EPLB_CONFIG]
+        _check_json_size(EPLB_CONFIG, raw, MAX_EPLB_CONFIG_LENGTH, MAX_EPLB_CONFIG_DEPTH)
         try:
             parsed = json.loads(raw) if isinstance(raw, str) else None
         except ValueError:

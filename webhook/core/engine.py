@@ -154,9 +154,9 @@ def running_ep(obj: object, adapter: Adapter[C]) -> bool:
         return False
     try:
         workload = adapter(obj, None)
-    except Denied:
+        return _ep_in(workload, _values(workload.fields()), rendered_only=True) is not None
+    except Denied:  # unreadable, or beyond a limit: no EP the webhook can see
         return False
-    return _ep_in(workload, _values(workload.fields()), rendered_only=True) is not None
 
 
 def _launch_ep(launch: Launch, values: Mapping[str, object]) -> str | None:

@@ -27,6 +27,16 @@ DEFAULT_GPU_RESOURCES: tuple[str, ...] = (
     "nvidia.com/gpualloc",
 )
 
+MAX_QUANTITY_LENGTH = 64
+"""The longest quantity text the webhook reads, in characters.
+
+Kubernetes' Quantity type says "no quantity may represent a number greater
+than 2^63-1 in magnitude, nor may it have more than 3 decimal places"
+(apimachinery `pkg/api/resource/quantity.go`, the Quantity doc comment, as
+in Kubernetes v1.31): about 20 digits and a suffix; longer text is no GPU count, and
+converting thousands of digits is slow or refused by Python (its 4,300-digit
+limit on int() of a string)."""
+
 _QUANTITY = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?")
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {
@@ -42,8 +52,37 @@ _DECIMAL = {
 }
 
 
-def parse_quantity(value: object) -> Fraction | int | None:
-    """A Kubernetes quantity ("8", 8, "8000m", "1e1") as an exact number (whole ones as int)."""
+LARGEST_QUANTITY = 2**63 - 1
+"""The largest value of a Kubernetes quantity (the doc comment quoted above); a GPU count beyond it is refused."""
+
+
+def parse_quantity(value: object, where: str = "a GPU quantity") -> Fraction | int | None:
+    """A Kubernetes quantity ("8", 8, "8000m", "1e1") as an exact number (whole ones as int).
+
+    None when `value` is no quantity; Denied when its text is longer than `MAX_QUANTITY_LENGTH` (checked
+    before any conversion, so no text costs more than its length), when it is a list or a map, or when its
+    value is beyond `LARGEST_QUANTITY`; those messages name `where` and show a cut value, whatever its size."""
+    if isinstance(value, (list, dict)):
+        raise Denied(f"{where} is a {type(value).__name__}; write the GPU count as a whole number such as \"8\"")
+    if isinstance(value, str) and len(value) > MAX_QUANTITY_LENGTH:
+        raise Denied(
+            f"{where} is {len(value):,} characters long ({value[:12]!r}…), longer than the "
+            f"{MAX_QUANTITY_LENGTH} the webhook reads; write the GPU count as a whole number such as \"8\""
+        )
+    number = _number(value)
+    if number is not None and not -LARGEST_QUANTITY <= number <= LARGEST_QUANTITY:
+        if isinstance(value, int) and abs(value) >= 10**30:  # str() of thousands of digits is refused by Python
+            shown = f"about 2^{abs(value).bit_length() - 1}"
+        else:
+            shown = repr(value)
+        raise Denied(
+            f"{where} is {shown}, larger than 2^63-1 in magnitude, the largest Kubernetes quantity; "
+            f"write the GPU count as a whole number such as \"8\""
+        )
+    return number
+
+
+def _number(value: object) -> Fraction | int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -128,7 +167,7 @@ def _gpu_entries(
     for k in keys:
         if k in section:
             raw = section[k]
-            q = parse_quantity(raw)
+            q = parse_quantity(raw, f"{where}[{k}]")
             if q != 0:
                 found[k] = (raw, q)
     return found
@@ -150,8 +189,10 @@ def count_gpus(
     plugin = _plugin_gpus(resources, path, keys)
     devices = dra.count(gpus.claims, device_classes) if gpus.claims else dra.NO_DEVICES
     limits = resources.get("limits")
-    slices = [] if not isinstance(limits, dict) else \
-        [k for k in limits if k.startswith(MIG_RESOURCE_PREFIX) and parse_quantity(limits[k]) != 0]
+    slices = [] if not isinstance(limits, dict) else [
+        k for k in limits
+        if k.startswith(MIG_RESOURCE_PREFIX) and parse_quantity(limits[k], f"{path}.resources.limits[{k}]") != 0
+    ]
     if slices or devices.slices:
         named = ", ".join(slices) if slices else ", ".join(dra.MIG_DEVICE_CLASSES)
         raise NotApplicable(

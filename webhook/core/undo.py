@@ -101,7 +101,7 @@ def dump(undo: Undo) -> str:
 
 
 def read(annotations: Mapping[str, object]) -> Undo | None:
-    """The stored record, None if absent; Denied if it was tampered with."""
+    """The stored record, None if absent; Denied if it was tampered with (nested arrays thousands deep included)."""
     raw = annotations.get(UNDO_RECORD)
     if raw is None:
         return None
@@ -122,7 +122,7 @@ def read(annotations: Mapping[str, object]) -> Undo | None:
         except Denied:
             raise ValueError from None
         return Undo(((f"{container}/args", args), (f"{container}/command", command)), data["applied"])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes, at once
         raise Denied(
             f"annotation {UNDO_RECORD} is managed by the webhook and is not valid; remove it "
             f"(the webhook then takes the current command as the original)"

@@ -57,10 +57,22 @@ class ServerState:
         return self.reloader is not None and (self.cluster is None or self.cluster.synced())
 
 
-async def _read_body(headers: dict[bytes, bytes], receive: Receive) -> bytes:
-    length = headers.get(b"content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+def _check_length(length: bytes | None) -> None:
+    """BadReview 413 when a Content-Length header announces more than MAX_BODY bytes, 400 when it is no number.
+
+    The HTTP parser (httptools) accepts any run of digits that fits in 64 bits, leading zeros included, so
+    the text is measured without them before it is converted: no header, however long, costs more than its length."""
+    if length is None:
+        return
+    if not (length.isascii() and length.isdigit()):
+        raise BadReview(400, "the Content-Length header is not a whole number")
+    digits = length.lstrip(b"0")
+    if len(digits) > len(str(MAX_BODY)) or int(digits or b"0") > MAX_BODY:
         raise BadReview(413, f"request body is larger than {MAX_BODY} bytes")
+
+
+async def _read_body(headers: dict[bytes, bytes], receive: Receive) -> bytes:
+    _check_length(headers.get(b"content-length"))
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -229,7 +241,12 @@ def audit_once(state: ServerState) -> dict[tuple[str, str, str], int]:
     counts = audit.counts(findings)
     state.metrics.audited(counts, time.time())
     totals: dict[str, int] = {r: sum(n for (_, _, res), n in counts.items() if res == r) for r in audit.RESULTS}
-    logging.getLogger("webhook.audit").info("audit finished", extra={"fields": {"objects": len(findings), **totals}})
+    audit_log = logging.getLogger("webhook.audit")
+    for f in findings:
+        if f.result == "error":
+            audit_log.error("audit failed on one object", extra={"fields": {
+                "namespace": f.namespace, "kind": f.kind, "name": f.name, "reason": f.message}})
+    audit_log.info("audit finished", extra={"fields": {"objects": len(findings), **totals}})
     return counts
 
 

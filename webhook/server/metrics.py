@@ -65,7 +65,7 @@ class Metrics:
                                    buckets=BUCKETS, registry=self.registry)
         self._by_outcome: dict[tuple[str, str], Counter] = {}
         self._audit_objects = Gauge("ep_webhook_audit_objects",
-                                    "Objects by what the webhook would do to them now (compliant, change, deny), "
+                                    "Objects by what the webhook would do to them now (compliant, change, deny, error), "
                                     "from the last audit.", ("namespace", "kind", "result"), registry=self.registry)
         self._audit_last_run = Gauge("ep_webhook_audit_last_run_timestamp_seconds",
                                      "When the last audit finished, Unix time (0: none yet).", registry=self.registry)

@@ -201,6 +201,7 @@ def _rewrite(
     edits = _Edits()
     scripts: dict[tuple[str, int], str] = {}
     warnings: list[str] = []
+    launch.check_length(len(command or ()) + len(args or ()), f"{c.where}.command and .args")
     if not command:
         items = args or ()
         locs = [Location("args", i) for i in range(len(items))]
@@ -279,9 +280,17 @@ def _rewrite_script(
         )
     positional = list(range(script_index + 2, len(full)))
     for cmd, call in found.calls:
+        line = cmd.words[call.start:]
+        forwarded = sum(1 for w in line if w.all_positional)
+        if len(line) + forwarded * len(positional) > launch.MAX_LAUNCH_ARGUMENTS:
+            raise NotApplicable(
+                f'the vLLM line of the script in {where} passes {forwarded} "$@" of {len(positional)} items each, '
+                f"more than the {launch.MAX_LAUNCH_ARGUMENTS:,} arguments the webhook reads on one line; "
+                f'write "$@" once'
+            )
         args: list[Arg] = []
         locs: list[Location] = []
-        for w in cmd.words[call.start:]:
+        for w in line:
             span_loc = Location(script_loc.field, script_loc.position, (w.start, w.end))
             if w.all_positional:
                 for p in positional:
@@ -304,11 +313,17 @@ def _rewrite_script(
             warnings.append(f'ignored {" ".join(stray)} after the script: without "$@" it never reaches vLLM')
 
 
-def _words(items: list[str], with_script: bool) -> list[Arg]:
-    """The items as argv words, followed, when `with_script`, by every word of a `bash -c` script among them."""
+def _words(items: list[str], with_script: bool, strict: bool = False) -> list[Arg]:
+    """The items as argv words, followed, when `with_script`, by every word of a `bash -c` script among them.
+
+    NotApplicable when there are more than `launch.MAX_LAUNCH_ARGUMENTS` items and, when `strict`, when the
+    script is beyond a limit of `shell`."""
+    launch.check_length(len(items))
     if not with_script:
         return [Arg.item(v) for v in items]
     found = launch.read(items)
+    if strict and isinstance(found, launch.ScriptLaunch) and found.beyond_limit:
+        raise NotApplicable(f"the launch script cannot be checked: {found.error}")
     return [*found.words, *(found.script_words() if isinstance(found, launch.ScriptLaunch) else ())]
 
 
@@ -328,8 +343,11 @@ def flag_value(
 
 
 def find_ep_flag(command: tuple[str, ...] | None, args: tuple[str, ...] | None) -> str | None:
-    """A hand-written `--enable-expert-parallel` (any spelling) in command, args or a script."""
-    for o in argv.scan(_words(list(command or ()) + list(args or ()), bool(command))):
+    """A hand-written `--enable-expert-parallel` (any spelling) in command, args or a script.
+
+    NotApplicable, naming the limit, when the launch or its script is beyond a limit, so that what cannot be
+    read is never taken for a launch without the flag."""
+    for o in argv.scan(_words(list(command or ()) + list(args or ()), bool(command), strict=True)):
         if o.name == flags.ENABLE_EP:
             return o.display
     return None

@@ -17,6 +17,7 @@ from typing import Literal, NamedTuple, Protocol
 
 from webhook.vllm import shell
 from webhook.vllm.argv import Arg
+from webhook.base.errors import NotApplicable
 
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh"})
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=")
@@ -36,6 +37,22 @@ EXPECTED = (
 )
 
 Server = Literal["vllm", "huggingfaceserver"]
+
+MAX_LAUNCH_ARGUMENTS = 1024
+"""The most items the webhook reads in a container's command and args together, and the most arguments on
+one vLLM line of a script, counting each `"$@"` there as every item after the script (so many `"$@"` and many
+items cannot make the work grow with their product). vLLM launches take a few dozen; the work per item is a
+few microseconds, several times over per review."""
+
+
+def check_length(count: int, where: str = "the launch") -> None:
+    """NotApplicable, naming `where` and `MAX_LAUNCH_ARGUMENTS`, when a launch has `count` items (or arguments)
+    more than it."""
+    if count > MAX_LAUNCH_ARGUMENTS:
+        raise NotApplicable(
+            f"{where}: {count:,} arguments, more than the {MAX_LAUNCH_ARGUMENTS:,} the webhook reads; "
+            f"put long settings in a file and pass it with vLLM's --config"
+        )
 
 
 class ServerCall(NamedTuple):
@@ -201,6 +218,8 @@ class ScriptLaunch(NamedTuple):
     calls: tuple[tuple[shell.Command, ServerCall], ...] = ()
     others: tuple[str, ...] = ()
     error: str | None = None
+    beyond_limit: bool = False
+    """The script was not read because it is beyond a limit of `shell` (`error` names it)."""
 
     def script_words(self) -> tuple[Arg, ...]:
         """Every word of the script, as argv words (none when it cannot be parsed)."""
@@ -215,7 +234,9 @@ def read(items: Sequence[str]) -> ListLaunch | ScriptLaunch:
     """How `items` (a container's command, then its args) start a server: the one place that reads it.
 
     A shell started with `-c` is a script launch; anything else is read as a list launch.
+    NotApplicable when there are more than `MAX_LAUNCH_ARGUMENTS` items or the script is beyond a limit of `shell`.
     """
+    check_length(len(items))
     words = tuple(Arg.item(v) for v in items)
     call = shell_call(words)
     if call is None:
@@ -223,7 +244,7 @@ def read(items: Sequence[str]) -> ListLaunch | ScriptLaunch:
     try:
         commands = tuple(shell.parse(items[call.script_index]))
     except shell.ShellSyntaxError as e:
-        return ScriptLaunch(words, call.script_index, None, error=str(e))
+        return ScriptLaunch(words, call.script_index, None, error=str(e), beyond_limit=isinstance(e, shell.ShellLimitError))
     calls: list[tuple[shell.Command, ServerCall]] = []
     others: list[str] = []
     for command in commands:
@@ -236,7 +257,11 @@ def read(items: Sequence[str]) -> ListLaunch | ScriptLaunch:
 
 
 def server_of(items: Sequence[str]) -> Server:
-    """The server a container's own command starts (vLLM when none is recognised: rewriting then says so)."""
+    """The server a container's own command starts (vLLM when none is recognised: rewriting then says so).
+
+    More than `MAX_LAUNCH_ARGUMENTS` items are not read (vLLM: rewriting then denies, naming the limit)."""
+    if len(items) > MAX_LAUNCH_ARGUMENTS:
+        return "vllm"
     if not any(_HUGGINGFACESERVER in item for item in items):
         return "vllm"  # the only other server: its module name must be written somewhere
     found = read(items)

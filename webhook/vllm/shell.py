@@ -11,6 +11,11 @@ Only what is needed to find simple commands and their words is modelled:
 quoting ('', "", $'', backslash), expansions ($x, ${...}, $(...), $((...)),
 backticks), comments, line continuations, control operators, redirections and
 here-documents. Anything whose value depends on the run time is marked dynamic.
+
+Work is bounded: a script longer than `MAX_SCRIPT_LENGTH`, with more than
+`MAX_SCRIPT_WORDS` words or with expansions nested deeper than `MAX_NESTING`
+is refused with a `ShellLimitError` that names the limit, before it costs
+more than a few milliseconds.
 """
 
 from __future__ import annotations
@@ -19,6 +24,19 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Callable
+
+MAX_SCRIPT_LENGTH = 32 * 1024
+"""The longest `bash -c` script the webhook reads, in characters (32 KiB).
+
+KServe's longest launch scripts, the LLMInferenceService presets (KServe after v0.20.0, commit aaac4e294dae,
+`config/llmisvcconfig/config-llm-prefill-worker-data-parallel.yaml`), are
+about 9 KB; reading one character costs about a microsecond, so a script at
+the limit is read in tens of milliseconds at most."""
+MAX_SCRIPT_WORDS = 4096
+"""The most words (of all commands together, redirection targets included) in a script the webhook reads;
+the presets above have about 900. A script of ordinary lines reaches it at about 22 KiB, before the length limit."""
+MAX_NESTING = 64
+"""The deepest nesting of `$( )`, `$(( ))` and `${ }` in each other, quoted or not; real scripts nest a few levels."""
 
 _BLANKS = " \t"
 _OPERATOR_CHARS = ";&|()<>"
@@ -29,6 +47,7 @@ _SAFE_UNQUOTED = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 # runs of characters with no meaning to the lexer, consumed in one step
 _PLAIN_RUN = re.compile(r"[^ \t\n;&|()<>\\'\"$`*?\[]+")
 _PLAIN_IN_DOUBLE = re.compile(r'[^"\\$`]+')
+_WORD_END = frozenset(" \t\n;&|()<>")
 
 
 _Emit = Callable[[str], None]
@@ -37,6 +56,10 @@ _Mark = Callable[[], None]
 
 class ShellSyntaxError(ValueError):
     """The script cannot be split into words reliably (e.g. an unterminated quote)."""
+
+
+class ShellLimitError(ShellSyntaxError):
+    """The script is beyond one of the limits above; the message names the limit and how to stay under it."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +104,8 @@ class _Lexer:
         self.pending_heredocs: list[tuple[str, bool]] = []
         self.expect_redirect_target = False
         self.at_command_start = True
+        self.words = 0
+        self.depth = 0
 
     # -- command boundaries -------------------------------------------------
     def end_command(self) -> None:
@@ -177,6 +202,12 @@ class _Lexer:
         self.pending_heredocs = []
 
     def add_word(self, word: Word) -> None:
+        self.words += 1  # redirection targets count too: they cost as much to read
+        if self.words > MAX_SCRIPT_WORDS:
+            raise ShellLimitError(
+                f"the script has more than {MAX_SCRIPT_WORDS} words, the most the webhook reads; "
+                f"move the setup into a file in the image or a ConfigMap and keep the vLLM line in the script"
+            )
         if self.expect_redirect_target:
             self.expect_redirect_target = False
             return
@@ -203,6 +234,11 @@ class _Lexer:
     def read_word(self) -> Word:
         s, n = self.s, self.n
         start = self.i
+        run = _PLAIN_RUN.match(s, start)
+        if run is not None and (run.end() == n or s[run.end()] in _WORD_END):  # the usual plain word
+            self.i = run.end()
+            text = run.group()
+            return Word(start, self.i, text, text, text)
         out: list[str] = []
         dynamic = False
         prefix_done = False
@@ -352,6 +388,18 @@ class _Lexer:
         return j
 
     def _skip_nested(self, i: int, open_c: str, close_c: str, what: str) -> int:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            line = self.s.count("\n", 0, i) + 1
+            raise ShellLimitError(
+                f"expansions in the script nest deeper than {MAX_NESTING} levels (script line {line}), "
+                f"the deepest the webhook reads; compute the inner values in separate variables first"
+            )
+        end = self._skip_nested_body(i, open_c, close_c, what)
+        self.depth -= 1
+        return end
+
+    def _skip_nested_body(self, i: int, open_c: str, close_c: str, what: str) -> int:
         s, n = self.s, self.n
         depth = 1
         j = i
@@ -409,7 +457,15 @@ class _Lexer:
 
 
 def parse(script: str) -> list[Command]:
-    """Split a script into simple commands. Raises ShellSyntaxError."""
+    """Split a script into simple commands.
+
+    Raises ShellSyntaxError, or its ShellLimitError when the script is beyond a limit above
+    (checked before any work for the length, as it is read for the others)."""
+    if len(script) > MAX_SCRIPT_LENGTH:
+        raise ShellLimitError(
+            f"the script is {len(script):,} characters long, over the {MAX_SCRIPT_LENGTH:,} the webhook reads; "
+            f"move the setup into a file in the image or a ConfigMap and keep the vLLM line in the script"
+        )
     return _Lexer(script).run()
 
 
