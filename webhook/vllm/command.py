@@ -24,7 +24,7 @@ from webhook.vllm import flags
 from webhook.vllm import launch
 from webhook.vllm import shell
 from webhook.vllm.argv import Arg, DesiredFlag
-from webhook.base.errors import NotApplicable
+from webhook.base.errors import Denied, NotApplicable
 
 CommandArgs = tuple[tuple[str, ...] | None, tuple[str, ...] | None]
 
@@ -185,9 +185,15 @@ def rewrite(
 
     Nothing is memoised: a cache keyed by whole commands grows with what
     clients send, and never-repeated objects (the real traffic) gain nothing.
-    `single_node` refuses multi-node data-parallel flags in the argv.
+    `single_node` refuses multi-node data-parallel flags in the argv. A denial about the argv names the
+    container (`site.where`) it is in.
     """
-    return _rewrite(site, command, args, tuple(wants), reject, single_node)
+    try:
+        return _rewrite(site, command, args, tuple(wants), reject, single_node)
+    except Denied as denied:
+        if denied.message.startswith(("the vLLM command", "vLLM stops at")):
+            raise type(denied)(f"{site.where}: {denied.message}") from None
+        raise
 
 
 def _rewrite(
