@@ -7,7 +7,8 @@ talks JSON lines over stdin/stdout. Each request is
 `vllm serve` (or `python -m vllm.entrypoints.openai.api_server`). Each answer is
 `{"ok": true, "parsed": {...}, "parallel": {...}}` or `{"ok": false, "stage": "parse" | "config", "error": "..."}`.
 `{"facts": true}` asks instead what the release accepts: `{"options": [...], "all2all": [...] | null,
-"eplb_keys": [...] | null}`.
+"eplb_keys": [...] | null, "dbo_backends": [[...], ...] | null}` (the backend lists of the release's own
+microbatching assertion, which `VllmConfig` makes and this judge does not construct).
 
 How it stands in for a GPU node on a machine without GPUs: vLLM's modules are imported on its CPU platform,
 then the platform becomes a `Platform` with vLLM's CUDA identity (its real CUDA class needs the driver)
@@ -131,8 +132,30 @@ def facts(parsers: dict) -> dict:
         eplb_keys: list[str] | None = sorted(f.name for f in dataclasses.fields(EPLBConfig))
     except ImportError:
         eplb_keys = None
-    return {"ok": True, "options": options, "eplb_keys": eplb_keys,
+    return {"ok": True, "options": options, "eplb_keys": eplb_keys, "dbo_backends": dbo_backends(),
             "all2all": None if all2all is None else sorted(str(c) for c in all2all if c is not None)}
+
+
+def dbo_backends() -> list[list[str]] | None:
+    """The all2all backend lists in the release's "Microbatching currently only supports" check, read from its
+    own source with `ast` (the `if` around the assertion; per platform where it has branches); None without it."""
+    import ast
+    import pathlib
+
+    import vllm
+
+    for path in sorted((pathlib.Path(vllm.__file__).parent / "config").glob("*.py")):
+        text = path.read_text()
+        if "Microbatching currently only supports" not in text:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.If) and "Microbatching currently only supports" in ast.unparse(node):
+                inner = [n for n in node.body if isinstance(n, ast.If) or isinstance(n, ast.Assert)]
+                if any(isinstance(n, ast.If) and "Microbatching" in ast.unparse(n) for n in inner):
+                    continue  # an outer `if`: the innermost one holds the lists
+                return [[e.value for e in n.elts if isinstance(e, ast.Constant)] for n in ast.walk(node)
+                        if isinstance(n, ast.List) and n.elts and all(isinstance(e, ast.Constant) for e in n.elts)]
+    return None
 
 
 def judge(request: dict, gpus: dict, arg_utils: object, parsers: dict) -> dict:

@@ -163,6 +163,14 @@ def count(uses: tuple[ClaimUse, ...], gpu_classes: tuple[str, ...]) -> Devices:
     return Devices(gpus, slices)
 
 
+def requests_of(template: Mapping[str, object], only: str | None = None) -> list[tuple[str, str, int | None]]:
+    """(request name, device class, count or None for All) of a template's requests; [] when unreadable."""
+    try:
+        return _requests(template, "", only)
+    except Denied:
+        return []
+
+
 def _requests(
     template: Mapping[str, object], label: str, only: str | None
 ) -> list[tuple[str, str, int | None]]:

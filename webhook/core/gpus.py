@@ -230,6 +230,24 @@ def count_gpus(
     return count
 
 
+AMD_GPUS = frozenset({"amd.com/gpu", "gpu.amd.com"})
+"""AMD's device-plugin resource and DRA DeviceClass (ROCm/k8s-device-plugin, ROCm/k8s-gpu-dra-driver)."""
+
+
+def on_amd(gpus: Gpus) -> bool:
+    """Whether the container's GPUs are AMD's (by device-plugin key or DRA DeviceClass); for backend checks,
+    after `count_gpus` has accepted the GPUs."""
+    resources = gpus.resources
+    if isinstance(resources, dict):
+        for section in (resources.get("limits"), resources.get("requests")):
+            if isinstance(section, dict) and "amd.com/gpu" in section and parse_quantity(section["amd.com/gpu"]):
+                return True
+    for use in gpus.claims:
+        if use.template is not None and any(c in AMD_GPUS for _, c, _ in dra.requests_of(use.template, use.request)):
+            return True
+    return False
+
+
 def _check_visible(visible: tuple[tuple[str, str | None], ...], count: int, path: str) -> None:
     for name, value in visible:
         if value is None:

@@ -16,9 +16,9 @@ from typing import NamedTuple
 
 from webhook.vllm import flags
 from webhook.vllm.argv import DesiredFlag
-from webhook.vllm.command import flag_value, rewrite
+from webhook.vllm.command import flag_value, rewrite, switched_on
 from webhook.base.errors import Denied, NotApplicable
-from webhook.core.gpus import Gpus, count_gpus
+from webhook.core.gpus import Gpus, count_gpus, on_amd
 from webhook.base.jsonvalues import strings_or_none
 from webhook.vllm.launch import Server
 from webhook.core.annotations import (
@@ -26,7 +26,7 @@ from webhook.core.annotations import (
 )
 from webhook.vllm import releases
 from webhook.core import shm
-from webhook.vllm.releases import ALL2ALL_ENV, Version
+from webhook.vllm.releases import ALL2ALL_ENV, DP_SIZE_ENV, Version
 from webhook.core.options import Options
 from webhook.core.workload import Field, Launch, Role, Workload
 
@@ -120,11 +120,17 @@ def _plan_role(
             raise NotApplicable(launch.refusal)
         notes.extend(launch.notes)
     request = _check_release(request, role, options, notes)
+    if request.all2all_backend in flags.CUDA_ONLY_ALL2ALL_BACKENDS and on_amd(role.gpus):
+        raise Denied(
+            f"all2all backend {request.all2all_backend} runs CUDA-only kernels, which the stock ROCm images lack, "
+            f"but {role.gpus.where} gets AMD GPUs: set {ALL2ALL_BACKEND} to allgather_reducescatter or mori_*"
+        )
     long_ep = _without_short_ep(request, role, options)
     server = role.launches[0].server if role.launches else "vllm"
     if server == "huggingfaceserver":
         wants = _huggingfaceserver_wants(role.launches[0], out, request, gpus)
         notes.append(f"huggingfaceserver sets tensor parallel size to the GPU count ({gpus}): EP runs as TP {gpus}, DP 1")
+        _check_launches(role, out, request, options, 1)
         _rewrite_launches(role.launches, out, wants, reject, True, warnings, long_ep)
         return gpus
     tp = request.tensor_parallel_size
@@ -141,6 +147,7 @@ def _plan_role(
     evaluated = [launch for launch in role.launches if launch.form == "eval"]
     if parallelism is None or not evaluated:
         # the launch carries the whole layout (an InferenceService, or a role with its own command)
+        _check_launches(role, out, request, options, local)
         _rewrite_launches(role.launches, out, desired_flags(request, local), reject, True, warnings, long_ep)
         return tp * local
     _set_parallelism(parallelism, out, {"tensor": tp, "expert": True, "data": local, "dataLocal": local},
@@ -152,8 +159,49 @@ def _plan_role(
         DesiredFlag(flags.DP, str(local)),
         *extra_desired_flags(request),
     ]
+    _check_launches(role, out, request, options, local)
     _rewrite_launches(role.launches, out, wants, reject, True, warnings, long_ep)
     return tp * local
+
+
+def _check_launches(role: Role, out: Mapping[str, object], request: EpRequest, options: Options, dp: int) -> None:
+    """What vLLM would refuse (or run otherwise) in the launches once the webhook's flags are in, read before
+    they are (the webhook never writes these): a data-parallel size in the env where the flags give DP `dp` = 1,
+    and a hand-written dual-batch overlap without a backend that supports it."""
+    for launch in role.launches:
+        env = dict(launch.env) if launch.env else {}
+        if dp == 1 and DP_SIZE_ENV in env and env[DP_SIZE_ENV] != "1":
+            shown = "from a source read at run time" if env[DP_SIZE_ENV] is None else f"={env[DP_SIZE_ENV]}"
+            raise Denied(
+                f"{launch.where} sets env {DP_SIZE_ENV}{shown}, which vLLM reads as the data-parallel size "
+                f"when the flags give DP 1 (as here): remove {DP_SIZE_ENV}"
+            )
+        raw_command, raw_args = out.get(launch.command.pointer), out.get(launch.args.pointer)
+        # every spelling of --enable-dbo (a unique prefix is at least --enable-db, underscores allowed) has "db";
+        # the adapters checked that command and args are lists of strings
+        words = (*launch.runtime_args, *(raw_command if isinstance(raw_command, list) else ()),
+                 *(raw_args if isinstance(raw_args, list) else ()))
+        if "db" not in "\n".join(words):
+            continue
+        command, args = strings_or_none(raw_command), strings_or_none(raw_args)
+        try:
+            dbo = switched_on(launch.runtime_args, command, args, flags.ENABLE_DBO, flags.DISABLE_DBO)
+        except Denied:
+            continue  # a launch the webhook cannot read: the rewrite denies it, naming the container
+        if not dbo:
+            continue
+        version, how = release_for(request, role, options)
+        found = releases.profile(version)
+        supported = found.dbo_backends if found is not None else frozenset()
+        backend = request.all2all_backend or flag_value(launch.runtime_args, command, args, flags.ALL2ALL) \
+            or launch.all2all_env or "the default"
+        if backend not in supported:
+            need = ", ".join(sorted(supported)) or f"none: vLLM {releases.show(version)} has no {flags.ENABLE_DBO}"
+            raise Denied(
+                f"{launch.where} runs {flags.ENABLE_DBO}, which vLLM {releases.show(version)} ({how}) refuses at "
+                f"start-up with all2all backend {backend} (it needs one of: {need}): set {ALL2ALL_BACKEND} "
+                f"to one of those, or remove {flags.ENABLE_DBO}"
+            )
 
 
 def _plan_multi_node(

@@ -64,6 +64,9 @@ class Launch(NamedTuple):
     image_release: Version | None = None
     all2all_env: str | None = None
     all2all_env_unknown: bool = False
+    env: tuple[tuple[str, str | None], ...] = ()
+    """The container's env the planner reads (`kserve.images.WATCHED_ENV`): name, literal value or None when
+    known only at run time."""
 
 
 class SharedMemory(NamedTuple):

@@ -13,15 +13,16 @@ import re
 from webhook.core.gpus import VISIBLE_DEVICES_ENV
 from webhook.core.workload import Launch
 from webhook.vllm import images
-from webhook.vllm.releases import ALL2ALL_ENV, Version
+from webhook.vllm.releases import ALL2ALL_ENV, DP_SIZE_ENV, Version
 
 HUGGINGFACESERVER: tuple[tuple[str, Version], ...] = (
     ("0.15.0", (0, 8, 1)), ("0.15.1", (0, 8, 5)), ("0.15.2", (0, 8, 5)), ("0.16.0", (0, 9, 2)),
     ("0.17", (0, 15, 1)), ("0.18", (0, 19, 0)), ("0.19.0", (0, 20, 0)), ("0.20.0", (0, 24, 0)),
 )
 """KServe release (or minor series) of kserve/huggingfaceserver, and the vLLM it bundles."""
-WATCHED_ENV = frozenset({ALL2ALL_ENV, *VISIBLE_DEVICES_ENV})
-"""The env of a vLLM container the adapters read: the all2all backend and the visible GPUs."""
+WATCHED_ENV = frozenset({ALL2ALL_ENV, DP_SIZE_ENV, *VISIBLE_DEVICES_ENV})
+"""The env of a vLLM container the adapters read: the all2all backend, the data-parallel size vLLM falls back
+to, and the visible GPUs."""
 _TAG = re.compile(r"v?(\d+\.\d+(?:\.\d+)?)(?:-gpu)?")
 
 
@@ -48,6 +49,9 @@ def release_of(image: str) -> Version | None:
 def with_all2all_env(launch: Launch, env: dict[str, str | None]) -> Launch:
     """`launch` with the container's VLLM_ALL2ALL_BACKEND from `env` (see `gpus.watched_env`, with `WATCHED_ENV`):
     its literal value, or unknown when it is known only at run time."""
+    if not env:
+        return launch
+    launch = launch._replace(env=tuple(env.items()))
     if ALL2ALL_ENV not in env:
         return launch
     value = env[ALL2ALL_ENV]

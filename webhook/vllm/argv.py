@@ -24,7 +24,8 @@ from webhook.base.errors import Denied, NotApplicable
 
 VALUE_FLAGS = frozenset({flags.TP, flags.DP, flags.PP, flags.PCP, flags.ALL2ALL, flags.EPLB_CONFIG}) | flags.MULTI_NODE_VALUE_FLAGS
 """Flags the planner reads that take a value."""
-BOOL_FLAGS = frozenset({flags.ENABLE_EP, flags.DISABLE_EP, flags.ENABLE_EPLB, flags.DISABLE_EPLB}) | flags.MULTI_NODE_SWITCHES
+BOOL_FLAGS = frozenset({flags.ENABLE_EP, flags.DISABLE_EP, flags.ENABLE_EPLB, flags.DISABLE_EPLB,
+                        flags.ENABLE_DBO, flags.DISABLE_DBO}) | flags.MULTI_NODE_SWITCHES
 """Flags the planner reads that stand alone."""
 _MAX_SHOWN = 40
 END_OF_OPTIONS = "--"

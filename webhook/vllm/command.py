@@ -348,6 +348,17 @@ def flag_value(
     return value
 
 
+def switched_on(
+    runtime_args: Sequence[str], command: Sequence[str] | None, args: Sequence[str] | None, on: str, off: str
+) -> bool:
+    """Whether the last of the switch `on` / its negation `off` (any spelling) the server would see is `on`."""
+    state = False
+    for o in argv.scan(_words(list(command or ()) + list(runtime_args) + list(args or ()), bool(command))):
+        if o.name == on or o.name == off:
+            state = o.name == on
+    return state
+
+
 def find_ep_flag(command: tuple[str, ...] | None, args: tuple[str, ...] | None) -> str | None:
     """A hand-written `--enable-expert-parallel` (any spelling) in command, args or a script.
 

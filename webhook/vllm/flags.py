@@ -30,6 +30,16 @@ ALL2ALL = "--all2all-backend"
 ENABLE_EPLB = "--enable-eplb"
 DISABLE_EPLB = "--no-enable-eplb"
 EPLB_CONFIG = "--eplb-config"
+ENABLE_DBO = "--enable-dbo"
+"""Dual-batch overlap (vLLM 0.11.0): needs a DeepEP (or, from 0.24.0, nixl_ep) all2all backend."""
+DISABLE_DBO = "--no-enable-dbo"
+CUDA_ONLY_ALL2ALL_BACKENDS = frozenset({
+    "pplx", "deepep_high_throughput", "deepep_low_latency", "deepep_v2", "flashinfer_all2allv",
+    "flashinfer_nvlink_two_sided", "flashinfer_nvlink_one_sided",
+})
+"""Backends built on CUDA-only kernels (DeepEP, pplx, FlashInfer), which the stock ROCm images
+(vllm/vllm-openai-rocm) do not carry (../shared/vllm/README.md, "all2all backend"): on AMD GPUs use
+allgather_reducescatter or mori_*."""
 
 # Short spellings vLLM registers next to the long names.
 SHORT_ALIASES: dict[str, str] = {
@@ -50,6 +60,7 @@ SHORT_ALIASES: dict[str, str] = {
 LONG_ALIASES: dict[str, str] = {
     "--disable-expert-parallel": DISABLE_EP,
     "--disable-eplb": DISABLE_EPLB,
+    "--disable-dbo": DISABLE_DBO,
 }
 
 # Flags whose presence means the pod is one member of a multi-node

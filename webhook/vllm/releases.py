@@ -21,6 +21,10 @@ Version = tuple[int, ...]
 
 ALL2ALL_ENV = "VLLM_ALL2ALL_BACKEND"
 """The env vLLM reads the all2all backend from, as `All2AllBy` says per release (`vllm/envs.py`)."""
+DP_SIZE_ENV = "VLLM_DP_SIZE"
+"""The env every release profiled reads the data-parallel size from whenever the flags give DP 1
+(`ParallelConfig.__post_init__`, vllm/config/parallel.py: "fall back to env vars"; 0.11.0 and 0.33.0 checked by
+the tests): a DP of 1 on the command line does not mean DP 1 while it is set."""
 
 All2AllBy = Literal["env", "flag-else-env", "env-over-flag", "flag"]
 """How a release takes the all2all backend: the env `VLLM_ALL2ALL_BACKEND` only; the flag
@@ -48,6 +52,10 @@ class Profile(NamedTuple):
     """An unknown `--eplb-config` key stops vLLM at start-up (0.16.0); before, it is ignored."""
     external_lb_flag: bool
     """`--data-parallel-external-lb` / `-dpe` exists (0.11.1)."""
+    dbo_backends: frozenset[str]
+    """The all2all backends `--enable-dbo` (0.11.0) starts with on CUDA; empty before the flag exists. Any other
+    backend fails vLLM's start-up assertion "Microbatching currently only supports ..." (`VllmConfig.__post_init__`,
+    vllm/config/__init__.py in 0.11.0, vllm/config/vllm.py later; 0.33.0 on ROCm also takes allgather_reducescatter)."""
 
 
 class Change(NamedTuple):
@@ -62,13 +70,14 @@ CHANGES: tuple[Change, ...] = (
     Change((0, 9, 1), {  # the env knows the DeepEP backends from 0.9.1
         "all2all_by": "env", "all2all_backends": frozenset(_BASE), "short_ep": False, "disable_flags": False,
         "eplb_config": False, "eplb_keys": frozenset(), "eplb_unknown_keys_refused": False,
-        "external_lb_flag": False,
+        "external_lb_flag": False, "dbo_backends": frozenset(),
     }),
     Change((0, 10, 2), {
         "eplb_config": True,
         "eplb_keys": frozenset({"window_size", "step_interval", "num_redundant_experts", "log_balancedness"}),
     }),
-    Change((0, 11, 0), {"all2all_backends": frozenset({*_BASE, "allgather_reducescatter", "flashinfer_all2allv"})}),
+    Change((0, 11, 0), {"all2all_backends": frozenset({*_BASE, "allgather_reducescatter", "flashinfer_all2allv"}),
+                        "dbo_backends": frozenset({"deepep_low_latency", "deepep_high_throughput"})}),
     Change((0, 11, 1), {"all2all_by": "flag-else-env", "external_lb_flag": True}),
     Change((0, 12, 0), {"eplb_keys": frozenset({"window_size", "step_interval", "num_redundant_experts",
                                                 "log_balancedness", "use_async"})}),
@@ -94,7 +103,8 @@ CHANGES: tuple[Change, ...] = (
     Change((0, 24, 0), {"all2all_backends": frozenset({*_BASE, "allgather_reducescatter", "flashinfer_all2allv",
                                                        "mori_high_throughput", "mori_low_latency", "nixl_ep",
                                                        "flashinfer_nvlink_two_sided", "flashinfer_nvlink_one_sided",
-                                                       "deepep_v2"})}),
+                                                       "deepep_v2"}),
+                        "dbo_backends": frozenset({"deepep_low_latency", "deepep_high_throughput", "nixl_ep"})}),
     Change((0, 31, 0), {"all2all_backends": frozenset({*_BASE, "allgather_reducescatter", "flashinfer_all2allv",
                                                        "mori_high_throughput", "mori_low_latency", "nixl_ep",
                                                        "flashinfer_nvlink_two_sided", "flashinfer_nvlink_one_sided",
