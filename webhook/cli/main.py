@@ -495,7 +495,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--kubeconfig", help="kubeconfig for namespace labels, runtimes and self-managed "
                                         "certificates (default: in-cluster when running in a pod)")
     s.add_argument("--audit-interval", type=duration, default=600.0, metavar="DURATION",
-                   help="audit every InferenceService and LLMInferenceService this often into /metrics "
+                   help="audit every InferenceService and LLMInferenceService this often into /metrics and reports "
                         "(e.g. 30s, 10m, 1h; 0 turns it off; needs a cluster); default 10m")
     s.add_argument("--audit-reports", choices=REPORT_CHOICES, default="auto",
                    help="write each audit as policy reports: openreports.io/v1alpha1 Report, wgpolicyk8s.io/v1alpha2 "
