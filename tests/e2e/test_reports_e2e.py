@@ -51,11 +51,21 @@ def report_crds() -> Path:
 
 
 @pytest.fixture(scope="module")
-def chart_rules(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """The rules of the ClusterRole the chart renders with its default values."""
-    helm = Helm(helm_binary(), tmp_path_factory.mktemp("helm-home"))
-    [role] = [o for o in helm.template() if o["kind"] == "ClusterRole"]
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(helm_binary(), tmp_path_factory.mktemp("helm-home"))
+
+
+def rendered_rules(helm: Helm, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The rules of the ClusterRole the chart renders with `values`."""
+    [role] = [o for o in helm.template(values) if o["kind"] == "ClusterRole"]
     rules: list[dict[str, Any]] = role["rules"]
+    return rules
+
+
+@pytest.fixture(scope="module")
+def chart_rules(helm: Helm) -> list[dict[str, Any]]:
+    """The rules of the ClusterRole the chart renders with its default values (audit.reports: auto)."""
+    rules = rendered_rules(helm)
     assert {"openreports.io", "wgpolicyk8s.io"} <= {g for r in rules for g in r["apiGroups"]}
     return rules
 
@@ -97,9 +107,10 @@ def results(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["resources"][0]["name"]: r for r in report["results"]}
 
 
-def serve(cluster: Cluster, api: client.ApiClient, rules: list[dict[str, Any]], user: str, tmp_path: Path) -> Any:
+def serve(cluster: Cluster, api: client.ApiClient, rules: list[dict[str, Any]], user: str, tmp_path: Path,
+          *args: str) -> Any:
     kubeconfig = restricted_kubeconfig(cluster, api, user, rules)
-    return server_with_new_certs(tmp_path, ["--kubeconfig", str(kubeconfig), "--audit-interval", "1s"])
+    return server_with_new_certs(tmp_path, ["--kubeconfig", str(kubeconfig), "--audit-interval", "1s", *args])
 
 
 def test_without_a_report_crd_no_report_is_written_and_the_log_and_metric_say_so(
@@ -184,3 +195,20 @@ def test_openreports_reports_are_preferred_once_their_crd_is_installed(
 ) -> None:
     install_crds(api, report_crds / "openreports")
     check_reports_follow_the_objects(cluster, api, chart_rules, OPENREPORTS, tmp_path)
+
+
+def test_a_forced_api_is_written_with_the_narrower_rules_the_chart_grants_for_it(
+    cluster: Cluster, api: client.ApiClient, report_crds: Path, helm: Helm, tmp_path: Path
+) -> None:
+    install_crds(api, report_crds / "wgpolicy")
+    install_crds(api, report_crds / "openreports")  # both served: auto would write Reports
+    rules = rendered_rules(helm, {"audit": {"reports": "wgpolicy"}})
+    assert "openreports.io" not in {g for r in rules for g in r["apiGroups"]}
+    ns = namespace(api, None)
+    put(api, ns, "plain", isvc(command=["vllm", "serve", "m"], enabled=None))
+    with serve(cluster, api, rules, "ep-webhook-reports-forced", tmp_path, "--audit-reports", "wgpolicy") as server:
+        report = until(lambda: stored(api, WGPOLICY, ns), f"a PolicyReport in {ns}", server)
+        assert report["summary"]["pass"] == 1 and stored(api, OPENREPORTS, ns) is None
+        metrics = server.metrics()
+        assert metrics['ep_webhook_audit_report_api{api="wgpolicyk8s.io/v1alpha2"}'] == 1
+        assert metrics["ep_webhook_audit_report_failures_total"] == 0
