@@ -70,3 +70,13 @@ def test_a_long_message_is_cut_to_keep_the_report_small() -> None:
     long = audit.Finding(f.kind, f.api_version, f.namespace, f.name, f.ep, "deny", "x" * 5000, ())
     [r] = report(OPENREPORTS, "team-b", [long], 1)["results"]  # type: ignore[misc]
     assert len(r["message"]) == 1024 and r["message"].endswith("...")
+
+
+def test_a_namespace_with_more_objects_than_a_report_holds_lists_failures_first_and_counts_all() -> None:
+    grouped = by_namespace(findings())["team-a"]  # pass, warn, fail (sorted by name: needs-ep, one-gpu, ready)
+    many = [f for f in grouped if f.result == "compliant"] * 1500 + [f for f in grouped if f.result != "compliant"]
+    body = report(OPENREPORTS, "team-a", many, 1)
+    results = body["results"]
+    assert isinstance(results, list) and len(results) == 1000
+    assert [r["result"] for r in results[:2]] == ["fail", "warn"]
+    assert body["summary"] == {"pass": 1500, "fail": 1, "warn": 1, "error": 0, "skip": 0}

@@ -38,6 +38,10 @@ MAX_MESSAGE = 1024
 """Characters of a result's message kept: a report holds a whole namespace and must stay far below
 etcd's 1.5 MiB object limit."""
 
+MAX_RESULTS = 1000
+"""Results kept in one report (about 550 bytes each): fail first, then warn, then pass. The summary still counts
+every object. A namespace holding more objects than this would otherwise come near etcd's object limit."""
+
 Status = Literal["pass", "fail", "warn"]
 STATUS: Mapping[Result, Status] = {"compliant": "pass", "change": "warn", "deny": "fail"}
 """The audit's result as a report result: compliant passes, would be changed warns, would be denied fails."""
@@ -119,6 +123,15 @@ def summary(findings: Iterable[Finding]) -> dict[str, int]:
     return out
 
 
+def kept(findings: list[Finding]) -> list[Finding]:
+    """The findings a report lists: all of them up to MAX_RESULTS, else the first MAX_RESULTS by fail, warn, pass
+    (each group in the order given)."""
+    if len(findings) <= MAX_RESULTS:
+        return findings
+    order = {"deny": 0, "change": 1, "compliant": 2}
+    return sorted(findings, key=lambda f: order[f.result])[:MAX_RESULTS]
+
+
 def report(api: ReportApi, namespace: str, findings: list[Finding], seconds: int) -> dict[str, object]:
     """The report of one namespace: every finding as a result, and the summary; `seconds` stamps the results."""
     body: dict[str, object] = {
@@ -126,7 +139,7 @@ def report(api: ReportApi, namespace: str, findings: list[Finding], seconds: int
         "kind": api.kind,
         "metadata": {"name": REPORT_NAME, "namespace": namespace, "labels": {MANAGED_BY[0]: MANAGED_BY[1]}},
         "summary": summary(findings),
-        "results": [result(f, seconds) for f in findings],
+        "results": [result(f, seconds) for f in kept(findings)],
     }
     if api.has_source:
         body["source"] = POLICY
