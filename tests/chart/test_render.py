@@ -356,6 +356,9 @@ def test_self_managed_mode_leaves_ca_bundle_to_the_server_and_grants_exactly_its
         {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaimtemplates"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices", "llminferenceservices"],
          "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["openreports.io"], "resources": ["reports"], "verbs": ["list", "create", "update", "delete"]},
+        {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"],
+         "verbs": ["list", "create", "update", "delete"]},
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
          "verbs": ["get", "update"], "resourceNames": [FULLNAME]},
     ]
@@ -375,7 +378,7 @@ def test_other_modes_mount_the_tls_secret_and_grant_only_the_policy_reads(helm: 
     assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
     assert [r["resources"] for r in rules(objs, "ClusterRole")] == [
         ["namespaces"], ["servingruntimes", "clusterservingruntimes"], ["resourceclaimtemplates"],
-        ["inferenceservices", "llminferenceservices"]]
+        ["inferenceservices", "llminferenceservices"], ["reports"], ["policyreports"]]
     assert "--self-managed" not in container(objs)["args"]
 
 
@@ -387,6 +390,42 @@ def test_the_audit_runs_every_10_minutes_by_default_and_0_turns_it_and_its_rbac_
     assert off_args[off_args.index("--audit-interval") + 1] == "0"
     assert all("inferenceservices" not in r["resources"] for r in rules(off, "ClusterRole"))
     assert "audit.interval" in failure(helm, {"audit": {"interval": "ten minutes"}}).replace("/", ".")
+    assert not {"openreports.io", "wgpolicyk8s.io"} & {g for r in rules(off, "ClusterRole") for g in r["apiGroups"]}
+
+
+@pytest.mark.parametrize(("choice", "groups"), [
+    ("auto", {"openreports.io": ["reports"], "wgpolicyk8s.io": ["policyreports"]}),
+    ("openreports", {"openreports.io": ["reports"]}),
+    ("wgpolicy", {"wgpolicyk8s.io": ["policyreports"]}),
+    ("none", {}),
+])
+def test_the_audit_reports_api_is_passed_on_and_granted_exactly_the_report_kind_written(
+    helm: Helm, choice: str, groups: dict[str, list[str]]
+) -> None:
+    objs = render(helm, {"audit": {"reports": choice}})
+    args = container(objs)["args"]
+    assert args[args.index("--audit-reports") + 1] == choice
+    granted = {r["apiGroups"][0]: r for r in rules(objs, "ClusterRole")
+               if r["apiGroups"][0] in ("openreports.io", "wgpolicyk8s.io")}
+    assert {g: r["resources"] for g, r in granted.items()} == groups
+    assert all(r["verbs"] == ["list", "create", "update", "delete"] and "resourceNames" not in r
+               for r in granted.values())
+    assert not [o for o in objs if o["kind"] == "CustomResourceDefinition"], "the chart never installs their CRDs"
+    assert "audit.reports" in failure(helm, {"audit": {"reports": "kyverno"}}).replace("/", ".")
+
+
+def test_the_grafana_dashboard_is_off_by_default_and_labelled_for_the_sidecar(helm: Helm) -> None:
+    assert not [o for o in render(helm) if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("dashboard")]
+    cm = one(render(helm, {"grafana": {"dashboard": {"enabled": True, "namespace": "monitoring",
+                                                     "annotations": {"grafana_folder": "vLLM"}}}}),
+             "ConfigMap", f"{FULLNAME}-dashboard")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "vLLM"}
+    dashboard = json.loads(cm["data"]["vllm-ep-webhook.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "vllm-ep-webhook.json").read_text())
+    custom = render(helm, {"grafana": {"dashboard": {"enabled": True, "labels": {"dashboards": "webhooks"}}}})
+    assert one(custom, "ConfigMap", f"{FULLNAME}-dashboard")["metadata"]["labels"]["dashboards"] == "webhooks"
 
 
 def test_the_prometheus_rule_is_off_by_default_and_alerts_on_change_deny_or_error_counts(helm: Helm) -> None:

@@ -28,17 +28,20 @@ def new_client(kubeconfig: Path) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(kubeconfig))
 
 
-def install_crds(api: client.ApiClient) -> None:
+def install_crds(api: client.ApiClient, folder: Path | None = None) -> None:
+    """Create every CRD in `folder` (default: the project's KServe CRDs) that is not there yet; wait until served."""
     ext = client.ApiextensionsV1Api(api)
-    folder = crds_dir()
+    folder = folder or crds_dir()
     files = sorted(folder.glob("*.yaml"))
     if not files:
         raise RuntimeError(f"no CRDs in {folder}; set EP_WEBHOOK_CRDS_DIR to KServe's config/crd/full")
     names = []
+    existing = {c.metadata.name for c in ext.list_custom_resource_definition().items}
     for path in files:
         for doc in yaml_documents(path.read_text()):
             if doc and doc.get("kind") == "CustomResourceDefinition":
-                ext.create_custom_resource_definition(doc)
+                if doc["metadata"]["name"] not in existing:
+                    ext.create_custom_resource_definition(doc)
                 names.append(doc["metadata"]["name"])
     deadline = time.monotonic() + 60
     for name in names:

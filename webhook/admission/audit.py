@@ -38,6 +38,7 @@ class Finding:
     result: Result
     message: str
     changes: tuple[str, ...]
+    uid: str = ""  # metadata.uid, for the reports' object references ("" when absent)
 
     def as_json(self) -> dict[str, object]:
         """The `-o json` form of a finding."""
@@ -59,6 +60,11 @@ def _meta(obj: Mapping[str, object]) -> tuple[str, str]:
     return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
 
+def _uid(obj: Mapping[str, object]) -> str:
+    metadata = obj.get("metadata")
+    return str(metadata.get("uid") or "") if isinstance(metadata, dict) else ""
+
+
 def finding(
     obj: dict[str, object],
     policy: Policy,
@@ -70,20 +76,20 @@ def finding(
     namespace's ResourceClaimTemplates (None: unknown)."""
     namespace, name = _meta(obj)
     kind, api_version = str(obj.get("kind") or ""), str(obj.get("apiVersion") or "")
-    ep = running_ep(obj)
+    ep, uid = running_ep(obj), _uid(obj)
     try:
         options = policy.options_for(namespace, labels)
     except LabelsUnknown:
         return Finding(kind, api_version, namespace, name, ep, "deny",
                        f"the labels of namespace {namespace!r} could not be read, and the policy selects by label",
-                       ())
+                       (), uid)
     verdict = mutate(obj, options, runtimes, templates)
     if not verdict.allowed:
-        return Finding(kind, api_version, namespace, name, ep, "deny", verdict.message, ())
+        return Finding(kind, api_version, namespace, name, ep, "deny", verdict.message, (), uid)
     if verdict.patch:
         return Finding(kind, api_version, namespace, name, ep, "change", "; ".join(verdict.warnings),
-                       verdict.changed)
-    return Finding(kind, api_version, namespace, name, ep, "compliant", "; ".join(verdict.warnings), ())
+                       verdict.changed, uid)
+    return Finding(kind, api_version, namespace, name, ep, "compliant", "; ".join(verdict.warnings), (), uid)
 
 
 def run(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 
 from webhook.cli import manifests, yamlinput
+from webhook.admission.reports import CHOICES as REPORT_CHOICES
 from webhook.kserve import shipped
 from webhook.kserve.servingruntime import RuntimeSpec
 from webhook.core.options import ON_CONFLICT, Options
@@ -327,6 +328,7 @@ def cmd_serve(ns: argparse.Namespace, stderr: TextIO) -> int:
     from webhook.core import policy as policies
     from webhook.server.app import ServerState
     from webhook.cluster.kubecache import ClusterView, api_client
+    from webhook.cluster.reports import ReportWriter
     from webhook.tls.reloader import Reloading
 
     logs.setup(ns.log_level)
@@ -346,6 +348,8 @@ def cmd_serve(ns: argparse.Namespace, stderr: TextIO) -> int:
             return EXIT_DENIED
         state.cluster = ClusterView(api, workloads=ns.audit_interval > 0)
         state.audit_interval = ns.audit_interval
+        if ns.audit_interval > 0:
+            state.reports = ReportWriter(api, ns.audit_reports)
         state.cluster.start()
     cert_dir = Path(ns.cert_dir)
     if ns.dev_certs:
@@ -496,8 +500,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--kubeconfig", help="kubeconfig for namespace labels, runtimes and self-managed "
                                         "certificates (default: in-cluster when running in a pod)")
     s.add_argument("--audit-interval", type=duration, default=600.0, metavar="DURATION",
-                   help="audit every InferenceService and LLMInferenceService this often into /metrics "
+                   help="audit every InferenceService and LLMInferenceService this often into /metrics and reports "
                         "(e.g. 30s, 10m, 1h; 0 turns it off; needs a cluster); default 10m")
+    s.add_argument("--audit-reports", choices=REPORT_CHOICES, default="auto",
+                   help="write each audit as policy reports: openreports.io/v1alpha1 Report, wgpolicyk8s.io/v1alpha2 "
+                        "PolicyReport, auto (the first whose CRD is installed) or none; default auto")
     sm = s.add_argument_group("self-managed certificates (a CA and serving pair kept in a Secret)")
     sm.add_argument("--self-managed", action="store_true")
     sm.add_argument("--secret-name", default="vllm-ep-webhook-tls")

@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from webhook.admission.admit import admit, outcome
 from webhook.cluster.kubecache import ClusterView
+from webhook.cluster.reports import ReportWriter
 from webhook.server.logs import review_log
 from webhook.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from webhook.server.metrics import Metrics
@@ -45,6 +46,7 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     reload_interval: float = 1.0
     audit_interval: float = 0.0  # seconds between audits of the watched objects; 0: no audit
+    reports: ReportWriter | None = None  # writes each audit's policy reports; None: no reports
 
     def options_for(self, namespace: str) -> Options:
         """The policy's options for a namespace (LabelsUnknown when its labels are needed but not known)."""
@@ -206,6 +208,8 @@ def create_app(state: ServerState) -> WebhookApp:
                       lambda: 1.0 if cluster.synced() else 0.0)
         metrics.counter("ep_webhook_cluster_watch_errors_total", "Failed list/watch calls to the API server.",
                         lambda: float(sum(c.errors for c in cluster.caches)))
+    if state.reports is not None:
+        _report_metrics(metrics, state.reports)
     if state.reloader is not None:
         reloader = state.reloader
         metrics.gauge("ep_webhook_certificate_not_after_seconds",
@@ -215,6 +219,16 @@ def create_app(state: ServerState) -> WebhookApp:
         metrics.counter("ep_webhook_certificate_reload_failures_total",
                         "Certificate changes that could not be loaded.", lambda: float(reloader.failures))
     return WebhookApp(state, app)
+
+
+def _report_metrics(metrics: Metrics, reports: ReportWriter) -> None:
+    metrics.info("ep_webhook_audit_report_api", "The API the audit's policy reports are written in (none: no reports).",
+                 "api", lambda: reports.api_name)
+    metrics.gauge("ep_webhook_audit_reports", "Policy reports the webhook keeps (one per namespace with audited objects).",
+                  lambda: float(reports.reports))
+    metrics.counter("ep_webhook_audit_report_failures_total",
+                    "Report API calls (discovery, list, create, replace, delete) that failed.",
+                    lambda: float(reports.failures))
 
 
 async def _watch_files(state: ServerState) -> None:
@@ -239,7 +253,10 @@ def audit_once(state: ServerState) -> dict[tuple[str, str, str], int]:
     policy = state.policy.value if state.policy else DEFAULT
     findings = audit.run(cluster.objects(), policy, cluster.labels, cluster.runtimes_for, cluster.claim_templates_for)
     counts = audit.counts(findings)
-    state.metrics.audited(counts, time.time())
+    finished = time.time()
+    state.metrics.audited(counts, finished)
+    if state.reports is not None:
+        state.reports.write(findings, int(finished))
     totals: dict[str, int] = {r: sum(n for (_, _, res), n in counts.items() if res == r) for r in audit.RESULTS}
     audit_log = logging.getLogger("webhook.audit")
     for f in findings:

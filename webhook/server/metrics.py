@@ -43,10 +43,15 @@ class _ReadAtScrape(Collector):
     def __init__(self) -> None:
         self.gauges: dict[str, tuple[str, Read]] = {}
         self.counters: dict[str, tuple[str, Read]] = {}
+        self.infos: dict[str, tuple[str, str, Callable[[], str]]] = {}
 
     def collect(self) -> Iterable[Metric]:
         for name, (help_text, read) in sorted(self.gauges.items()):
             yield GaugeMetricFamily(name, help_text, value=read())
+        for name, (help_text, label, read_label) in sorted(self.infos.items()):
+            family = GaugeMetricFamily(name, help_text, labels=(label,))
+            family.add_metric((read_label(),), 1.0)
+            yield family
         for name, (help_text, read) in sorted(self.counters.items()):
             yield CounterMetricFamily(name, help_text, value=read())
 
@@ -91,6 +96,10 @@ class Metrics:
     def gauge(self, name: str, help_text: str, read: Read) -> None:
         """Expose `read()` as gauge `name`, called at every scrape."""
         self._read.gauges[name] = (help_text, read)
+
+    def info(self, name: str, help_text: str, label: str, read: Callable[[], str]) -> None:
+        """Expose gauge `name` with value 1 and label `label` set to `read()`, called at every scrape."""
+        self._read.infos[name] = (help_text, label, read)
 
     def counter(self, name: str, help_text: str, read: Read) -> None:
         """Expose `read()`, a count that only goes up, as counter `name` (which ends in `_total`)."""
