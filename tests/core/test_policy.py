@@ -287,3 +287,17 @@ def test_the_policys_vllm_version_decides_what_is_written_when_the_image_does_no
     tagged = copy.deepcopy(asked)
     tagged["spec"]["predictor"]["model"]["image"] = "vllm/vllm-openai:v0.24.0"
     assert "flags written for vLLM 0.24.0, from the image tag" in mutate(tagged, policy.options_for("llm", {})).warnings
+
+
+def test_unknown_launches_warn_relaxes_the_fail_closed_denial_per_rule() -> None:
+    obj = isvc(command=["bash", "-c", "exec vllm serve /mnt/models $EXTRA_ARGS"], enabled=None)
+    assert not mutate(copy.deepcopy(obj), FORBID).allowed
+    relaxed = mutate(copy.deepcopy(obj), replace(FORBID, unknown_launches="warn"))
+    assert relaxed.allowed and any("cannot be read" in w for w in relaxed.warnings)
+    hidden = isvc(command=["vllm", "serve", "/mnt/models", "-ep", "-tp", "1", "-dp", "8", "$(VLLM_EXTRA)"], enabled=None)
+    model(hidden)["env"] = [{"name": "VLLM_EXTRA", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]
+    assert not mutate(copy.deepcopy(hidden), ENFORCE).allowed
+    enforced = mutate(copy.deepcopy(hidden), replace(ENFORCE, unknown_launches="warn"))
+    assert enforced.allowed and any("EP may not run" in w for w in enforced.warnings)
+    with pytest.raises(PolicyError, match="unknownLaunches"):
+        parse("defaults:\n  unknownLaunches: maybe\n")

@@ -16,6 +16,7 @@ from typing import TypeVar
 from webhook.vllm import flags
 from webhook.core import patch
 from webhook.core import shm
+from webhook.core import started
 from webhook.core import undo
 from webhook.vllm.command import find_ep_flag
 from webhook.base.errors import Denied, NotApplicable
@@ -85,7 +86,7 @@ def _mutate(obj: object, adapter: Adapter[C], options: Options, context: C | Non
     if not want:
         if stored is None and options.mode != "forbid":
             return Verdict.allow()
-        return _turn_off(obj, adapter, annotations, stored, options)
+        return _turn_off(obj, adapter, annotations, stored, options, context)
     try:
         return _turn_on(obj, adapter(obj, context), annotations, stored, options)
     except NotApplicable as na:
@@ -114,11 +115,11 @@ def _untouched(stored: undo.Undo | None, values: Mapping[str, object]) -> bool:
 
 def _turn_off(
     obj: dict[str, object], adapter: Adapter[C], annotations: Mapping[str, object], stored: undo.Undo | None,
-    options: Options,
+    options: Options, context: C | None = None,
 ) -> Verdict:
-    """Undo an earlier change if there is one; in forbid mode also refuse hand-written EP."""
+    """Undo an earlier change if there is one; in forbid mode also refuse EP that vLLM would run, or might."""
     try:
-        workload = adapter(obj, None)
+        workload = adapter(obj, context if options.mode == "forbid" else None)
     except NotApplicable:
         if stored is None:
             return Verdict.allow()
@@ -138,13 +139,97 @@ def _turn_off(
                  f"so they stay as they are"]
             )
     if options.mode == "forbid":
-        found = _ep_in(workload, new)
-        if found:
-            raise Denied(
-                f"expert parallelism is forbidden in this namespace (policy rule {options.rule!r}), "
-                f"but {found}; remove it"
-            )
+        return verdict.with_warnings(_forbid(workload, new, options))
     return verdict
+
+
+def _readings(workload: Workload, values: Mapping[str, object]) -> list[tuple[Launch, bool, started.Reading]]:
+    """What vLLM is started with in every launch of the workload (`values`: the owned fields), and in every
+    other container that could start vLLM: (launch, whether the webhook configures it, reading)."""
+    out = []
+    for role in workload.roles:
+        for launch in role.launches:
+            command, args = values.get(launch.command.pointer), values.get(launch.args.pointer)
+            out.append((launch, True, started.read(
+                launch, command if isinstance(command, list) else None, args if isinstance(args, list) else None)))
+    for other in workload.others:
+        out.append((other, False, started.read(other, other.command.value if isinstance(other.command.value, list)
+                                              else None, other.args.value if isinstance(other.args.value, list)
+                                              else None, may_be_vllm=_may_run_vllm(other))))
+    return out
+
+
+def _may_run_vllm(launch: Launch) -> bool:
+    """A container not served by KServe that may still start vLLM: a vLLM image, or vLLM named in its command."""
+    command, args = launch.command.value, launch.args.value
+    words = [*(command if isinstance(command, list) else ()), *(args if isinstance(args, list) else ())]
+    return "vllm" in launch.image.lower() or "huggingfaceserver" in launch.image or any(
+        "vllm" in str(w) for w in words)
+
+
+def _forbid(workload: Workload, values: Mapping[str, object], options: Options) -> list[str]:
+    """Denied when vLLM would run EP anywhere in the workload, or when the webhook cannot tell (fail closed;
+    with the policy's `unknownLaunches: warn`, the warnings to give instead)."""
+    rule = f"expert parallelism is forbidden in this namespace (policy rule {options.rule!r})"
+    for role in workload.roles:
+        p = values.get(role.parallelism.pointer) if role.parallelism is not None else None
+        if isinstance(p, dict) and p.get("expert") is True and role.parallelism is not None:
+            raise Denied(f"{rule}, but {role.parallelism.path}.expert is true; remove it")
+    unknown = list(workload.hidden)
+    for _, _, reading in _readings(workload, values):
+        if reading.state == "on":
+            raise Denied(f"{rule}, but {reading.why}; remove it")
+        if reading.state == "unknown":
+            unknown.append(reading.why)
+    if unknown and options.unknown_launches == "deny":
+        raise Denied(f"{rule}, and the webhook cannot tell whether vLLM runs it: {unknown[0]}")
+    return [f"EP is forbidden here, but cannot be read: {reason}" for reason in unknown[:1]]
+
+
+def _enforced(verdict: Verdict, workload: Workload, values: Mapping[str, object], options: Options,
+              request_explicit: bool) -> Verdict:
+    """The verdict, after checking that vLLM will run EP in every launch the webhook configures: enforce without
+    opt-out denies when EP would be off or unknown; otherwise such a launch gets a warning.
+
+    Reading every launch costs about as much as planning it: in opt-in mode it is done only where something
+    could hide a flag (a `$`, a `--config`, an `envFrom`, presets by reference)."""
+    strict = options.mode == "enforce" and not options.allow_opt_out
+    if not strict and not _may_hide(workload, values):
+        return verdict
+    problems: list[str] = list(workload.hidden)
+    for launch, configured, reading in _readings(workload, values):
+        if not configured:
+            continue
+        role = next(r for r in workload.roles if launch in r.launches)
+        if reading.state == "unknown" or (reading.state == "off" and role.layout == "single"):
+            problems.append(reading.why or f"{launch.where} would start vLLM without expert parallelism")
+    if not problems:
+        return verdict
+    if strict and (options.unknown_launches == "deny" or not all(
+            r.state == "unknown" for _, c, r in _readings(workload, values) if c and r.state != "on")):
+        raise Denied(
+            f"expert parallelism is required in this namespace (policy rule {options.rule!r}), but the webhook "
+            f"cannot make sure vLLM runs it: {problems[0]}"
+        )
+    return verdict.with_warnings([f"EP may not run: {problems[0]}"] if request_explicit or options.mode != "optIn"
+                                 else [])
+
+
+def _may_hide(workload: Workload, values: Mapping[str, object]) -> bool:
+    if workload.hidden:
+        return True
+    for role in workload.roles:
+        for launch in role.launches:
+            container = launch.container
+            if container is not None and container.get("envFrom"):
+                return True
+            for pointer in (launch.command.pointer, launch.args.pointer):
+                value = values.get(pointer)
+                if isinstance(value, list) and any("$" in w or "config" in w for w in value):
+                    return True
+            if any("$" in w or "config" in w for w in (*launch.runtime_args, *(launch.runtime_command or ()))):
+                return True
+    return False
 
 
 def running_ep(obj: object, adapter: Adapter[C]) -> bool:
@@ -190,6 +275,7 @@ def _turn_on(
     untouched_since = _untouched(stored, current)
     request = read_ep_request(annotations, options)
     reject = options.on_conflict == "reject"
+    explicit = ep_enabled(annotations) is True
 
     # Plan on the fields as deployed: fields the webhook wrote itself are never "hand-written
     # conflicts", and the warnings say what this write changes. On most updates that plan is the
@@ -200,9 +286,11 @@ def _turn_on(
         # something else edited other fields since (another mutating webhook, a hand edit),
         # keep the original for undo and track the new digest.
         if stored is None or stored.pointers != frozenset(current) or untouched_since:
-            return Verdict.allow()
+            return _enforced(Verdict.allow(), workload, current, options, explicit)
         originals = {**dict(stored.fields), **_shm_originals(workload, stored, current, request, options)}
-        return _result(obj, fields, current, undo.Undo(tuple(sorted(originals.items())), undo.digest(current)))
+        return _enforced(
+            _result(obj, fields, current, undo.Undo(tuple(sorted(originals.items())), undo.digest(current))),
+            workload, current, options, explicit)
 
     # Something changes. While the webhook's last output is untouched, the new values come from the
     # stored originals, so that a new GPU request or TP gives a fresh layout (flags the webhook added
@@ -228,7 +316,8 @@ def _turn_on(
             f"vLLM falls back to its default backend"
         )
     new_undo = None if new == base else undo.Undo(tuple(sorted(base.items())), undo.digest(new))
-    return _result(obj, fields, new, new_undo).with_warnings([*on_current.warnings, *notes])
+    return _enforced(_result(obj, fields, new, new_undo).with_warnings([*on_current.warnings, *notes]),
+                     workload, new, options, explicit)
 
 
 def _shm_originals(

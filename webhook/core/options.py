@@ -17,6 +17,9 @@ Mode = Literal["optIn", "enforce", "forbid"]
 ON_CONFLICT: tuple[OnConflict, ...] = get_args(OnConflict)
 """The values of `OnConflict`, for validation and command-line choices."""
 MODES: tuple[Mode, ...] = get_args(Mode)
+Unknown = Literal["deny", "warn"]
+"""What forbid and enforce (without opt-out) do when the webhook cannot tell whether vLLM runs EP."""
+UNKNOWN: tuple[Unknown, ...] = get_args(Unknown)
 """The values of `Mode`, for validation and messages."""
 SharedMemoryMode = Literal["add", "warn", "off"]
 """A pod running TP x DP > 1 without a memory-backed /dev/shm: add one, warn, or say nothing (`webhook.core.shm`)."""
@@ -46,6 +49,9 @@ class Options:
     """DRA DeviceClasses whose devices count as GPUs (a claim's other devices, e.g. NICs, do not)."""
     all2all_backends: tuple[str, ...] = ALL2ALL_BACKENDS
     max_data_parallel_size: int | None = None
+    unknown_launches: Unknown = "deny"
+    """forbid / enforce: a launch whose EP the webhook cannot read (a value set at run time, a file, a preset by
+    reference) is denied (fail closed, the default) or only warned about (for teams that accept the risk)."""
     vllm_version: Version | None = None
     """The vLLM release to write for when neither `ep.vllm-version` nor the image says (None: the newest known)."""
     shared_memory: SharedMemoryMode = "add"

@@ -15,6 +15,7 @@ Parsing validates everything up front and names the bad field
       gpuDeviceClasses: [gpu.nvidia.com, gpu.amd.com, gpu.intel.com]  # DRA DeviceClasses that are GPUs
       all2allBackends: [...]   # names allowed in ep.all2all-backend
       vllmVersion: "0.11.2"    # the vLLM pods run when neither ep.vllm-version nor the image says
+      unknownLaunches: deny    # forbid/enforce when EP cannot be read (run-time values, files): deny | warn
       sharedMemory: add        # add | warn | off: a memory /dev/shm for pods running TP x DP > 1
       sharedMemorySize: 8Gi    # its sizeLimit (a Kubernetes quantity)
     rules:
@@ -39,7 +40,7 @@ from typing import Literal
 import yaml
 
 from webhook.vllm.flags import ALL2ALL_BACKENDS, ALL2ALL_RELEASE
-from webhook.core.options import MODES, ON_CONFLICT, SHARED_MEMORY_MODES, Options
+from webhook.core.options import MODES, ON_CONFLICT, SHARED_MEMORY_MODES, UNKNOWN, Options
 from webhook.core.shm import quantity
 from webhook.vllm.releases import parse_version
 
@@ -187,6 +188,8 @@ def _settings(data: Mapping[str, object], where: str) -> dict[str, object]:
                     f"{field}: unknown backend {unknown[0]!r}; {ALL2ALL_RELEASE} accepts {', '.join(ALL2ALL_BACKENDS)}"
                 )
             value = names
+        elif key == "unknownLaunches":
+            _expect(value in UNKNOWN, field, f"must be {' or '.join(UNKNOWN)}, not {value!r}")
         elif key == "vllmVersion":
             version = parse_version(value) if isinstance(value, str) and len(value) < 40 else None
             _expect(version is not None, field, 'must be a vLLM release number in quotes, e.g. "0.11.2"')

@@ -16,6 +16,7 @@ dataclasses (timed here with `timeit`: 0.47 µs against 1.6 µs with four fields
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal, NamedTuple, Protocol, TypeVar
 
 from webhook.core.gpus import Gpus
@@ -67,6 +68,11 @@ class Launch(NamedTuple):
     env: tuple[tuple[str, str | None], ...] = ()
     """The container's env the planner reads (`kserve.images.WATCHED_ENV`): name, literal value or None when
     known only at run time."""
+    container: Mapping[str, object] | None = None
+    """The container as written (read-only), for the reader of what vLLM is started with (`started`): its whole
+    env and `envFrom`, which the kubelet expands `$(VAR)` from."""
+    runtime_command: tuple[str, ...] | None = None
+    """The command of the runtime KServe merges in, when the container has none of its own."""
 
 
 class SharedMemory(NamedTuple):
@@ -109,11 +115,18 @@ class Role(NamedTuple):
 
 
 class Workload(NamedTuple):
-    """A workload as the core sees it."""
+    """A workload as the core sees it.
+
+    `others` are the pods' other containers (sidecars, a transformer, more predictor containers) that could
+    start vLLM too: the policy reads them, the webhook never edits them. `hidden` says what of the workload
+    the webhook cannot read (e.g. presets named by `baseRefs`), which makes EP unknown.
+    """
 
     roles: tuple[Role, ...]
     owned: str = "the command and args"  # how messages name the fields the webhook owns
     owned_short: str = "command/args"  # the same, where a message is already long
+    others: tuple[Launch, ...] = ()
+    hidden: tuple[str, ...] = ()
 
     def fields(self) -> tuple[Field, ...]:
         """Every field the webhook owns on this workload, in order."""

@@ -19,6 +19,7 @@ from webhook.base.jsonvalues import string_list
 from webhook.core.dra import claim_uses
 from webhook.core.gpus import Gpus, visible, watched_env
 from webhook.core.workload import Field, Launch, Role, SharedMemory, Workload
+from webhook.kserve.pods import other_launches
 from webhook.kserve.view import NamespaceView
 
 KIND = "InferenceService"
@@ -59,6 +60,7 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         Field(f"{pointer}/args", f"{where}.args", args),
         server=server_of([*command, *(args or ())]) if command else "vllm",
         own_image=own_image,
+        container=container,
     )
     image = container.get("image")
     if isinstance(image, str):
@@ -79,7 +81,20 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         refusal=MULTI_NODE if predictor.get("workerSpec") is not None else None,
         shm=(_shared_memory(predictor, container, pointer, where, not own_image, resolution),),
     )
-    return Workload((role,))
+    return Workload((role,), others=_others(spec, predictor, pointer))
+
+
+def _others(spec: dict[str, object], predictor: dict[str, object], served: str) -> tuple[Launch, ...]:
+    """The pods' containers besides the served one: every other `spec.predictor.containers` entry (KServe adds
+    each to the predictor pod, beside `model`) and the transformer's."""
+    skip = int(served.rpartition("/")[2]) if served.startswith("/spec/predictor/containers/") else None
+    found = other_launches(predictor.get("containers"), "/spec/predictor/containers", "spec.predictor.containers",
+                           skip)
+    transformer = spec.get("transformer")
+    if isinstance(transformer, dict):
+        found += other_launches(transformer.get("containers"), "/spec/transformer/containers",
+                                "spec.transformer.containers")
+    return found
 
 
 def _knative_note(obj: dict[str, object]) -> tuple[str, ...]:
@@ -162,4 +177,5 @@ def _with_runtime(launch: Launch, resolution: Resolution) -> Launch:
     except NotApplicable as e:
         return launch._replace(refusal=e.message)
     notes = (started.note,) if started.note else ()
-    return launch._replace(server=started.server, runtime_args=resolution.runtime.args or (), notes=notes)
+    return launch._replace(server=started.server, runtime_args=resolution.runtime.args or (), notes=notes,
+                           runtime_command=resolution.runtime.command)

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
 from webhook.kserve.images import WATCHED_ENV, release_of, with_all2all_env
+from webhook.kserve.pods import other_launches
 from webhook.kserve.view import NamespaceView
 from webhook.core.dra import ClaimUse, Templates, claim_uses
 from webhook.core.gpus import Gpus, visible, watched_env
@@ -60,7 +61,29 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         roles.append(_with_shm(_role(prefill, "/spec/prefill", "spec.prefill", gpus), prefill, "/spec/prefill",
                                "spec.prefill"))
     owned = "parallelism and the main containers' args"
-    return Workload(tuple(roles), owned=owned, owned_short=owned)
+    others = _others(spec, "/spec", "spec")
+    if isinstance(prefill, dict):
+        others += _others(prefill, "/spec/prefill", "spec.prefill")
+    hidden = (f"spec.baseRefs names presets ({_refs(spec.get('baseRefs'))}) whose containers and args the webhook "
+              f"does not read; write main's settings in the object instead",) if spec.get("baseRefs") else ()
+    return Workload(tuple(roles), owned=owned, owned_short=owned, others=others, hidden=hidden)
+
+
+def _refs(refs: object) -> str:
+    names = [str(r.get("name"))[:40] for r in refs if isinstance(r, dict)] if isinstance(refs, list) else []
+    return ", ".join(names[:3]) or "?"
+
+
+def _others(body: dict[str, object], pointer: str, where: str) -> tuple[Launch, ...]:
+    """The role's pods' containers other than `main` (KServe merges each into its pod as written)."""
+    found: tuple[Launch, ...] = ()
+    for part in ("template", "worker"):
+        pod = body.get(part)
+        if isinstance(pod, dict):
+            main = _main(pod, f"{where}.{part}")
+            found += other_launches(pod.get("containers"), f"{pointer}/{part}/containers",
+                                    f"{where}.{part}.containers", main[0] if main else None)
+    return found
 
 
 def _main(pod: object, where: str) -> tuple[int, dict[str, object]] | None:
@@ -93,6 +116,7 @@ def _launch(container: dict[str, object], pointer: str, where: str) -> Launch:
         server=server_of([*command, *(args or ())]) if command else "vllm",
         image=image,
         image_release=release_of(image) if image else None,
+        container=container,
     ), watched_env(container, WATCHED_ENV))
 
 

@@ -31,6 +31,8 @@ _MAX_SHOWN = 40
 END_OF_OPTIONS = "--"
 """argparse's end of options; vLLM's `serve` refuses it (tests/vllm/test_real_vllm.py)."""
 DOTTED_EPLB = flags.EPLB_CONFIG + "."
+DOTTED_LAST = "."
+"""Marks a dotted flag without `=` that is the argv's last word: vLLM takes the next word as its value."""
 """`--eplb-config.KEY V`: vLLM's parser folds these into one `--eplb-config` JSON appended last."""
 
 
@@ -122,10 +124,20 @@ def scan(args: Sequence[Arg]) -> list[Occurrence]:
             k += 1
             continue
         if fw.name not in VALUE_FLAGS and fw.name not in BOOL_FLAGS:
+            # vLLM folds every dotted `-x.y V` / `-x.y=V` into one JSON flag before argparse runs
+            # (FlexibleArgumentParser.parse_args, vllm/utils/argparse_utils.py, 0.33.0): without `=` the next
+            # word is its value, whatever it is, so a flag there is no flag
+            takes_next = fw.value is None and "." in fw.spelling
+            value = fw.value
+            if takes_next and k + 1 < n:
+                value = args[k + 1].literal
             # an ambiguous prefix stops vLLM's parser; dotted --eplb-config.KEY is folded into one, placed last
             if fw.name[0] == flags.AMBIGUOUS or fw.name.startswith(DOTTED_EPLB):
-                found.append(Occurrence(fw.name, fw.spelling, k, None, fw.value, True, fw.value is not None, _written(a)))
-            k += 1
+                found.append(Occurrence(fw.name, fw.spelling, k, k + 1 if takes_next and k + 1 < n else None,
+                                        value, True, fw.value is not None, _written(a)))
+            elif takes_next and k + 1 == n:
+                found.append(Occurrence(DOTTED_LAST, fw.spelling, k, None, None, True, False, _written(a)))
+            k += 2 if takes_next else 1
             continue
         if fw.value is not None or fw.value_dynamic:
             found.append(
@@ -191,6 +203,8 @@ def plan_edit(args: Sequence[Arg], wants: Sequence[DesiredFlag], reject_conflict
                 "the vLLM command has a `--` among its arguments, which vLLM's parser refuses (\"unrecognized "
                 "arguments\"), and flags after it would not be read as flags: remove the `--`"
             )
+        if o.name == DOTTED_LAST:
+            continue
         if o.name.startswith(DOTTED_EPLB) and any(w.name == flags.EPLB_CONFIG and w.present for w in wants):
             raise Denied(
                 f"the vLLM command sets {o.spelling}, which vLLM folds into one --eplb-config placed last, "
@@ -254,6 +268,13 @@ def plan_edit(args: Sequence[Arg], wants: Sequence[DesiredFlag], reject_conflict
             result.delete.update(o.indices)
             if o is not first:
                 result.warnings.append(f"removed duplicate {o.display}")
+    last = occurrences[-1] if occurrences else None
+    if result.append and last is not None and last.name == DOTTED_LAST:
+        raise Denied(
+            f"the vLLM command ends with {last.display}, a dotted flag without `=`, which takes the next word as "
+            f"its value (vLLM folds dotted flags before parsing), so the flags the webhook adds after it would be "
+            f"swallowed: write {last.spelling}=VALUE"
+        )
     added = _added_summary(result.append, wants, occurrences)
     if added:
         result.warnings.append(added)
