@@ -173,6 +173,8 @@ def judge(request: dict, gpus: dict, arg_utils: object, parsers: dict) -> dict:
                 args = parser.parse_args(full)  # type: ignore[attr-defined]
         except SystemExit:
             return {"ok": False, "stage": "parse", "error": (err.getvalue() or out.getvalue()).strip()[-600:]}
+        except Exception as e:  # the parser itself crashes (e.g. IndexError on a trailing dotted flag): no start
+            return {"ok": False, "stage": "parse", "error": f"{type(e).__name__}: {e}"[-600:]}
         if entry == "serve":
             from vllm.entrypoints.cli import serve
 

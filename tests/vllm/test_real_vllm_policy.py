@@ -177,7 +177,7 @@ def test_a_trailing_dotted_flag_would_swallow_the_webhooks_first_flag(
     model(naive)["command"] += ["--enable-expert-parallel", "--tensor-parallel-size", "1", "--data-parallel-size", "8"]
     assert not runs_ep(vllm_judges, model(naive), tmp_path)  # the first appended flag became the note's value
     verdict = mutate(obj, ENFORCE)
-    assert not verdict.allowed and "--additional-config.note=VALUE" in verdict.message
+    assert not verdict.allowed and "--additional-config.note=VALUE" in verdict.message, verdict.message
 
 
 def test_an_llminferenceservice_arg_with_a_comment_would_hide_the_webhooks_flags(tmp_path: Path) -> None:

@@ -32,7 +32,8 @@ END_OF_OPTIONS = "--"
 """argparse's end of options; vLLM's `serve` refuses it (tests/vllm/test_real_vllm.py)."""
 DOTTED_EPLB = flags.EPLB_CONFIG + "."
 DOTTED_LAST = "."
-"""Marks a dotted flag without `=` that is the argv's last word: vLLM takes the next word as its value."""
+"""Marks a dotted flag without `=` that is the argv's last word, or followed by a word that expands at run time
+(perhaps to nothing): vLLM takes the next word there is as its value."""
 """`--eplb-config.KEY V`: vLLM's parser folds these into one `--eplb-config` JSON appended last."""
 
 
@@ -129,6 +130,11 @@ def scan(args: Sequence[Arg]) -> list[Occurrence]:
             # word is its value, whatever it is, so a flag there is no flag
             takes_next = fw.value is None and "." in fw.spelling
             value = fw.value
+            if takes_next and k + 1 < n and (args[k + 1].opaque or args[k + 1].literal is None):
+                # its value is a word that expands at run time, perhaps to nothing: then the next word is taken
+                found.append(Occurrence(DOTTED_LAST, fw.spelling, k, None, None, True, False, _written(a)))
+                k += 1
+                continue
             if takes_next and k + 1 < n:
                 value = args[k + 1].literal
             # an ambiguous prefix stops vLLM's parser; dotted --eplb-config.KEY is folded into one, placed last
@@ -268,12 +274,12 @@ def plan_edit(args: Sequence[Arg], wants: Sequence[DesiredFlag], reject_conflict
             result.delete.update(o.indices)
             if o is not first:
                 result.warnings.append(f"removed duplicate {o.display}")
-    last = occurrences[-1] if occurrences else None
-    if result.append and last is not None and last.name == DOTTED_LAST:
+    open_dotted = next((o for o in occurrences if o.name == DOTTED_LAST), None)
+    if result.append and open_dotted is not None:
         raise Denied(
-            f"the vLLM command ends with {last.display}, a dotted flag without `=`, which takes the next word as "
-            f"its value (vLLM folds dotted flags before parsing), so the flags the webhook adds after it would be "
-            f"swallowed: write {last.spelling}=VALUE"
+            f"the vLLM command has {open_dotted.display}, a dotted flag without `=` and without a literal value "
+            f"after it: vLLM takes the next word there is as its value (it folds dotted flags before parsing), "
+            f"which may be a flag the webhook adds; write {open_dotted.spelling}=VALUE"
         )
     added = _added_summary(result.append, wants, occurrences)
     if added:
