@@ -351,7 +351,7 @@ def test_self_managed_mode_leaves_ca_bundle_to_the_server_and_grants_exactly_its
     assert one(objs, "Role", FULLNAME)["metadata"]["namespace"] == NAMESPACE
     assert rules(objs, "ClusterRole") == [
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["serving.kserve.io"], "resources": ["servingruntimes", "clusterservingruntimes"],
+        {"apiGroups": ["serving.kserve.io"], "resources": ["servingruntimes", "clusterservingruntimes", "llminferenceserviceconfigs"],
          "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaimtemplates"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices", "llminferenceservices"],
@@ -377,7 +377,7 @@ def test_other_modes_mount_the_tls_secret_and_grant_only_the_policy_reads(helm: 
     assert volumes(objs)["certs"]["secret"] == {"secretName": secret, "defaultMode": 0o440}
     assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
     assert [r["resources"] for r in rules(objs, "ClusterRole")] == [
-        ["namespaces"], ["servingruntimes", "clusterservingruntimes"], ["resourceclaimtemplates"],
+        ["namespaces"], ["servingruntimes", "clusterservingruntimes", "llminferenceserviceconfigs"], ["resourceclaimtemplates"],
         ["inferenceservices", "llminferenceservices"], ["reports"], ["policyreports"]]
     assert "--self-managed" not in container(objs)["args"]
 

@@ -142,7 +142,7 @@ def test_a_bad_kubeconfig_or_unreachable_server_exits_2_without_a_traceback(
 AUDIT_READER_RULES = [
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["serving.kserve.io"],
-     "resources": ["servingruntimes", "clusterservingruntimes", "inferenceservices", "llminferenceservices"],
+     "resources": ["servingruntimes", "clusterservingruntimes", "llminferenceserviceconfigs", "inferenceservices", "llminferenceservices"],
      "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaimtemplates"], "verbs": ["get", "list", "watch"]},
 ]

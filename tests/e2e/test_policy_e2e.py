@@ -49,7 +49,7 @@ rules:
 CONFIG = "vllm-ep-webhook-policy"
 POLICY_READER_RULES = [
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["serving.kserve.io"], "resources": ["servingruntimes", "clusterservingruntimes"],
+    {"apiGroups": ["serving.kserve.io"], "resources": ["servingruntimes", "clusterservingruntimes", "llminferenceserviceconfigs"],
      "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaimtemplates"], "verbs": ["get", "list", "watch"]},
 ]
@@ -263,3 +263,38 @@ def test_the_running_webhook_auto_selects_kserves_runtimes_and_applies_the_huggi
     model(multi)["modelFormat"] = {"name": "huggingface"}
     multi["spec"]["predictor"]["workerSpec"] = {"pipelineParallelSize": 2, "tensorParallelSize": 8}
     assert "spec.predictor.workerSpec" in denial(api, ns, multi)
+
+
+def test_forbid_reads_the_llm_presets_of_the_users_namespace(api: client.ApiClient, policy_server: Server) -> None:
+    """KServe merges a namespace's own LLMInferenceServiceConfig named by baseRefs (before KServe's own); the
+    running webhook watches them and decides on what they hold."""
+    from tests.kserve.test_llminferenceservice import llmisvc
+
+    ns = labelled(api, "forbid")
+    custom = client.CustomObjectsApi(api)
+
+    def preset(name: str, args: list[str]) -> dict[str, Any]:
+        return {"apiVersion": "serving.kserve.io/v1alpha2", "kind": "LLMInferenceServiceConfig",
+                "metadata": {"name": name}, "spec": {"template": {"containers": [{"name": "main", "args": args}]}}}
+
+    def create_llm(name: str, ref: str) -> None:
+        obj = llmisvc(enabled=None)
+        obj["metadata"] = {"name": name}
+        obj["spec"]["baseRefs"] = [{"name": ref}]
+        custom.create_namespaced_custom_object("serving.kserve.io", "v1alpha2", ns, "llminferenceservices", obj)
+
+    custom.create_namespaced_custom_object("serving.kserve.io", "v1alpha2", ns, "llminferenceserviceconfigs",
+                                           preset("team-ep", ["--enable-expert-parallel", "--data-parallel-size=8"]))
+    custom.create_namespaced_custom_object("serving.kserve.io", "v1alpha2", ns, "llminferenceserviceconfigs",
+                                           preset("team-plain", ["--max-model-len=4096"]))
+    deadline = time.monotonic() + 15
+    while True:  # the webhook learns new presets through its watch
+        try:
+            create_llm(f"probe-{int(time.monotonic() * 1000) % 100000}", "team-ep")
+        except ApiException as e:
+            message = str(json.loads(e.body)["message"])
+            break
+        assert time.monotonic() < deadline, "the preset with EP was never read"
+        time.sleep(0.3)
+    assert "forbidden" in message and "LLMInferenceServiceConfig team-ep" in message
+    create_llm("plain", "team-plain")

@@ -200,3 +200,31 @@ def test_enforce_still_admits_hidden_words_when_the_webhooks_flags_come_last(
     verdict = mutate(copy.deepcopy(obj), ENFORCE)
     assert verdict.allowed, verdict.message
     assert runs_ep(vllm_judges, model(apply(obj, verdict)), tmp_path)
+
+
+# -- LLMInferenceServiceConfigs in the user's namespace ------------------------------------------------------
+
+
+def preset(name: str, args: list[str]) -> dict[str, Any]:
+    return {"apiVersion": "serving.kserve.io/v1alpha2", "kind": "LLMInferenceServiceConfig",
+            "metadata": {"name": name, "namespace": "llm"},
+            "spec": {"template": {"containers": [{"name": "main", "args": args}]}}}
+
+
+@pytest.mark.parametrize("name", ["team-defaults", "config-llm-template"])
+def test_forbid_reads_the_presets_of_the_users_namespace(name: str) -> None:
+    obj = llmisvc(enabled=None)
+    if name == "team-defaults":
+        obj["spec"]["baseRefs"] = [{"name": name}]
+    ep = {name: preset(name, ["--enable-expert-parallel", "--data-parallel-size=8"])}
+    verdict = mutate(copy.deepcopy(obj), FORBID, llm_configs=ep)
+    assert not verdict.allowed and f"LLMInferenceServiceConfig {name}" in verdict.message, verdict.message
+    plain = {name: preset(name, ["--max-model-len=4096"])}
+    assert mutate(copy.deepcopy(obj), FORBID, llm_configs=plain).allowed
+
+
+def test_base_refs_not_in_the_users_namespace_are_the_platforms() -> None:
+    obj = llmisvc(enabled=None)
+    obj["spec"]["baseRefs"] = [{"name": "kserve-wide"}]
+    assert mutate(copy.deepcopy(obj), FORBID, llm_configs={}).allowed  # found only in KServe's namespace
+    assert not mutate(copy.deepcopy(obj), FORBID).allowed  # without a view of the namespace: unknown

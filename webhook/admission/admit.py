@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from webhook.admission.kinds import KINDS, mutate
 from webhook.kserve.api import GROUP
@@ -22,11 +22,12 @@ def admit(
     options_for: Callable[[str], Options],
     runtimes_for: Callable[[str], Runtimes] | None = None,
     templates_for: Callable[[str], Templates] | None = None,
+    configs_for: Callable[[str], Mapping[str, Mapping[str, object]]] | None = None,
 ) -> Verdict:
     """Run the engine on InferenceService and LLMInferenceService creates and updates; allow the rest.
 
     `options_for(namespace)` applies the policy; `runtimes_for(namespace)` gives the
-    runtimes KServe could use there; `templates_for(namespace)` its ResourceClaimTemplates by name. Dry-run requests are treated like any other: the webhook has no
+    runtimes KServe could use there; `templates_for(namespace)` its ResourceClaimTemplates by name; `configs_for(namespace)` its LLMInferenceServiceConfigs. Dry-run requests are treated like any other: the webhook has no
     side effects.
     """
     if request.kind.group != GROUP or request.kind.kind not in KINDS or request.operation not in DECIDED_OPERATIONS:
@@ -39,7 +40,8 @@ def admit(
             f"know yet (it may not reach the API server); retry in a few seconds"
         )
     return mutate(request.object, options, runtimes_for(request.namespace) if runtimes_for else None,
-                  templates_for(request.namespace) if templates_for else None)
+                  templates_for(request.namespace) if templates_for else None,
+                  configs_for(request.namespace) if configs_for else None)
 
 
 def outcome(verdict: Verdict) -> str:

@@ -71,9 +71,10 @@ def finding(
     labels: Mapping[str, str] | None,
     runtimes: Runtimes | None,
     templates: Templates | None = None,
+    configs: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Finding:
     """The finding for one object; `labels` None when its namespace's labels are unknown; `templates` its
-    namespace's ResourceClaimTemplates (None: unknown)."""
+    namespace's ResourceClaimTemplates and `configs` its LLMInferenceServiceConfigs (None: unknown)."""
     namespace, name = _meta(obj)
     kind, api_version = str(obj.get("kind") or ""), str(obj.get("apiVersion") or "")
     ep, uid = running_ep(obj), _uid(obj)
@@ -83,7 +84,7 @@ def finding(
         return Finding(kind, api_version, namespace, name, ep, "deny",
                        f"the labels of namespace {namespace!r} could not be read, and the policy selects by label",
                        (), uid)
-    verdict = mutate(obj, options, runtimes, templates)
+    verdict = mutate(obj, options, runtimes, templates, configs)
     if not verdict.allowed:
         return Finding(kind, api_version, namespace, name, ep, "deny", verdict.message, (), uid)
     if verdict.patch:
@@ -98,6 +99,7 @@ def run(
     labels_of: Callable[[str], Mapping[str, str] | None],
     runtimes_for: Callable[[str], Runtimes] | None,
     templates_for: Callable[[str], Templates] | None = None,
+    configs_for: Callable[[str], Mapping[str, Mapping[str, object]] | None] | None = None,
 ) -> list[Finding]:
     """Findings for every InferenceService and LLMInferenceService among `objects`, sorted by namespace, kind, name."""
     findings = []
@@ -107,7 +109,8 @@ def run(
         try:
             namespace, _ = _meta(obj)
             found = finding(obj, policy, labels_of(namespace), runtimes_for(namespace) if runtimes_for else None,
-                            templates_for(namespace) if templates_for else None)
+                            templates_for(namespace) if templates_for else None,
+                            configs_for(namespace) if configs_for else None)
         except Exception as e:  # noqa: BLE001 - one object the webhook fails on must not hide every other one
             found = failed(obj, e)
         findings.append(found)

@@ -9,6 +9,8 @@ entry here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from webhook.core import engine
 from webhook.core.options import Options
 from webhook.core.verdict import Verdict
@@ -36,6 +38,7 @@ def adapter_for(obj: object) -> Adapter[NamespaceView]:
 def mutate(
     obj: object, options: Options | None = None, runtimes: Runtimes | None = None,
     claim_templates: Templates | None = None,
+    llm_configs: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Verdict:
     """Decide on one InferenceService or LLMInferenceService: allow, allow with a patch, or deny.
 
@@ -44,10 +47,12 @@ def mutate(
     object without a command is resolved as KServe resolves it (see
     `webhook.kserve.selection`). Without them (None) that runtime is not checked.
     `claim_templates` are the ResourceClaimTemplates of the object's namespace
-    by name (None: unknown), which decide how many GPUs DRA claims give.
+    by name (None: unknown), which decide how many GPUs DRA claims give;
+    `llm_configs` its LLMInferenceServiceConfigs by name (None: unknown).
     Never raises: a problem with the object is a denial.
     """
-    view = _EMPTY if runtimes is None and claim_templates is None else NamespaceView(runtimes, claim_templates)
+    view = _EMPTY if runtimes is None and claim_templates is None and llm_configs is None \
+        else NamespaceView(runtimes, claim_templates, llm_configs)
     return engine.mutate(obj, adapter_for(obj), options or Options(), view)
 
 

@@ -311,7 +311,8 @@ def cmd_audit(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     if not snap.labels_readable:
         print("warning: namespaces cannot be listed with this kubeconfig; label-selector rules are reported "
               "as unknown", file=stderr)
-    findings = audit.run(snap.objects, policy, snap.labels_of, snap.runtimes_for, snap.claim_templates_for)
+    findings = audit.run(snap.objects, policy, snap.labels_of, snap.runtimes_for, snap.claim_templates_for,
+                         snap.llm_configs_for)
     if ns.output == "json":
         stdout.write(json.dumps([f.as_json() for f in findings], indent=2, ensure_ascii=False) + "\n")
     else:

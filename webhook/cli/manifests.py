@@ -126,6 +126,16 @@ def claim_templates_in(objects: Sequence[dict[str, object]]) -> ClaimTemplates:
     return found
 
 
+def llm_configs_in(objects: Sequence[dict[str, object]]) -> ClaimTemplates:
+    """The LLMInferenceServiceConfigs among the objects, by namespace and name (a stream holds the presets of its
+    namespaces; those not in it are taken as the platform's)."""
+    found: ClaimTemplates = {}
+    for obj in objects:
+        if is_kind(obj, ("LLMInferenceServiceConfig",)):
+            found.setdefault(namespace_of(obj), {})[name_of(obj)] = obj
+    return found
+
+
 @dataclass(frozen=True)
 class Decided:
     """One document after the engine: the object to print, and what the engine said of it."""
@@ -156,6 +166,7 @@ def decide(
     """
     known = [*extra_runtimes, *runtimes_in(docs.items)]
     templates = claim_templates_in([*extra_objects, *docs.items])
+    configs = llm_configs_in([*extra_objects, *docs.items])
     defaulted = not known and bool(default_runtimes)
     if defaulted:
         known = list(default_runtimes)
@@ -165,7 +176,8 @@ def decide(
             out.append(Decided(obj, object_ref(obj), False))
             continue
         runtimes = for_namespace(known, namespace_of(obj)) if known else None
-        verdict = mutate(obj, options_for(obj), runtimes, templates.get(namespace_of(obj), {}))
+        verdict = mutate(obj, options_for(obj), runtimes, templates.get(namespace_of(obj), {}),
+                         configs.get(namespace_of(obj), {}))
         notes = (default_note,) if defaulted and _resolved(obj, verdict, runtimes) else ()
         if not verdict.allowed:
             out.append(Decided(obj, object_ref(obj), True, warnings=notes, denial=verdict.message))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.kserve.api import CLUSTER_SERVING_RUNTIMES, GROUP, SERVING_RUNTIMES, WORKLOADS
+from webhook.kserve.api import CLUSTER_SERVING_RUNTIMES, GROUP, LLM_INFERENCE_SERVICE_CONFIGS, SERVING_RUNTIMES, WORKLOADS
 from webhook.kserve.servingruntime import RuntimeSpec, spec_from_object
 from webhook.kserve.selection import Runtimes, for_namespace as scoped
 
@@ -32,6 +32,8 @@ class Snapshot:
     runtimes: list[RuntimeSpec] = field(default_factory=list)
     claim_templates: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     """ResourceClaimTemplates by namespace, then name."""
+    llm_configs: dict[str, dict[str, dict[str, Any]]] | None = field(default_factory=dict)
+    """LLMInferenceServiceConfigs by namespace, then name (None: not readable)."""
 
     def labels_of(self, namespace: str) -> dict[str, str] | None:
         """The namespace's labels; None when they could not be read."""
@@ -44,6 +46,10 @@ class Snapshot:
     def claim_templates_for(self, namespace: str) -> dict[str, dict[str, Any]]:
         """The ResourceClaimTemplates of `namespace` by name."""
         return self.claim_templates.get(namespace, {})
+
+    def llm_configs_for(self, namespace: str) -> dict[str, dict[str, Any]] | None:
+        """The LLMInferenceServiceConfigs of `namespace` by name (None: not readable)."""
+        return None if self.llm_configs is None else self.llm_configs.get(namespace, {})
 
 
 def _pages(call: Callable[..., Any], **kw: Any) -> Iterator[dict[str, Any]]:
@@ -111,6 +117,17 @@ def snapshot(api_client: Any, namespace: str | None, progress: Callable[[int], N
         except ApiException as e:
             if e.status not in (403, 404):
                 raise
+    try:
+        version, plural = LLM_INFERENCE_SERVICE_CONFIGS
+        for obj in listing(version, plural):
+            meta = obj.get("metadata") or {}
+            assert out.llm_configs is not None
+            out.llm_configs.setdefault(str(meta.get("namespace", "")), {})[str(meta.get("name", ""))] = obj
+    except ApiException as e:
+        if e.status == 403:
+            out.llm_configs = None  # unreadable: presets by reference are unknown
+        elif e.status != 404:
+            raise
     resource: Any = client.ResourceV1Api(api_client)
     try:
         token = None

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from webhook.kserve.api import CLUSTER_SERVING_RUNTIMES, GROUP, SERVING_RUNTIMES, WORKLOADS
+from webhook.kserve.api import CLUSTER_SERVING_RUNTIMES, GROUP, LLM_INFERENCE_SERVICE_CONFIGS, SERVING_RUNTIMES, WORKLOADS
 from webhook.kserve.servingruntime import RuntimeSpec, spec_from_object
 from webhook.kserve.selection import Runtimes
 
@@ -167,6 +167,9 @@ class ClusterView:
         # resource.k8s.io/v1 (GA in Kubernetes 1.34); a cluster that does not serve it answers 404: nothing to cache
         self.claim_templates = Cache("resourceclaimtemplates", resource.list_resource_claim_template_for_all_namespaces,
                                      _template_entry(api_client))
+        # presets in users' namespaces can replace KServe's own: the policy reads them (a 404 without the CRD)
+        self.llm_configs = Cache(LLM_INFERENCE_SERVICE_CONFIGS[1], _lister(custom, *LLM_INFERENCE_SERVICE_CONFIGS),
+                                 _object_entry)
         self.workloads: tuple[Cache, ...] = ()
         if workloads:
             self.workloads = tuple(Cache(plural, _lister(custom, version, plural), _object_entry)
@@ -176,7 +179,8 @@ class ClusterView:
     @property
     def caches(self) -> tuple[Cache, ...]:
         """Every watched collection."""
-        return (self.namespaces, self.runtimes, self.cluster_runtimes, self.claim_templates, *self.workloads)
+        return (self.namespaces, self.runtimes, self.cluster_runtimes, self.claim_templates, self.llm_configs,
+                *self.workloads)
 
     def objects(self) -> list[dict[str, Any]]:
         """Every watched InferenceService and LLMInferenceService, as last seen."""
@@ -190,7 +194,7 @@ class ClusterView:
     def synced(self) -> bool:
         """The caches admission needs (namespaces, runtimes, claim templates) have listed once: the server is ready."""
         return all(c.synced.is_set() for c in (self.namespaces, self.runtimes, self.cluster_runtimes,
-                                                self.claim_templates))
+                                                self.claim_templates, self.llm_configs))
 
     def workloads_synced(self) -> bool:
         """The audit's caches have listed once (never, while the API server refuses them)."""
@@ -217,6 +221,11 @@ class ClusterView:
     def claim_templates_for(self, namespace: str) -> Mapping[str, Mapping[str, object]]:
         """The ResourceClaimTemplates of `namespace` by name, as last seen (a live view, not a copy)."""
         return _Scoped(self.claim_templates.items, namespace)
+
+
+    def llm_configs_for(self, namespace: str) -> Mapping[str, Mapping[str, object]]:
+        """The LLMInferenceServiceConfigs of `namespace` by name, as last seen (a live view, not a copy)."""
+        return _Scoped(self.llm_configs.items, namespace)
 
 
 def _lister(custom: Any, version: str, plural: str) -> Callable[..., Any]:

@@ -13,6 +13,7 @@ data / dataLocal. A `main` container with its own command replaces the preset.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from webhook.vllm.launch import server_of
@@ -64,9 +65,48 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
     others = _others(spec, "/spec", "spec")
     if isinstance(prefill, dict):
         others += _others(prefill, "/spec/prefill", "spec.prefill")
-    hidden = (f"spec.baseRefs names presets ({_refs(spec.get('baseRefs'))}) whose containers and args the webhook "
-              f"does not read; write main's settings in the object instead",) if spec.get("baseRefs") else ()
+    configs = view.llm_configs if view is not None else None
+    hidden: tuple[str, ...] = ()
+    if configs is None:
+        hidden = (f"spec.baseRefs names presets ({_refs(spec.get('baseRefs'))}) whose containers and args the "
+                  f"webhook cannot read here; write main's settings in the object instead",) \
+            if spec.get("baseRefs") else ()
+    else:
+        others += _preset_launches(spec.get("baseRefs"), configs)
     return Workload(tuple(roles), owned=owned, owned_short=owned, others=others, hidden=hidden)
+
+
+WELL_KNOWN_PRESET = "config-llm-"
+"""What the names of KServe's own presets contain (`config-llm-template`, `config-llm-worker-data-parallel`, ...,
+possibly behind a version prefix: pkg/controller/v1alpha2/llmisvc/config_merge.go, v0.20). KServe looks each
+one up in the object's namespace before its own, so a namespace's config of such a name replaces the
+platform's for every LLMInferenceService there."""
+
+
+def _preset_launches(refs: object, configs: Mapping[str, Mapping[str, object]]) -> tuple[Launch, ...]:
+    """The containers of the namespace's own presets KServe would merge into this object (those named by
+    `baseRefs`, and those named like one of KServe's presets), read like the object's (`main` without a command
+    is `eval`ed by the preset's script); presets found only in KServe's namespace are the platform's."""
+    names = {str(r.get("name")) for r in refs if isinstance(r, dict)} if isinstance(refs, list) else set()
+    out: tuple[Launch, ...] = ()
+    for name, config in configs.items():
+        if name not in names and WELL_KNOWN_PRESET not in name:
+            continue
+        spec = config.get("spec")
+        if not isinstance(spec, dict):
+            continue
+        for body, where in ((spec, "spec"), (spec.get("prefill"), "spec.prefill")):
+            if not isinstance(body, dict):
+                continue
+            for part in ("template", "worker"):
+                pod = body.get(part)
+                if isinstance(pod, dict):
+                    found = other_launches(pod.get("containers"), f"/{name}/{where}/{part}/containers",
+                                           f"LLMInferenceServiceConfig {name} {where}.{part}.containers")
+                    out += tuple(launch._replace(form="eval") if isinstance(launch.container, dict)
+                                 and launch.container.get("name") == MAIN and not launch.command.value else launch
+                                 for launch in found)
+    return out
 
 
 def _refs(refs: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from webhook.core.dra import Templates
@@ -14,8 +15,12 @@ class NamespaceView(NamedTuple):
     `runtimes`: the ServingRuntimes KServe could choose from (None: unknown,
     the runtime is not checked); `claim_templates`: the namespace's
     ResourceClaimTemplates by name (None: unknown, so GPUs claimed through
-    DRA cannot be counted and such an object is denied saying so).
+    DRA cannot be counted and such an object is denied saying so); `llm_configs`
+    the namespace's own LLMInferenceServiceConfigs.
     """
 
     runtimes: Runtimes | None = None
     claim_templates: Templates | None = None
+    llm_configs: Mapping[str, Mapping[str, object]] | None = None
+    """The LLMInferenceServiceConfigs of the object's namespace by name (None: unknown, so presets named by
+    `baseRefs` cannot be read). Those of KServe's own namespace are the platform's and are not listed."""

@@ -139,7 +139,8 @@ class WebhookApp:
         try:
             cluster = state.cluster
             verdict = admit(req, state.options_for, cluster.runtimes_for if cluster else None,
-                            cluster.claim_templates_for if cluster else None)
+                            cluster.claim_templates_for if cluster else None,
+                            cluster.llm_configs_for if cluster else None)
             answer = build_response(review.apiVersion, req.uid, verdict)
             result = outcome(verdict)
         except Exception:  # a bug must not become an HTTP 500 or take the server down
@@ -251,7 +252,8 @@ def audit_once(state: ServerState) -> dict[tuple[str, str, str], int]:
     assert state.cluster is not None
     cluster = state.cluster
     policy = state.policy.value if state.policy else DEFAULT
-    findings = audit.run(cluster.objects(), policy, cluster.labels, cluster.runtimes_for, cluster.claim_templates_for)
+    findings = audit.run(cluster.objects(), policy, cluster.labels, cluster.runtimes_for, cluster.claim_templates_for,
+                         cluster.llm_configs_for)
     counts = audit.counts(findings)
     finished = time.time()
     state.metrics.audited(counts, finished)
