@@ -216,6 +216,8 @@ def _enforced(verdict: Verdict, workload: Workload, values: Mapping[str, object]
 
 
 def _may_hide(workload: Workload, values: Mapping[str, object]) -> bool:
+    """Whether anything in the launches could hide a flag from the edit: a `$` (expanded by the kubelet or a
+    shell), `--config`, `envFrom`, or presets by reference. One pass over the joined words."""
     if workload.hidden:
         return True
     for role in workload.roles:
@@ -223,11 +225,10 @@ def _may_hide(workload: Workload, values: Mapping[str, object]) -> bool:
             container = launch.container
             if container is not None and container.get("envFrom"):
                 return True
-            for pointer in (launch.command.pointer, launch.args.pointer):
-                value = values.get(pointer)
-                if isinstance(value, list) and any("$" in w or "config" in w for w in value):
-                    return True
-            if any("$" in w or "config" in w for w in (*launch.runtime_args, *(launch.runtime_command or ()))):
+            command, args = values.get(launch.command.pointer), values.get(launch.args.pointer)
+            text = "\n".join((*(command if isinstance(command, list) else ()), *(args if isinstance(args, list) else ()),
+                              *launch.runtime_args, *(launch.runtime_command or ())))
+            if "$" in text or "--config" in text:
                 return True
     return False
 
