@@ -11,12 +11,15 @@ Which adapter reads which kind is wired above the core (`webhook.admission.kinds
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from webhook.vllm import flags
 from webhook.core import patch
-from webhook.core import shm
 from webhook.core import undo
+from webhook.core.rebase import rebase
+from webhook.base.jsonvalues import strings_or_none
+from webhook.vllm.argv import DesiredFlag
+from webhook.vllm.command import rewrite
 from webhook.vllm.command import find_ep_flag
 from webhook.base.errors import Denied, NotApplicable
 from webhook.core.planner import plan
@@ -80,12 +83,12 @@ def _mutate(obj: object, adapter: Adapter[C], options: Options, context: C | Non
         raise Denied("the object is not a JSON object; expected an InferenceService")
     annotations = annotations_of(obj)
     enabled = ep_enabled(annotations)
-    stored = undo.read(annotations)
+    stored = undo.read(annotations, obj)
     want = _wants_ep(enabled, options)
     if not want:
         if stored is None and options.mode != "forbid":
             return Verdict.allow()
-        return _turn_off(obj, adapter, annotations, stored, options)
+        return _turn_off(obj, adapter, annotations, stored, options, context)
     try:
         return _turn_on(obj, adapter(obj, context), annotations, stored, options)
     except NotApplicable as na:
@@ -109,12 +112,96 @@ def _owned(workload: Workload, stored: undo.Undo | None) -> tuple[Field, ...]:
 
 def _untouched(stored: undo.Undo | None, values: Mapping[str, object]) -> bool:
     """The fields are exactly as the webhook left them."""
-    return stored is not None and stored.pointers == frozenset(values) and stored.applied == undo.digest(values)
+    return stored is not None and stored.untouched(values)
+
+
+class _Intent(NamedTuple):
+    """The owned fields as the user means them: current values less the webhook's change (by pointer);
+    `exact` when the webhook's change came out without touching an edit, else `removed` names the EP
+    switches taken out of what stayed."""
+
+    values: dict[str, object]
+    exact: bool
+    removed: tuple[str, ...] = ()
+
+
+def _intent(
+    workload: Workload, stored: undo.Undo, current: Mapping[str, object], request: EpRequest | None, options: Options,
+) -> _Intent:
+    """The user's intent after the owned fields were edited since the webhook wrote them.
+
+    What the webhook wrote is planned again from the stored originals; when that reproduces the record's
+    digest, each field is rebased (`webhook.core.rebase`): the webhook's own change comes out, the edit
+    stays. Otherwise (the request, GPUs or policy changed too, a role went) or where the edit overlaps the
+    webhook's words, the field stays as edited, less the EP switch the webhook added. Fields the record
+    does not cover (a role added since) are the user's as they are.
+    """
+    kept = [p for p in current if p in stored.pointers]
+    originals = {p: stored.original(p) for p in kept}
+    written: Mapping[str, object] | None = None
+    if request is not None and len(kept) == len(stored.pointers):
+        try:
+            planned = plan(workload, {**current, **originals}, request, options, False).values
+            if stored.untouched({p: planned.get(p) for p in kept}):
+                written = planned
+        except (Denied, NotApplicable):
+            pass
+    out = dict(current)
+    exact = written is not None
+    if written is not None:
+        for p in kept:
+            merged = rebase(originals[p], written.get(p), current[p])
+            out[p] = merged.value
+            exact = exact and merged.clean
+    if exact:
+        return _Intent(out, True)
+    return _Intent(out, False, _strip_ep(workload, out, originals))
+
+
+def _strip_ep(workload: Workload, values: dict[str, object], originals: Mapping[str, object]) -> tuple[str, ...]:
+    """Take the EP switch out of the recorded fields in `values` where their original had none; what was removed."""
+    removed: list[str] = []
+    for role in workload.roles:
+        field = role.parallelism
+        if field is not None and field.pointer in originals:
+            p, before = values.get(field.pointer), originals[field.pointer]
+            if isinstance(p, dict) and p.get("expert") is True and not (
+                    isinstance(before, dict) and before.get("expert") is True):
+                values[field.pointer] = {k: v for k, v in p.items() if k != "expert"}
+                removed.append(f"{field.path}.expert")
+        for launch in role.launches:
+            if launch.command.pointer not in originals and launch.args.pointer not in originals:
+                continue
+            try:
+                if _launch_ep(launch, {**values, **originals}) is not None:
+                    continue  # the user's own switch
+                found = _launch_ep(launch, values)
+                if found is None:
+                    continue
+                result = rewrite(launch, strings_or_none(values.get(launch.command.pointer)),
+                                 strings_or_none(values.get(launch.args.pointer)), _NO_EP, False)
+            except (Denied, NotApplicable):
+                continue
+            values[launch.command.pointer] = None if result.command is None else list(result.command)
+            values[launch.args.pointer] = None if result.args is None else list(result.args)
+            removed.append(found)
+    return tuple(removed)
+
+
+_NO_EP = (DesiredFlag(flags.ENABLE_EP, present=False),)
+
+
+def _kept_note(workload: Workload, intent: _Intent) -> str:
+    """What undo keeps of edits made while EP was on, for a warning."""
+    if intent.exact:
+        return f"{workload.owned_short} were edited after the webhook changed them: the edits stay"
+    removed = f"; removed {', '.join(intent.removed)}" if intent.removed else ""
+    return f"{workload.owned_short} were edited over the webhook's change: kept as edited{removed}"
 
 
 def _turn_off(
     obj: dict[str, object], adapter: Adapter[C], annotations: Mapping[str, object], stored: undo.Undo | None,
-    options: Options,
+    options: Options, context: C | None,
 ) -> Verdict:
     """Undo an earlier change if there is one; in forbid mode also refuse hand-written EP."""
     try:
@@ -133,9 +220,11 @@ def _turn_off(
                 [f"EP is off: restored {workload.owned} the webhook had changed"]
             )
         else:
-            verdict = _result(obj, fields, current, None).with_warnings(
-                [f"EP is off; {workload.owned_short} were edited after the webhook changed them, "
-                 f"so they stay as they are"]
+            intent = _intent(_planning(obj, adapter, context, workload), stored, current,
+                             _request(annotations, options), options)
+            new = intent.values
+            verdict = _result(obj, fields, new, None).with_warnings(
+                [f"EP is off: undid the webhook's change; {_kept_note(workload, intent)}"]
             )
     if options.mode == "forbid":
         found = _ep_in(workload, new)
@@ -145,6 +234,24 @@ def _turn_off(
                 f"but {found}; remove it"
             )
     return verdict
+
+
+def _planning(obj: dict[str, object], adapter: Adapter[C], context: C | None, workload: Workload) -> Workload:
+    """The workload as the webhook planned it when EP was on (with `context`), else as read without it."""
+    if context is None:
+        return workload
+    try:
+        return adapter(obj, context)
+    except (Denied, NotApplicable):
+        return workload
+
+
+def _request(annotations: Mapping[str, object], options: Options) -> EpRequest | None:
+    """The EP request the annotations make, None when they cannot be read (the undo then cannot re-plan)."""
+    try:
+        return read_ep_request(annotations, options)
+    except (Denied, NotApplicable):
+        return None
 
 
 def running_ep(obj: object, adapter: Adapter[C]) -> bool:
@@ -195,14 +302,16 @@ def _turn_on(
     # conflicts", and the warnings say what this write changes. On most updates that plan is the
     # only one: nothing changes.
     on_current = plan(workload, current, request, options, reject and not untouched_since)
+    # Edited since the webhook wrote them (a hand edit, another mutating webhook, a container or role
+    # added): the record becomes the user's intent, the current values less the webhook's change.
+    intent = None if stored is None or untouched_since else _intent(workload, stored, current, request, options)
     if on_current.values == current:
-        # Already EP-configured for this request. If the webhook changed it earlier and
-        # something else edited other fields since (another mutating webhook, a hand edit),
-        # keep the original for undo and track the new digest.
-        if stored is None or stored.pointers != frozenset(current) or untouched_since:
+        # Already EP-configured for this request: nothing changes but the record, if it was edited since.
+        if intent is None:
             return Verdict.allow()
-        originals = {**dict(stored.fields), **_shm_originals(workload, stored, current, request, options)}
-        return _result(obj, fields, current, undo.Undo(tuple(sorted(originals.items())), undo.digest(current)))
+        new_undo = None if intent.values == current else undo.make(intent.values, current, obj)
+        verdict = _result(obj, fields, current, new_undo)
+        return verdict.with_warnings([_kept_note(workload, intent)]) if not intent.exact else verdict
 
     # Something changes. While the webhook's last output is untouched, the new values come from the
     # stored originals, so that a new GPU request or TP gives a fresh layout (flags the webhook added
@@ -212,8 +321,8 @@ def _turn_on(
     if stored is not None and untouched_since:
         base = {p: stored.original(p) for p in current}
         result = plan(workload, base, request, options, reject)
-    elif stored is not None:  # edited since: the current values are the new originals, but for the webhook's /dev/shm
-        base = {**current, **_shm_originals(workload, stored, current, request, options)}
+    elif intent is not None:
+        base = intent.values
     new = result.values
     # /dev/shm fields the plan changes for the first time join the owned fields, their values as found
     joining = () if len(new) == len(base) else tuple(
@@ -227,26 +336,10 @@ def _turn_on(
             f"all2all backend {request.all2all_backend} is deprecated in {flags.ALL2ALL_RELEASE}: "
             f"vLLM falls back to its default backend"
         )
-    new_undo = None if new == base else undo.Undo(tuple(sorted(base.items())), undo.digest(new))
+    if intent is not None and not intent.exact:
+        notes.append(_kept_note(workload, intent))
+    new_undo = None if new == base else undo.make(base, new, obj)
     return _result(obj, fields, new, new_undo).with_warnings([*on_current.warnings, *notes])
-
-
-def _shm_originals(
-    workload: Workload, stored: undo.Undo, current: Mapping[str, object], request: EpRequest, options: Options
-) -> dict[str, object]:
-    """The originals of the /dev/shm lists the webhook owns, after something edited the owned fields since it
-    wrote them: a list as the webhook wrote it keeps its stored original; a list edited since is rebased on
-    the edit (`shm.rebase`). Turning EP off then takes back the webhook's volume and mount, and nothing else."""
-    pointers = stored.pointers.intersection(f.pointer for f in workload.shm_fields())
-    if not pointers:
-        return {}
-    base = {p: stored.original(p) for p in current}
-    try:
-        written = plan(workload, base, request, options, False).values
-    except Denied:
-        return {p: current[p] for p in pointers}
-    return {p: base[p] if current[p] == written.get(p) else shm.rebase(base[p], written.get(p), current[p])
-            for p in pointers}
 
 
 def _result(

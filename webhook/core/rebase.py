@@ -1,0 +1,161 @@
+"""Taking the webhook's own edit back out of a value that was edited since: a three-way merge.
+
+`rebase(original, written, current)`: `original` is a field before the webhook changed it, `written`
+what the webhook wrote there, `current` the field as found now (edited since by a user or another
+webhook). The answer is `current` with the webhook's change reverted and every other edit kept: the
+user's intent. So turning EP off after `--max-model-len 4096` was changed to `32768` while EP was on
+gives back `32768` and drops the webhook's `--enable-expert-parallel`.
+
+The merge works on JSON values: objects key by key, lists element by element (aligned with
+`difflib.SequenceMatcher`), strings word by word (runs of blanks, `=`, and the rest, so that a
+`bash -c` script or an eval'd LLMInferenceService arg merges inside). Where the edit and the
+webhook's change touch the same words, the edit wins and the merge is not `clean`: the caller then
+removes the EP switch itself (see `webhook.core.engine`). Values beyond `LIMIT` elements or words are
+not aligned (alignment is quadratic in the worst case): the edit wins, not clean.
+"""
+
+from __future__ import annotations
+
+import re
+from difflib import SequenceMatcher
+from typing import NamedTuple
+
+import orjson
+
+LIMIT = 4096
+"""Most elements (or words of a string) aligned; a longer value is taken as edited wholesale."""
+
+_WORDS = re.compile(r"\s+|=|[^\s=]+")
+
+
+class Merged(NamedTuple):
+    """The rebased value, and whether the webhook's change came out without touching the edit."""
+
+    value: object
+    clean: bool
+
+
+class _Hunk(NamedTuple):
+    start: int  # [start, end) of the written sequence
+    end: int
+    new: list[object]
+    mine: bool  # the webhook's change (written -> original); else the edit (written -> current)
+
+
+def rebase(original: object, written: object, current: object) -> Merged:
+    """`current` less the webhook's change from `original` to `written` (None: absent)."""
+    return _merge(original, written, current, True)
+
+
+def _merge(original: object, written: object, current: object, split: bool) -> Merged:
+    if current == written:
+        return Merged(original, True)
+    if original == written or original == current:
+        return Merged(current, True)
+    if original is None and type(written) is type(current) and isinstance(current, (dict, list)):
+        empty, ok = _merge(type(current)(), written, current, split)  # absent before: added by the webhook
+        return Merged(empty or None, ok)
+    if isinstance(current, dict) and isinstance(written, dict) and isinstance(original, dict):
+        return _merge_objects(original, written, current)
+    if isinstance(current, list) and isinstance(written, list) and isinstance(original, list):
+        return _merge_lists(original, written, current, True)
+    if split and isinstance(current, str) and isinstance(written, str) and isinstance(original, str):
+        merged = _merge_lists(_WORDS.findall(original), _WORDS.findall(written), _WORDS.findall(current), False)
+        value = merged.value
+        return Merged("".join(str(w) for w in value) if isinstance(value, list) else current, merged.clean)
+    return Merged(current, False)
+
+
+def _merge_objects(original: dict[str, object], written: dict[str, object], current: dict[str, object]) -> Merged:
+    out: dict[str, object] = {}
+    clean = True
+    absent = object()
+    for key in [*current, *(k for k in original if k not in current and k not in written)]:
+        o, w, c = original.get(key, absent), written.get(key, absent), current.get(key, absent)
+        if c is w or c == w:
+            value = o
+        elif o is w or o == w:
+            value = c
+        elif o is absent or w is absent or c is absent:
+            value, clean = c, False
+        else:
+            value, ok = _merge(o, w, c, True)
+            clean = clean and ok
+        if value is not absent:
+            out[key] = value
+    return Merged(out, clean)
+
+
+def _key(value: object) -> object:
+    """A hashable stand-in for a JSON value (SequenceMatcher indexes the elements)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return (type(value).__name__, value)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return repr(value)
+
+
+def _hunks(base: list[object], other: list[object], mine: bool) -> list[_Hunk]:
+    matcher = SequenceMatcher(None, [_key(v) for v in base], [_key(v) for v in other], autojunk=False)
+    return [_Hunk(i1, i2, other[j1:j2], mine) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+
+
+def _clash(a: _Hunk, b: _Hunk) -> bool:
+    """Whether two changes from different sides touch the same elements (an insertion is a point)."""
+    if a.start == a.end and b.start == b.end:
+        return a.start == b.start
+    if a.start == a.end:
+        return b.start < a.start < b.end
+    if b.start == b.end:
+        return a.start < b.start < a.end
+    return max(a.start, b.start) < min(a.end, b.end)
+
+
+def _joins(group: list[_Hunk], h: _Hunk) -> bool:
+    start, end = min(g.start for g in group), max(g.end for g in group)
+    return start < h.start < end or any(g.mine != h.mine and _clash(g, h) for g in group)
+
+
+def _side(base: list[object], group: list[_Hunk], start: int, end: int, mine: bool) -> list[object]:
+    """One side's content of base[start:end], given its hunks in the group."""
+    out: list[object] = []
+    at = start
+    for h in group:
+        if h.mine == mine:
+            out.extend(base[at:h.start])
+            out.extend(h.new)
+            at = h.end
+    out.extend(base[at:end])
+    return out
+
+
+def _merge_lists(original: list[object], written: list[object], current: list[object], split: bool) -> Merged:
+    if max(len(original), len(written), len(current)) > LIMIT:
+        return Merged(current, False)
+    hunks = sorted(_hunks(written, original, True) + _hunks(written, current, False), key=lambda h: (h.start, h.end))
+    groups: list[list[_Hunk]] = []
+    for h in hunks:  # a group: changes linked by clashes, or one starting inside another group's span
+        first = next((k for k, group in enumerate(groups) if _joins(group, h)), len(groups))
+        groups[first:] = [[g for group in groups[first:] for g in group] + [h]]
+    out: list[object] = []
+    at, clean = 0, True
+    for group in groups:
+        start, end = min(h.start for h in group), max(h.end for h in group)
+        out.extend(written[at:start])
+        at = end
+        if len({h.mine for h in group}) == 1:
+            out.extend(_side(written, group, start, end, group[0].mine))
+            continue
+        mine, theirs = _side(written, group, start, end, True), _side(written, group, start, end, False)
+        if mine == theirs:
+            out.extend(theirs)
+        elif split and end - start == 1 and len(mine) == 1 and len(theirs) == 1:
+            value, ok = _merge(mine[0], written[start], theirs[0], True)
+            out.append(value)
+            clean = clean and ok
+        else:
+            out.extend(theirs)
+            clean = False
+    out.extend(written[at:])
+    return Merged(out, clean)
