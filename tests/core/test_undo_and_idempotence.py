@@ -93,7 +93,8 @@ def test_turning_off_after_a_hand_edit_keeps_the_edit_and_drops_the_state() -> N
     off, verdict = run(turn_off(on, "false"))
     assert model(off)["command"][-1] == "--port=1234"
     assert UNDO_RECORD not in off["metadata"]["annotations"]
-    assert any("edited after" in w for w in verdict.warnings)
+    assert any("edits made since stay" in w for w in verdict.warnings)
+    assert parse_launch(model(off)["command"]).enable_expert_parallel is False
 
 
 def test_already_correct_commands_get_no_patch_and_no_state() -> None:

@@ -16,7 +16,7 @@ from typing import NamedTuple, TypeVar
 from webhook.vllm import flags
 from webhook.core import patch
 from webhook.core import undo
-from webhook.core.rebase import rebase
+from webhook.core.rebase import rebase, same_words
 from webhook.base.jsonvalues import strings_or_none
 from webhook.vllm.argv import DesiredFlag
 from webhook.vllm.command import rewrite
@@ -102,12 +102,15 @@ def _values(fields: tuple[Field, ...]) -> dict[str, object]:
     return {f.pointer: f.value for f in fields}
 
 
-def _owned(workload: Workload, stored: undo.Undo | None) -> tuple[Field, ...]:
-    """The fields the webhook owns: always its `fields`; /dev/shm fields once the undo record holds them."""
+def _owned(workload: Workload, stored: undo.Undo | None) -> tuple[tuple[Field, ...], undo.Undo | None]:
+    """The fields the webhook owns: always its `fields`; /dev/shm fields once the undo record holds them.
+    And the record, each of its fields on the owned field of its role (`undo.Undo.anchored`)."""
     fields = workload.fields()
     if stored is None:
-        return fields
-    return fields + tuple(f for f in workload.shm_fields() if f.pointer in stored.pointers)
+        return fields, None
+    shm_fields = workload.shm_fields()
+    stored = stored.anchored(f.pointer for f in (*fields, *shm_fields))
+    return fields + tuple(f for f in shm_fields if f.pointer in stored.pointers), stored
 
 
 def _untouched(stored: undo.Undo | None, values: Mapping[str, object]) -> bool:
@@ -153,9 +156,28 @@ def _intent(
             merged = rebase(originals[p], written.get(p), current[p])
             out[p] = merged.value
             exact = exact and merged.clean
+        exact = _replays(workload, out, current, kept, request, options) and exact
     if exact:
         return _Intent(out, True)
     return _Intent(out, False, _strip_ep(workload, out, originals))
+
+
+def _replays(
+    workload: Workload, intent: dict[str, object], current: Mapping[str, object], kept: list[str],
+    request: EpRequest | None, options: Options,
+) -> bool:
+    """Whether the webhook, run on the `intent`, writes the `current` flags and parallelism again; each field it
+    does not reproduce goes back to its current value in `intent` (a merge that aligned words wrongly)."""
+    checked = [f.pointer for f in workload.fields() if f.pointer in kept]
+    try:
+        assert request is not None
+        again = plan(workload, intent, request, options, False).values
+    except (Denied, NotApplicable):
+        again = {}
+    wrong = [p for p in checked if p not in again or not same_words(again[p], current[p])]
+    for p in wrong:
+        intent[p] = current[p]
+    return not wrong
 
 
 def _strip_ep(workload: Workload, values: dict[str, object], originals: Mapping[str, object]) -> tuple[str, ...]:
@@ -191,12 +213,14 @@ def _strip_ep(workload: Workload, values: dict[str, object], originals: Mapping[
 _NO_EP = (DesiredFlag(flags.ENABLE_EP, present=False),)
 
 
-def _kept_note(workload: Workload, intent: _Intent) -> str:
-    """What undo keeps of edits made while EP was on, for a warning."""
-    if intent.exact:
-        return f"{workload.owned_short} were edited after the webhook changed them: the edits stay"
-    removed = f"; removed {', '.join(intent.removed)}" if intent.removed else ""
-    return f"{workload.owned_short} were edited over the webhook's change: kept as edited{removed}"
+def _kept_note(workload: Workload, intent: _Intent, off: bool) -> str:
+    """What undo keeps of edits made while EP was on, for a warning (`off`: EP is being turned off now)."""
+    removed = ", ".join(intent.removed) or "nothing"
+    if off:
+        if intent.exact:
+            return f"EP is off: undid the webhook's change to {workload.owned_short}; the edits made since stay"
+        return f"EP is off: removed {removed}; {workload.owned_short} were edited over the webhook's change, the rest stays"
+    return f"{workload.owned_short} were edited over the webhook's change: EP off will keep them, less {removed}"
 
 
 def _turn_off(
@@ -210,7 +234,7 @@ def _turn_off(
         if stored is None:
             return Verdict.allow()
         raise
-    fields = _owned(workload, stored)
+    fields, stored = _owned(workload, stored)
     current = _values(fields)
     new, verdict = current, Verdict.allow()
     if stored is not None:
@@ -224,7 +248,7 @@ def _turn_off(
                              _request(annotations, options), options)
             new = intent.values
             verdict = _result(obj, fields, new, None).with_warnings(
-                [f"EP is off: undid the webhook's change; {_kept_note(workload, intent)}"]
+                [_kept_note(workload, intent, True)]
             )
     if options.mode == "forbid":
         found = _ep_in(workload, new)
@@ -292,7 +316,7 @@ def _turn_on(
     obj: dict[str, object], workload: Workload, annotations: Mapping[str, object], stored: undo.Undo | None,
     options: Options,
 ) -> Verdict:
-    fields = _owned(workload, stored)
+    fields, stored = _owned(workload, stored)
     current = _values(fields)
     untouched_since = _untouched(stored, current)
     request = read_ep_request(annotations, options)
@@ -311,7 +335,7 @@ def _turn_on(
             return Verdict.allow()
         new_undo = None if intent.values == current else undo.make(intent.values, current, obj)
         verdict = _result(obj, fields, current, new_undo)
-        return verdict.with_warnings([_kept_note(workload, intent)]) if not intent.exact else verdict
+        return verdict.with_warnings([_kept_note(workload, intent, False)]) if not intent.exact else verdict
 
     # Something changes. While the webhook's last output is untouched, the new values come from the
     # stored originals, so that a new GPU request or TP gives a fresh layout (flags the webhook added
@@ -337,7 +361,7 @@ def _turn_on(
             f"vLLM falls back to its default backend"
         )
     if intent is not None and not intent.exact:
-        notes.append(_kept_note(workload, intent))
+        notes.append(_kept_note(workload, intent, False))
     new_undo = None if new == base else undo.make(base, new, obj)
     return _result(obj, fields, new, new_undo).with_warnings([*on_current.warnings, *notes])
 

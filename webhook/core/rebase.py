@@ -17,6 +17,7 @@ not aligned (alignment is quadratic in the worst case): the edit wins, not clean
 from __future__ import annotations
 
 import re
+from collections import Counter
 from difflib import SequenceMatcher
 from typing import NamedTuple
 
@@ -159,3 +160,17 @@ def _merge_lists(original: list[object], written: list[object], current: list[ob
             clean = False
     out.extend(written[at:])
     return Merged(out, clean)
+
+
+def same_words(a: object, b: object) -> bool:
+    """Whether two values are equal but for the order of their words (lists: each string's words, and the
+    other elements): what a replay of the webhook on a rebased value must give back, wherever it puts the
+    words it appends."""
+    if isinstance(a, list) and isinstance(b, list):
+        return _bag(a) == _bag(b)
+    return a == b
+
+
+def _bag(items: list[object]) -> Counter[object]:
+    return Counter(w if isinstance(v, str) else _key(v) for v in items
+                   for w in (_WORDS.findall(v) if isinstance(v, str) else (v,)))

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import orjson
@@ -68,6 +69,32 @@ class Undo(NamedTuple):
             return False
         keys = dict(self.keys)
         return self.applied == digest({keys.get(p, p): v for p, v in values.items()})
+
+
+    def anchored(self, owned: Iterable[str]) -> Undo:
+        """The record with each pointer that matches no `owned` field moved to the one owned field of the same
+        role (the same pointer but for the container's index or name), when there is exactly one unclaimed:
+        a record written with index pointers by an earlier version, or a container renamed since."""
+        owned = frozenset(owned)
+        lost = [p for p, _ in self.fields if p not in owned]
+        if not lost:
+            return self
+        free: dict[str, list[str]] = {}
+        for p in owned - self.pointers:
+            free.setdefault(_role_of(p), []).append(p)
+        moved = {p: free[_role_of(p)][0] for p in lost if len(free.get(_role_of(p), ())) == 1}
+        if not moved:
+            return self
+        return Undo(tuple(sorted((moved.get(p, p), v) for p, v in self.fields)), self.applied,
+                    tuple((moved.get(p, p), k) for p, k in self.keys))
+
+
+def _role_of(pointer: str) -> str:
+    """The pointer with its containers' indices or names left out."""
+    return _CONTAINER.sub("/containers/*/", pointer)
+
+
+_CONTAINER = re.compile(r"/containers/[^/]*/")
 
 
 def make(originals: Mapping[str, object], written: Mapping[str, object], obj: Mapping[str, object]) -> Undo:
