@@ -53,6 +53,7 @@ class Undo(NamedTuple):
     fields: Fields
     applied: str
     keys: tuple[tuple[str, str], ...] = ()
+    """(pointer, key) where the record's key for a pointer is not the pointer itself (a named container)."""
 
     @property
     def pointers(self) -> frozenset[str]:
@@ -67,6 +68,8 @@ class Undo(NamedTuple):
         """Whether `values` (by pointer) are exactly the fields the record covers, as the webhook left them."""
         if self.pointers != frozenset(values):
             return False
+        if not self.keys:
+            return self.applied == digest(values)
         keys = dict(self.keys)
         return self.applied == digest({keys.get(p, p): v for p, v in values.items()})
 
@@ -98,11 +101,18 @@ _CONTAINER = re.compile(r"/containers/[^/]*/")
 
 
 def make(originals: Mapping[str, object], written: Mapping[str, object], obj: Mapping[str, object]) -> Undo:
-    """The record of a write: `originals` and `written` by pointer into `obj` (the object as admitted,
-    whose containers are where the pointers say)."""
-    keys = tuple((p, key_of(obj, p)) for p in sorted(originals))
-    named = dict(keys)
-    return Undo(tuple(sorted(originals.items())), digest({named[p]: written.get(p) for p in originals}), keys)
+    """The record of a write: `originals` and `written` by the same pointers into `obj` (the object as
+    admitted, whose containers are where the pointers say)."""
+    fields = tuple(sorted(originals.items()))
+    named = {}  # only the pointers whose key differs
+    for p, _ in fields:
+        if "/containers/" in p:
+            key = key_of(obj, p)
+            if key != p:
+                named[p] = key
+    if named:
+        return Undo(fields, digest({named.get(p, p): v for p, v in written.items()}), tuple(named.items()))
+    return Undo(fields, digest(written))
 
 
 def _is_name(segment: object) -> bool:
@@ -187,8 +197,11 @@ def digest(values: Mapping[str, object]) -> str:
 
 def dump(undo: Undo) -> str:
     """The annotation value for a record (its keys, not its pointers)."""
-    named = dict(undo.keys)
-    values = {named.get(p, p): v for p, v in undo.fields}
+    if undo.keys:
+        named = dict(undo.keys)
+        values = {named.get(p, p): v for p, v in undo.fields}
+    else:
+        values = dict(undo.fields)
     container = _container_pair(list(values))
     if container is not None:
         payload: object = {
