@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonpointer import resolve_pointer
 
 from tests.e2e.kubelet import container_argv, container_env
@@ -255,6 +257,63 @@ def test_a_role_added_while_ep_is_on_is_undone_with_the_rest(readmitted: bool, t
     for role, length in (("decode", 4096), ("prefill", 2048)):
         ns = parsed(off, tmp_path, role)
         assert (ns.enable_expert_parallel, ns.data_parallel_size, ns.max_model_len) == (False, 1, length)
+
+
+# -- any edit away from the webhook's words survives undo ----------------------------------------------
+
+PAIRS = (("--max-model-len", "4096"), ("--port", "8080"), ("--host", "0.0.0.0"), ("--dtype", "bfloat16"),
+         ("--shutdown-timeout", "30"), ("--api-server-count", "2"))
+
+
+@st.composite
+def edits(draw: st.DrawFn) -> tuple[list[tuple[str, str]], str, int, str, bool]:
+    """Original flag pairs (a `-tp 8` the webhook rewrites in place among them), and an edit: change a
+    value, delete a pair, or insert one (anywhere among the pairs, or after the webhook's own flags)."""
+    pairs = draw(st.lists(st.sampled_from(PAIRS), unique=True, min_size=1, max_size=5))
+    pairs.insert(draw(st.integers(0, len(pairs))), ("-tp", "8"))
+    kind = draw(st.sampled_from(["change", "delete", "insert"]))
+    mine = [i for i, p in enumerate(pairs) if p[0] != "-tp"]
+    at = draw(st.sampled_from(mine)) if kind != "insert" else draw(st.integers(0, len(pairs) + 1))
+    value = draw(st.sampled_from(["1", "9", "32"]))
+    return pairs, kind, at, value, draw(st.booleans())
+
+
+def _words(obj: dict[str, Any], script: bool) -> list[str]:
+    command = served(obj)["command"]
+    return command[2].split(" ") if script else command  # type: ignore[no-any-return]
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=edits(), script=st.booleans())
+def test_any_edit_away_from_the_webhooks_words_survives_undo(
+        case: tuple[list[tuple[str, str]], str, int, str, bool], script: bool) -> None:
+    pairs, kind, at, value, readmitted = case
+    head = ["exec", "vllm", "serve", "/mnt/models"] if script else ["vllm", "serve", "/mnt/models"]
+    words = head + [w for p in pairs for w in p]
+    original = isvc(command=["bash", "-c", " ".join(words)] if script else words)
+    on, _ = admit(original)
+    edited, expected = copy.deepcopy(on), list(pairs)
+    command = _words(edited, script)
+    if kind == "insert":
+        # after the pair `at` of the original, or (at = len + 1) after the webhook's flags
+        where = len(command) if at > len(pairs) else len(head) + 2 * at
+        command[where:where] = ["--ssl-certfile", f"/tls/{value}.pem"]
+        expected.insert(min(at, len(pairs)), ("--ssl-certfile", f"/tls/{value}.pem"))
+    else:
+        start = len(head) + 2 * at
+        if kind == "change":
+            command[start + 1] = expected[at][1] + value
+            expected[at] = (expected[at][0], command[start + 1])
+        else:
+            del command[start:start + 2]
+            del expected[at]
+    if script:
+        served(edited)["command"][2] = " ".join(command)
+    if readmitted:
+        edited, _ = admit(edited)
+    off, verdict = admit(ep(edited, "false"))
+    assert _words(off, script) == head + [w for p in expected for w in p], verdict.warnings
+    assert parse_launch(_words(off, script)[1:] if script else _words(off, script)).enable_expert_parallel is False
 
 
 # -- the newest real vLLM release judges the results ---------------------------------------------------

@@ -56,6 +56,10 @@ def _merge(original: object, written: object, current: object, split: bool) -> M
     if original is None and type(written) is type(current) and isinstance(current, (dict, list)):
         empty, ok = _merge(type(current)(), written, current, split)  # absent before: added by the webhook
         return Merged(empty or None, ok)
+    if isinstance(current, _Flag) and isinstance(written, _Flag) and isinstance(original, _Flag) \
+            and len(current) == len(written) == len(original) and _name(current) == _name(written) == _name(original):
+        parts = [_merge(o, w, c, split) for o, w, c in zip(original, written, current)]  # the value, in place
+        return Merged(_Flag(str(m.value) for m in parts), all(m.clean for m in parts))
     if isinstance(current, dict) and isinstance(written, dict) and isinstance(original, dict):
         return _merge_objects(original, written, current)
     if isinstance(current, list) and isinstance(written, list) and isinstance(original, list):
@@ -97,9 +101,74 @@ def _key(value: object) -> object:
         return repr(value)
 
 
+class _Flag(tuple[str, ...]):
+    """A flag and its value, aligned as one unit: `("--max-model-len", "4096")`, or in a string's words
+    `(" ", "--max-model-len", " ", "4096")` with the blanks before it, so that a value the webhook replaced
+    in place is never aligned with an equal word elsewhere, nor a flag it appended with the blank before
+    another one. A string's other words are units with their blanks before them too."""
+
+
+def _units(items: list[object], words: bool) -> list[object]:
+    """`items` with each flag and its value joined into a `_Flag` (`words`: a string's words, separators
+    between them)."""
+    out: list[object] = []
+    i, n, step = 0, len(items), 3 if words else 2
+    while i < n:
+        item = items[i]
+        if isinstance(item, str) and len(item) > 1 and item[0] == "-" and i + step - 1 < n:
+            value, sep = items[i + step - 1], items[i + 1]
+            separated = not words or (isinstance(sep, str) and (sep == "=" or (sep.isspace() and "\n" not in sep)))
+            if separated and isinstance(value, str) and value[:1] not in ("-", "") and not value.isspace():
+                out.append(_Flag(str(w) for w in items[i:i + step]))
+                i += step
+                continue
+        out.append(item)
+        i += 1
+    return _with_blanks(out) if words else out
+
+
+def _with_blanks(units: list[object]) -> list[object]:
+    """Each run of blanks joined to the unit after it."""
+    out: list[object] = []
+    for i, unit in enumerate(units):
+        if i and isinstance(units[i - 1], str) and str(units[i - 1]).isspace():
+            out[-1] = _Flag((str(units[i - 1]), *(unit if isinstance(unit, _Flag) else (str(unit),))))
+        else:
+            out.append(unit)
+    return out
+
+
+def _flat(units: list[object]) -> list[object]:
+    return [w for u in units for w in (u if isinstance(u, _Flag) else (u,))]
+
+
+def _name(unit: object) -> object:
+    """What aligns a unit with its rewritten self: a flag's name, else the whole unit."""
+    if isinstance(unit, _Flag):
+        parts = [w for w in unit if not w.isspace()]
+        if len(parts) > 1 and parts[0][:1] == "-":
+            return ("flag", parts[0])
+    return _key(unit)
+
+
 def _hunks(base: list[object], other: list[object], mine: bool) -> list[_Hunk]:
-    matcher = SequenceMatcher(None, [_key(v) for v in base], [_key(v) for v in other], autojunk=False)
-    return [_Hunk(i1, i2, other[j1:j2], mine) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+    """The changes from `base` to `other`: aligned by whole units, then, within a replaced run, by flag name
+    (the value of a flag the webhook rewrote in place is a change of that flag alone)."""
+    out = []
+    keys = [_key(v) for v in base], [_key(v) for v in other]
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, *keys, autojunk=False).get_opcodes():
+        if tag == "replace":
+            names = SequenceMatcher(None, [_name(v) for v in base[i1:i2]], [_name(v) for v in other[j1:j2]],
+                                    autojunk=False)
+            for sub, k1, k2, l1, l2 in names.get_opcodes():
+                if sub != "equal":
+                    out.append(_Hunk(i1 + k1, i1 + k2, other[j1 + l1:j1 + l2], mine))
+                    continue
+                out.extend(_Hunk(i1 + k, i1 + k + 1, [other[j1 + l1 + d]], mine)
+                           for d, k in enumerate(range(k1, k2)) if base[i1 + k] != other[j1 + l1 + d])
+        elif tag != "equal":
+            out.append(_Hunk(i1, i2, other[j1:j2], mine))
+    return out
 
 
 def _clash(a: _Hunk, b: _Hunk) -> bool:
@@ -134,6 +203,11 @@ def _side(base: list[object], group: list[_Hunk], start: int, end: int, mine: bo
 def _merge_lists(original: list[object], written: list[object], current: list[object], split: bool) -> Merged:
     if max(len(original), len(written), len(current)) > LIMIT:
         return Merged(current, False)
+    merged = _merge_units(_units(original, not split), _units(written, not split), _units(current, not split), split)
+    return Merged(_flat(merged.value), merged.clean) if isinstance(merged.value, list) else merged
+
+
+def _merge_units(original: list[object], written: list[object], current: list[object], split: bool) -> Merged:
     hunks = sorted(_hunks(written, original, True) + _hunks(written, current, False), key=lambda h: (h.start, h.end))
     groups: list[list[_Hunk]] = []
     for h in hunks:  # a group: changes linked by clashes, or one starting inside another group's span
