@@ -316,6 +316,21 @@ def test_any_edit_away_from_the_webhooks_words_survives_undo(
     assert parse_launch(_words(off, script)[1:] if script else _words(off, script)).enable_expert_parallel is False
 
 
+def test_an_edit_inside_a_long_rewritten_run_falls_back_to_the_edit_less_ep() -> None:
+    # -tp first and 400 flags after it: the webhook's change (TP in place, EP appended) spans more than
+    # rebase.ALIGNED units, so an edit inside it is not aligned word by word
+    flags = [w for i in range(400) for w in (f"--additional-config.k{i}", str(i))]
+    original = isvc(command=["vllm", "serve", "/mnt/models", "-tp", "8", *flags])
+    on, _ = admit(original)
+    edited = copy.deepcopy(on)
+    command = served(edited)["command"]
+    command[command.index("--additional-config.k200") + 1] = "edited"
+    off, verdict = admit(ep(edited, "false"))
+    command = served(off)["command"]
+    assert "--enable-expert-parallel" not in command and "edited" in command
+    assert any("removed --enable-expert-parallel" in w for w in verdict.warnings), verdict.warnings
+
+
 # -- the newest real vLLM release judges the results ---------------------------------------------------
 
 

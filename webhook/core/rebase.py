@@ -10,8 +10,10 @@ The merge works on JSON values: objects key by key, lists element by element (al
 `difflib.SequenceMatcher`), strings word by word (runs of blanks, `=`, and the rest, so that a
 `bash -c` script or an eval'd LLMInferenceService arg merges inside). Where the edit and the
 webhook's change touch the same words, the edit wins and the merge is not `clean`: the caller then
-removes the EP switch itself (see `webhook.core.engine`). Values beyond `LIMIT` elements or words are
-not aligned (alignment is quadratic in the worst case): the edit wins, not clean.
+removes the EP switch itself (see `webhook.core.engine`). Flags and their values align as units
+(`_Flag`), so a value the webhook replaced in place stays with its flag. Alignment is quadratic in the
+worst case: values beyond `LIMIT` elements or words are not merged, and a differing run beyond
+`ALIGNED` units is one change; in both cases an edit there wins, not clean.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from typing import NamedTuple
 
 import orjson
 
-LIMIT = 4096
-"""Most elements (or words of a string) aligned; a longer value is taken as edited wholesale."""
+LIMIT = 65536
+"""Most elements (or words of a string) merged; a longer value is taken as edited wholesale."""
+ALIGNED = 256
+"""Most units aligned where two values differ (past their common start and end): alignment is quadratic
+(about 30 ms at this size with every unit alike); a longer differing run is one change."""
 
 _WORDS = re.compile(r"\s+|=|[^\s=]+")
 
@@ -155,8 +160,18 @@ def _hunks(base: list[object], other: list[object], mine: bool) -> list[_Hunk]:
     """The changes from `base` to `other`: aligned by whole units, then, within a replaced run, by flag name
     (the value of a flag the webhook rewrote in place is a change of that flag alone)."""
     out = []
-    keys = [_key(v) for v in base], [_key(v) for v in other]
+    head = 0
+    while head < min(len(base), len(other)) and base[head] == other[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(base), len(other)) - head and base[-1 - tail] == other[-1 - tail]:
+        tail += 1
+    middle = base[head:len(base) - tail], other[head:len(other) - tail]
+    if max(len(middle[0]), len(middle[1])) > ALIGNED:  # one change: an edit inside it is taken as wholesale
+        return [_Hunk(head, len(base) - tail, list(middle[1]), mine)] if middle != ([], []) else []
+    keys = [_key(v) for v in middle[0]], [_key(v) for v in middle[1]]
     for tag, i1, i2, j1, j2 in SequenceMatcher(None, *keys, autojunk=False).get_opcodes():
+        i1, i2, j1, j2 = i1 + head, i2 + head, j1 + head, j2 + head
         if tag == "replace":
             names = SequenceMatcher(None, [_name(v) for v in base[i1:i2]], [_name(v) for v in other[j1:j2]],
                                     autojunk=False)
