@@ -141,22 +141,20 @@ def _intent(
     """
     kept = [p for p in current if p in stored.pointers]
     originals = {p: stored.original(p) for p in kept}
-    written: Mapping[str, object] | None = None
+    out = dict(current)
+    exact = False
     if request is not None and len(kept) == len(stored.pointers):
         try:
-            planned = plan(workload, {**current, **originals}, request, options, False).values
-            if stored.untouched({p: planned.get(p) for p in kept}):
-                written = planned
+            written = plan(workload, {**current, **originals}, request, options, False).values
         except (Denied, NotApplicable):
-            pass
-    out = dict(current)
-    exact = written is not None
-    if written is not None:
-        for p in kept:
-            merged = rebase(originals[p], written.get(p), current[p])
-            out[p] = merged.value
-            exact = exact and merged.clean
-        exact = _replays(workload, out, current, kept, request, options) and exact
+            written = {}
+        if written and stored.untouched({p: written.get(p) for p in kept}):
+            exact = True
+            for p in kept:
+                merged = rebase(originals[p], written.get(p), current[p])
+                out[p] = merged.value
+                exact = exact and merged.clean
+            exact = _replays(workload, out, current, kept, request, options) and exact
     if exact:
         return _Intent(out, True)
     return _Intent(out, False, _strip_ep(workload, out, originals))
@@ -164,13 +162,12 @@ def _intent(
 
 def _replays(
     workload: Workload, intent: dict[str, object], current: Mapping[str, object], kept: list[str],
-    request: EpRequest | None, options: Options,
+    request: EpRequest, options: Options,
 ) -> bool:
     """Whether the webhook, run on the `intent`, writes the `current` flags and parallelism again; each field it
     does not reproduce goes back to its current value in `intent` (a merge that aligned words wrongly)."""
     checked = [f.pointer for f in workload.fields() if f.pointer in kept]
     try:
-        assert request is not None
         again = plan(workload, intent, request, options, False).values
     except (Denied, NotApplicable):
         again = {}
