@@ -73,7 +73,6 @@ class Undo(NamedTuple):
         keys = dict(self.keys)
         return self.applied == digest({keys.get(p, p): v for p, v in values.items()})
 
-
     def anchored(self, owned: Iterable[str]) -> Undo:
         """The record with each pointer that matches no `owned` field moved to the one owned field of the same
         role (the same pointer but for the container's index or name), when there is exactly one unclaimed:
