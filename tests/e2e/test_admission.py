@@ -117,6 +117,35 @@ def test_gpu_updates_follow_and_turning_ep_off_restores_the_command(api: client.
     assert UNDO_RECORD not in off["metadata"]["annotations"]
 
 
+def test_undo_through_the_api_server_keeps_an_edit_and_follows_kserve_container(
+        api: client.ApiClient, registered: Server, namespace: str) -> None:
+    # issue 23 items 6 and 7, on objects as the API server stores them
+    obj = manifest("intent", ["vllm", "serve", "m", "--max-model-len", "4096", "-tp", "8"])
+    create(api, namespace, obj)
+    live = get(api, namespace, "intent")
+    command = model(live)["command"]
+    command[command.index("4096")] = "32768"  # the user's edit, the webhook's flags kept
+    edited = replace(api, namespace, live)
+    edited["metadata"]["annotations"]["ep.enabled"] = "false"
+    off = replace(api, namespace, edited)
+    assert model(off)["command"] == ["vllm", "serve", "m", "--max-model-len", "32768", "-tp", "8"]
+
+    custom = manifest("custom")
+    custom["spec"]["predictor"] = {"containers": [{
+        "name": "kserve-container", "image": "vllm/vllm-openai:v0.33.0", "command": ["vllm", "serve", "m", "-tp", "8"],
+        "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}
+    create(api, namespace, custom)
+    live = get(api, namespace, "custom")
+    live["spec"]["predictor"]["containers"].insert(0, {"name": "sidecar", "image": "busybox", "command": ["sleep", "1d"]})
+    inserted = replace(api, namespace, live)
+    inserted["metadata"]["annotations"]["ep.enabled"] = "false"
+    off = replace(api, namespace, inserted)
+    containers = off["spec"]["predictor"]["containers"]
+    assert [c["name"] for c in containers] == ["sidecar", "kserve-container"]
+    assert containers[1]["command"] == ["vllm", "serve", "m", "-tp", "8"] and "volumeMounts" not in containers[1]
+    assert UNDO_RECORD not in off["metadata"]["annotations"]
+
+
 def test_objects_without_the_annotation_never_reach_the_webhook(api: client.ApiClient, registered: Server, namespace: str) -> None:
     before = reviews(registered)
     plain = manifest("plain", ["vllm", "serve", "m", "-tp", "8"], enabled=None)

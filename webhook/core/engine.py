@@ -11,13 +11,16 @@ Which adapter reads which kind is wired above the core (`webhook.admission.kinds
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from webhook.vllm import flags
 from webhook.core import patch
-from webhook.core import shm
 from webhook.core import started
 from webhook.core import undo
+from webhook.core.rebase import rebase, same_words
+from webhook.base.jsonvalues import strings_or_none
+from webhook.vllm.argv import DesiredFlag
+from webhook.vllm.command import rewrite
 from webhook.vllm.command import find_ep_flag
 from webhook.base.errors import Denied, NotApplicable
 from webhook.core.planner import plan
@@ -81,7 +84,7 @@ def _mutate(obj: object, adapter: Adapter[C], options: Options, context: C | Non
         raise Denied("the object is not a JSON object; expected an InferenceService")
     annotations = annotations_of(obj)
     enabled = ep_enabled(annotations)
-    stored = undo.read(annotations)
+    stored = undo.read(annotations, obj)
     want = _wants_ep(enabled, options)
     if not want:
         if stored is None and options.mode != "forbid":
@@ -100,17 +103,122 @@ def _values(fields: tuple[Field, ...]) -> dict[str, object]:
     return {f.pointer: f.value for f in fields}
 
 
-def _owned(workload: Workload, stored: undo.Undo | None) -> tuple[Field, ...]:
-    """The fields the webhook owns: always its `fields`; /dev/shm fields once the undo record holds them."""
+def _owned(workload: Workload, stored: undo.Undo | None) -> tuple[tuple[Field, ...], undo.Undo | None]:
+    """The fields the webhook owns: always its `fields`; /dev/shm fields once the undo record holds them.
+    And the record, each of its fields on the owned field of its role (`undo.Undo.anchored`)."""
     fields = workload.fields()
     if stored is None:
-        return fields
-    return fields + tuple(f for f in workload.shm_fields() if f.pointer in stored.pointers)
+        return fields, None
+    shm_fields = workload.shm_fields()
+    stored = stored.anchored(f.pointer for f in (*fields, *shm_fields))
+    return fields + tuple(f for f in shm_fields if f.pointer in stored.pointers), stored
 
 
 def _untouched(stored: undo.Undo | None, values: Mapping[str, object]) -> bool:
     """The fields are exactly as the webhook left them."""
-    return stored is not None and stored.pointers == frozenset(values) and stored.applied == undo.digest(values)
+    return stored is not None and stored.untouched(values)
+
+
+class _Intent(NamedTuple):
+    """The owned fields as the user means them: current values less the webhook's change (by pointer);
+    `exact` when the webhook's change came out without touching an edit, else `removed` names the EP
+    switches taken out of what stayed."""
+
+    values: dict[str, object]
+    exact: bool
+    removed: tuple[str, ...] = ()
+
+
+def _intent(
+    workload: Workload, stored: undo.Undo, current: Mapping[str, object], request: EpRequest | None, options: Options,
+) -> _Intent:
+    """The user's intent after the owned fields were edited since the webhook wrote them.
+
+    What the webhook wrote is planned again from the stored originals; when that reproduces the record's
+    digest, each field is rebased (`webhook.core.rebase`): the webhook's own change comes out, the edit
+    stays. Otherwise (the request, GPUs or policy changed too, a role went) or where the edit overlaps the
+    webhook's words, the field stays as edited, less the EP switch the webhook added. Fields the record
+    does not cover (a role added since) are the user's as they are.
+    """
+    kept = [p for p in current if p in stored.pointers]
+    originals = {p: stored.original(p) for p in kept}
+    out = dict(current)
+    exact = False
+    if request is not None and len(kept) == len(stored.pointers):
+        try:
+            written = plan(workload, {**current, **originals}, request, options, False).values
+        except (Denied, NotApplicable):
+            written = {}
+        if written and stored.untouched({p: written.get(p) for p in kept}):
+            exact = True
+            for p in kept:
+                merged = rebase(originals[p], written.get(p), current[p])
+                out[p] = merged.value
+                exact = exact and merged.clean
+            exact = _replays(workload, out, current, kept, request, options) and exact
+    if exact:
+        return _Intent(out, True)
+    return _Intent(out, False, _strip_ep(workload, out, originals))
+
+
+def _replays(
+    workload: Workload, intent: dict[str, object], current: Mapping[str, object], kept: list[str],
+    request: EpRequest, options: Options,
+) -> bool:
+    """Whether the webhook, run on the `intent`, writes the `current` flags and parallelism again; each field it
+    does not reproduce goes back to its current value in `intent` (a merge that aligned words wrongly)."""
+    checked = [f.pointer for f in workload.fields() if f.pointer in kept]
+    try:
+        again = plan(workload, intent, request, options, False).values
+    except (Denied, NotApplicable):
+        again = {}
+    wrong = [p for p in checked if p not in again or not same_words(again[p], current[p])]
+    for p in wrong:
+        intent[p] = current[p]
+    return not wrong
+
+
+def _strip_ep(workload: Workload, values: dict[str, object], originals: Mapping[str, object]) -> tuple[str, ...]:
+    """Take the EP switch out of the recorded fields in `values` where their original had none; what was removed."""
+    removed: list[str] = []
+    for role in workload.roles:
+        field = role.parallelism
+        if field is not None and field.pointer in originals:
+            p, before = values.get(field.pointer), originals[field.pointer]
+            if isinstance(p, dict) and p.get("expert") is True and not (
+                    isinstance(before, dict) and before.get("expert") is True):
+                values[field.pointer] = {k: v for k, v in p.items() if k != "expert"}
+                removed.append(f"{field.path}.expert")
+        for launch in role.launches:
+            if launch.command.pointer not in originals and launch.args.pointer not in originals:
+                continue
+            try:
+                if _launch_ep(launch, {**values, **originals}) is not None:
+                    continue  # the user's own switch
+                found = _launch_ep(launch, values)
+                if found is None:
+                    continue
+                result = rewrite(launch, strings_or_none(values.get(launch.command.pointer)),
+                                 strings_or_none(values.get(launch.args.pointer)), _NO_EP, False)
+            except (Denied, NotApplicable):
+                continue
+            values[launch.command.pointer] = None if result.command is None else list(result.command)
+            values[launch.args.pointer] = None if result.args is None else list(result.args)
+            removed.append(found)
+    return tuple(removed)
+
+
+_NO_EP = (DesiredFlag(flags.ENABLE_EP, present=False),)
+
+
+def _kept_note(workload: Workload, intent: _Intent, off: bool) -> str:
+    """What undo keeps of edits made while EP was on, for a warning (`off`: EP is being turned off now)."""
+    removed = ", ".join(intent.removed) or "nothing"
+    if off:
+        if intent.exact:
+            return f"EP is off: undid the webhook's change to {workload.owned_short}; the edits made since stay"
+        return f"EP is off: removed {removed}; {workload.owned_short} were edited over the webhook's change, the rest stays"
+    return f"{workload.owned_short} were edited over the webhook's change: EP off will keep them, less {removed}"
 
 
 def _turn_off(
@@ -124,7 +232,7 @@ def _turn_off(
         if stored is None:
             return Verdict.allow()
         raise
-    fields = _owned(workload, stored)
+    fields, stored = _owned(workload, stored)
     current = _values(fields)
     new, verdict = current, Verdict.allow()
     if stored is not None:
@@ -134,9 +242,11 @@ def _turn_off(
                 [f"EP is off: restored {workload.owned} the webhook had changed"]
             )
         else:
-            verdict = _result(obj, fields, current, None).with_warnings(
-                [f"EP is off; {workload.owned_short} were edited after the webhook changed them, "
-                 f"so they stay as they are"]
+            intent = _intent(_planning(obj, adapter, context, workload), stored, current,
+                             _request(annotations, options), options)
+            new = intent.values
+            verdict = _result(obj, fields, new, None).with_warnings(
+                [_kept_note(workload, intent, True)]
             )
     if options.mode == "forbid":
         return verdict.with_warnings(_forbid(workload, new, options))
@@ -233,6 +343,24 @@ def _may_hide(workload: Workload, values: Mapping[str, object]) -> bool:
     return False
 
 
+def _planning(obj: dict[str, object], adapter: Adapter[C], context: C | None, workload: Workload) -> Workload:
+    """The workload as the webhook planned it when EP was on (with `context`), else as read without it."""
+    if context is None:
+        return workload
+    try:
+        return adapter(obj, context)
+    except (Denied, NotApplicable):
+        return workload
+
+
+def _request(annotations: Mapping[str, object], options: Options) -> EpRequest | None:
+    """The EP request the annotations make, None when they cannot be read (the undo then cannot re-plan)."""
+    try:
+        return read_ep_request(annotations, options)
+    except (Denied, NotApplicable):
+        return None
+
+
 def running_ep(obj: object, adapter: Adapter[C]) -> bool:
     """Whether the object runs EP as it is now: a hand-written or webhook-written flag, or a
     multi-node `parallelism.expert` that the kind's preset renders into the flag."""
@@ -271,7 +399,7 @@ def _turn_on(
     obj: dict[str, object], workload: Workload, annotations: Mapping[str, object], stored: undo.Undo | None,
     options: Options,
 ) -> Verdict:
-    fields = _owned(workload, stored)
+    fields, stored = _owned(workload, stored)
     current = _values(fields)
     untouched_since = _untouched(stored, current)
     request = read_ep_request(annotations, options)
@@ -282,16 +410,17 @@ def _turn_on(
     # conflicts", and the warnings say what this write changes. On most updates that plan is the
     # only one: nothing changes.
     on_current = plan(workload, current, request, options, reject and not untouched_since)
+    # Edited since the webhook wrote them (a hand edit, another mutating webhook, a container or role
+    # added): the record becomes the user's intent, the current values less the webhook's change.
+    intent = None if stored is None or untouched_since else _intent(workload, stored, current, request, options)
     if on_current.values == current:
-        # Already EP-configured for this request. If the webhook changed it earlier and
-        # something else edited other fields since (another mutating webhook, a hand edit),
-        # keep the original for undo and track the new digest.
-        if stored is None or stored.pointers != frozenset(current) or untouched_since:
+        # Already EP-configured for this request: nothing changes but the record, if it was edited since.
+        if intent is None:
             return _enforced(Verdict.allow(), workload, current, options, explicit)
-        originals = {**dict(stored.fields), **_shm_originals(workload, stored, current, request, options)}
-        return _enforced(
-            _result(obj, fields, current, undo.Undo(tuple(sorted(originals.items())), undo.digest(current))),
-            workload, current, options, explicit)
+        new_undo = None if intent.values == current else undo.make(intent.values, current, obj)
+        verdict = _result(obj, fields, current, new_undo)
+        verdict = verdict.with_warnings([_kept_note(workload, intent, False)]) if not intent.exact else verdict
+        return _enforced(verdict, workload, current, options, explicit)
 
     # Something changes. While the webhook's last output is untouched, the new values come from the
     # stored originals, so that a new GPU request or TP gives a fresh layout (flags the webhook added
@@ -301,8 +430,8 @@ def _turn_on(
     if stored is not None and untouched_since:
         base = {p: stored.original(p) for p in current}
         result = plan(workload, base, request, options, reject)
-    elif stored is not None:  # edited since: the current values are the new originals, but for the webhook's /dev/shm
-        base = {**current, **_shm_originals(workload, stored, current, request, options)}
+    elif intent is not None:
+        base = intent.values
     new = result.values
     # /dev/shm fields the plan changes for the first time join the owned fields, their values as found
     joining = () if len(new) == len(base) else tuple(
@@ -316,27 +445,11 @@ def _turn_on(
             f"all2all backend {request.all2all_backend} is deprecated in {flags.ALL2ALL_RELEASE}: "
             f"vLLM falls back to its default backend"
         )
-    new_undo = None if new == base else undo.Undo(tuple(sorted(base.items())), undo.digest(new))
+    if intent is not None and not intent.exact:
+        notes.append(_kept_note(workload, intent, False))
+    new_undo = None if new == base else undo.make(base, new, obj)
     return _enforced(_result(obj, fields, new, new_undo).with_warnings([*on_current.warnings, *notes]),
                      workload, new, options, explicit)
-
-
-def _shm_originals(
-    workload: Workload, stored: undo.Undo, current: Mapping[str, object], request: EpRequest, options: Options
-) -> dict[str, object]:
-    """The originals of the /dev/shm lists the webhook owns, after something edited the owned fields since it
-    wrote them: a list as the webhook wrote it keeps its stored original; a list edited since is rebased on
-    the edit (`shm.rebase`). Turning EP off then takes back the webhook's volume and mount, and nothing else."""
-    pointers = stored.pointers.intersection(f.pointer for f in workload.shm_fields())
-    if not pointers:
-        return {}
-    base = {p: stored.original(p) for p in current}
-    try:
-        written = plan(workload, base, request, options, False).values
-    except Denied:
-        return {p: current[p] for p in pointers}
-    return {p: base[p] if current[p] == written.get(p) else shm.rebase(base[p], written.get(p), current[p])
-            for p in pointers}
 
 
 def _result(

@@ -25,7 +25,8 @@ KServe merges the object into the runtime or preset with Kubernetes' strategic m
 (`MergePodSpec` and `MergeRuntimeContainers` in pkg/controller/v1beta1/inferenceservice/utils/utils.go,
 `mergeSpecs` in pkg/controller/v1alpha2/llmisvc/config_merge.go, v0.20): volumes by name (so the
 object's `dshm` replaces the preset's source), volume mounts by mountPath (so an added mount at
-/dev/shm never duplicates a runtime's). The fields changed join the undo record like the flags.
+/dev/shm never duplicates a runtime's). The fields changed join the undo record like the flags, and an
+edit made to them while EP is on is kept when EP goes off (`webhook.core.rebase`).
 """
 
 from __future__ import annotations
@@ -161,33 +162,6 @@ def _plan_pod(pod: SharedMemory, out: dict[str, object], ranks: int, options: Op
     raised[i] = {**volume, "emptyDir": {**empty, "sizeLimit": size}}
     out[pod.volumes.pointer] = raised
     warnings.append(f"raised {pod.where} volume {name} (/dev/shm) from {limit or 'the preset size'} to {size} for {why}")
-
-
-def rebase(original: object, written: object, current: object) -> object:
-    """The original of a `volumes` or `volumeMounts` list that was edited after the webhook wrote it.
-
-    `original` is the list before the webhook (None: absent), `written` what the webhook made of it,
-    `current` the list as edited since. The result is `current` with the webhook's own change taken
-    back: entries it added are dropped, an entry it changed (same name and mountPath) gets its
-    original back, everything else (the edit) stays. So turning EP off later keeps the edit.
-    """
-    if not isinstance(current, list) or not isinstance(written, list):
-        return current
-    before = original if isinstance(original, list) else []
-    added = [w for w in written if w not in before]
-    replaced = {_key(o): o for o in before if o not in written}
-    out = []
-    for item in current:
-        if item in added:
-            if _key(item) in replaced:
-                out.append(replaced[_key(item)])
-            continue
-        out.append(item)
-    return out if out or original is not None else None
-
-
-def _key(item: object) -> tuple[object, object]:
-    return (item.get("name"), item.get("mountPath")) if isinstance(item, dict) else (None, None)
 
 
 def _below(limit: object, size: str) -> bool:
