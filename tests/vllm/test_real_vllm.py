@@ -274,6 +274,19 @@ def _with_image(annotations: dict[str, str], image: str) -> dict[str, Any]:
     return obj
 
 
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    """The literal env of a container, as the pod gets it (the last entry of a name wins)."""
+    return {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+
+
+def _backend_run(result: Any) -> Any:
+    """The all2all backend the judged release runs: its ParallelConfig's (0.11.1+), else what its `vllm.envs`
+    reads from VLLM_ALL2ALL_BACKEND (before 0.11.1 the communicators read only that)."""
+    if "all2all_backend" in result.parallel:
+        return result.parallel["all2all_backend"]
+    return result.envs["VLLM_ALL2ALL_BACKEND"]
+
+
 @pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("case", RELEASE_CASES)
 def test_the_webhook_denies_exactly_what_the_release_in_the_image_would_refuse(
@@ -283,9 +296,11 @@ def test_the_webhook_denies_exactly_what_the_release_in_the_image_would_refuse(
     edit the webhook would have written for the newest release is one this release refuses."""
     out, verdict = run(_with_image(RELEASE_CASES[case], f"vllm/vllm-openai:v{release}"))
     if verdict.allowed:
-        result = _on(vllm_judges, release, serve_argv(model(out)["command"]))
+        result = _on(vllm_judges, release, serve_argv(model(out)["command"]), env=_env(model(out)))
         assert result.ok, f"admitted, but vLLM {release} refuses it: {result.error}"
         assert f"flags written for vLLM {release}, from the image tag" in verdict.warnings
+        if "ep.all2all-backend" in RELEASE_CASES[case]:
+            assert _backend_run(result) == RELEASE_CASES[case]["ep.all2all-backend"]
     else:
         assert f"vLLM {release} (from the image tag)" in verdict.message or "num_redundant_experts" in verdict.message
         naive, naive_verdict = run(_with_image(RELEASE_CASES[case], f"vllm/vllm-openai:v{NEWEST}"))
@@ -330,30 +345,44 @@ ENV_CASES = {
     "env only": ({}, "deepep_low_latency"),
     "env and the same annotation": ({"ep.all2all-backend": "deepep_low_latency"}, "deepep_low_latency"),
     "env against the annotation": ({"ep.all2all-backend": "deepep_high_throughput"}, "deepep_low_latency"),
+    "annotation, no env": ({"ep.all2all-backend": "deepep_high_throughput"}, None),
 }
 
 
-@pytest.mark.parametrize("release", [r for r in RELEASES if version(r) >= (0, 11, 1)])
+@pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("case", ENV_CASES)
 def test_the_backend_vllm_runs_is_the_one_asked_for_whatever_the_env_says(
     vllm_judges: dict[str, Judge], release: str, case: str
 ) -> None:
-    """VLLM_ALL2ALL_BACKEND in the container: read when the flag is absent (0.11.1-0.13), over the flag
-    (0.14-0.15), ignored (0.16+). What vLLM runs is the annotation's backend, else the env's; or a denial."""
+    """VLLM_ALL2ALL_BACKEND in the container: the only way before 0.11.1, read when the flag is absent
+    (0.11.1-0.13), over the flag (0.14-0.15), ignored (0.16+). The webhook writes the flag, the env or both, so
+    that what vLLM runs with the env and argv it writes is the annotation's backend, else the env's."""
     annotations, env_value = ENV_CASES[case]
     obj = _with_image(annotations, f"vllm/vllm-openai:v{release}")
-    model(obj)["env"] = [{"name": "VLLM_ALL2ALL_BACKEND", "value": env_value}]
+    if env_value is not None:
+        model(obj)["env"] = [{"name": "VLLM_ALL2ALL_BACKEND", "value": env_value}]
     wanted = annotations.get("ep.all2all-backend", env_value)
     out, verdict = run(obj)
-    env = {"VLLM_ALL2ALL_BACKEND": env_value}
-    if verdict.allowed:
-        result = _on(vllm_judges, release, serve_argv(model(out)["command"]), env=env)
-        assert result.ok and result.parallel["all2all_backend"] == wanted, result.error or result.parallel
-    else:
-        assert "overrides --all2all-backend" in verdict.message and f"vLLM {release}" in verdict.message
-        naive = [*serve_argv(model(run(_with_image(annotations, f"vllm/vllm-openai:v{NEWEST}"))[0])["command"])]
-        result = _on(vllm_judges, release, naive, env=env)
-        assert result.ok and result.parallel["all2all_backend"] != wanted
+    assert verdict.allowed, verdict.message
+    result = _on(vllm_judges, release, serve_argv(model(out)["command"]), env=_env(model(out)))
+    assert result.ok and _backend_run(result) == wanted, result.error or result.parallel
+    naive = serve_argv(model(run(_with_image(annotations, f"vllm/vllm-openai:v{NEWEST}"))[0])["command"])
+    before = _on(vllm_judges, release, naive, env=_env(model(obj)))
+    if model(out).get("env") != model(obj).get("env"):  # the env was needed: without it the release runs another
+        assert not before.ok or _backend_run(before) != wanted
+
+
+@pytest.mark.parametrize("release", ["0.10.1.1", "0.15.1"])
+def test_an_env_from_a_config_map_that_decides_the_backend_is_denied(vllm_judges: dict[str, Judge],
+                                                                     release: str) -> None:
+    """The webhook cannot read it: on these releases it decides the backend (the judge: whatever it holds runs)."""
+    obj = _with_image({"ep.all2all-backend": "deepep_high_throughput"}, f"vllm/vllm-openai:v{release}")
+    model(obj)["env"] = [{"name": "VLLM_ALL2ALL_BACKEND", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]
+    verdict = mutate(obj)
+    assert not verdict.allowed and "VLLM_ALL2ALL_BACKEND" in verdict.message and f"vLLM {release}" in verdict.message
+    argv = [M, "-dp", "8", "--enable-expert-parallel",
+            *(["--all2all-backend", "deepep_high_throughput"] if version(release) >= (0, 11, 1) else [])]
+    assert _backend_run(_on(vllm_judges, release, argv, env={"VLLM_ALL2ALL_BACKEND": "naive"})) == "naive"
 
 
 # -- abbreviations, as vLLM's parser reads them ---------------------------------------------------------------

@@ -100,11 +100,11 @@ def _values(fields: tuple[Field, ...]) -> dict[str, object]:
 
 
 def _owned(workload: Workload, stored: undo.Undo | None) -> tuple[Field, ...]:
-    """The fields the webhook owns: always its `fields`; /dev/shm fields once the undo record holds them."""
+    """The fields the webhook owns: always its `fields`; /dev/shm and env fields once the undo record holds them."""
     fields = workload.fields()
     if stored is None:
         return fields
-    return fields + tuple(f for f in workload.shm_fields() if f.pointer in stored.pointers)
+    return fields + tuple(f for f in workload.optional_fields() if f.pointer in stored.pointers)
 
 
 def _untouched(stored: undo.Undo | None, values: Mapping[str, object]) -> bool:
@@ -215,9 +215,9 @@ def _turn_on(
     elif stored is not None:  # edited since: the current values are the new originals, but for the webhook's /dev/shm
         base = {**current, **_shm_originals(workload, stored, current, request, options)}
     new = result.values
-    # /dev/shm fields the plan changes for the first time join the owned fields, their values as found
+    # /dev/shm and env fields the plan changes for the first time join the owned fields, their values as found
     joining = () if len(new) == len(base) else tuple(
-        f for f in workload.shm_fields() if f.pointer in new and f.pointer not in base)
+        f for f in workload.optional_fields() if f.pointer in new and f.pointer not in base)
     if joining:
         fields += joining
         base = {**base, **_values(joining)}
@@ -234,10 +234,10 @@ def _turn_on(
 def _shm_originals(
     workload: Workload, stored: undo.Undo, current: Mapping[str, object], request: EpRequest, options: Options
 ) -> dict[str, object]:
-    """The originals of the /dev/shm lists the webhook owns, after something edited the owned fields since it
+    """The originals of the /dev/shm and env lists the webhook owns, after something edited the owned fields since it
     wrote them: a list as the webhook wrote it keeps its stored original; a list edited since is rebased on
     the edit (`shm.rebase`). Turning EP off then takes back the webhook's volume and mount, and nothing else."""
-    pointers = stored.pointers.intersection(f.pointer for f in workload.shm_fields())
+    pointers = stored.pointers.intersection(f.pointer for f in workload.optional_fields())
     if not pointers:
         return {}
     base = {p: stored.original(p) for p in current}

@@ -164,7 +164,8 @@ def _plan_pod(pod: SharedMemory, out: dict[str, object], ranks: int, options: Op
 
 
 def rebase(original: object, written: object, current: object) -> object:
-    """The original of a `volumes` or `volumeMounts` list that was edited after the webhook wrote it.
+    """The original of a `volumes` or `volumeMounts` list (or a container's `env`, whose entries are keyed by
+    name alike) that was edited after the webhook wrote it.
 
     `original` is the list before the webhook (None: absent), `written` what the webhook made of it,
     `current` the list as edited since. The result is `current` with the webhook's own change taken

@@ -67,6 +67,13 @@ class Launch(NamedTuple):
     env: tuple[tuple[str, str | None], ...] = ()
     """The container's env the planner reads (`kserve.images.WATCHED_ENV`): name, literal value or None when
     known only at run time."""
+    env_list: object = None
+    """The container's `env` as written (a list of EnvVar objects; None: absent), read only when the webhook may
+    write `VLLM_ALL2ALL_BACKEND` there (`env_field`)."""
+
+    def env_field(self) -> Field:
+        """The container's `env` as a field the webhook may come to own (its JSON pointer beside `command`)."""
+        return Field(f"{self.command.pointer.rpartition('/')[0]}/env", f"{self.where}.env", self.env_list)
 
 
 class SharedMemory(NamedTuple):
@@ -129,6 +136,11 @@ class Workload(NamedTuple):
         """The /dev/shm fields (volumes, volumeMounts) the webhook may come to own; not in `fields`, which
         are always owned: these join the undo record only when the webhook changes them."""
         return tuple(f for role in self.roles for pod in role.shm for f in (pod.volumes, pod.mounts))
+
+    def optional_fields(self) -> tuple[Field, ...]:
+        """The fields the webhook owns only once it changes them: the /dev/shm lists (`shm_fields`) and each
+        launch's container `env` (`Launch.env_field`, where it writes `VLLM_ALL2ALL_BACKEND`)."""
+        return self.shm_fields() + tuple(launch.env_field() for role in self.roles for launch in role.launches)
 
 
 Context = TypeVar("Context", contravariant=True)

@@ -59,6 +59,7 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         Field(f"{pointer}/args", f"{where}.args", args),
         server=server_of([*command, *(args or ())]) if command else "vllm",
         own_image=own_image,
+        env_list=container.get("env"),
     )
     image = container.get("image")
     if isinstance(image, str):

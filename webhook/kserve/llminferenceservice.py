@@ -93,6 +93,7 @@ def _launch(container: dict[str, object], pointer: str, where: str) -> Launch:
         server=server_of([*command, *(args or ())]) if command else "vllm",
         image=image,
         image_release=release_of(image) if image else None,
+        env_list=container.get("env"),
     ), watched_env(container, WATCHED_ENV))
 
 
