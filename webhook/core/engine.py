@@ -11,6 +11,7 @@ Which adapter reads which kind is wired above the core (`webhook.admission.kinds
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TypeVar
 
 from webhook.vllm import flags
@@ -81,6 +82,9 @@ def _mutate(obj: object, adapter: Adapter[C], options: Options, context: C | Non
     annotations = annotations_of(obj)
     enabled = ep_enabled(annotations)
     stored = undo.read(annotations)
+    if options.models is not None and options.mode == "enforce" and enabled is not True \
+            and not _enforced_for(obj, adapter, context, options):
+        options = replace(options, mode="optIn")  # a model the enforce rule does not cover: as if opt-in
     want = _wants_ep(enabled, options)
     if not want:
         if stored is None and options.mode != "forbid":
@@ -93,6 +97,15 @@ def _mutate(obj: object, adapter: Adapter[C], options: Options, context: C | Non
             # enforced by policy on an object that did not ask and cannot have it: pass untouched
             return Verdict.allow().with_warnings([f"EP not applied: {na.message}"])
         raise
+
+
+def _enforced_for(obj: dict[str, object], adapter: Adapter[C], context: C | None, options: Options) -> bool:
+    """Whether the object's model is one the enforce rule's `models` globs cover (`Options.enforces`); an object
+    the adapter cannot read counts as covered, so that the usual path says what is wrong with it."""
+    try:
+        return options.enforces(adapter(obj, context).launch_models())
+    except (Denied, NotApplicable):
+        return True
 
 
 def _values(fields: tuple[Field, ...]) -> dict[str, object]:

@@ -254,8 +254,11 @@ def _known_release(request: EpRequest, role: Role, options: Options) -> tuple[Ve
     """The vLLM release the role's pods run, if anything says, and what says it (annotation, image, policy).
 
     In this order: the annotation ep.vllm-version; the image of the role's first launch that names a release
-    (the container's, else its runtime's); the policy's vllmVersion.
+    (the container's, else its runtime's); the policy's vllmVersion. An upgrade target
+    (`Options.vllm_version_overrides`) comes before all of them.
     """
+    if options.vllm_version_overrides and options.vllm_version is not None:
+        return options.vllm_version, "target"
     if request.vllm_version is not None:
         return request.vllm_version, "annotation"
     for launch in role.launches:
@@ -277,6 +280,8 @@ def release_for(request: EpRequest, role: Role, options: Options) -> tuple[Versi
         return version, f"from annotation {VLLM_VERSION}"
     if source == "image":
         return version, "from the image tag"
+    if source == "target":
+        return version, "the upgrade target"
     return version, f"from policy rule {options.rule!r}"
 
 

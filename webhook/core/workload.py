@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Literal, NamedTuple, Protocol, TypeVar
 
 from webhook.core.gpus import Gpus
-from webhook.vllm.command import ArgsForm
+from webhook.base.jsonvalues import strings_or_none
+from webhook.vllm.command import ArgsForm, models_named
 from webhook.vllm.launch import Server
 from webhook.vllm.releases import Version
 
@@ -116,11 +117,14 @@ class Role(NamedTuple):
 
 
 class Workload(NamedTuple):
-    """A workload as the core sees it."""
+    """A workload as the core sees it. `models` are the names the kind gives the model it serves (a storage
+    URI, a model name), matched against a policy's `models` globs; the names in its launches' vLLM commands are
+    read by the core (`launch_models`)."""
 
     roles: tuple[Role, ...]
     owned: str = "the command and args"  # how messages name the fields the webhook owns
     owned_short: str = "command/args"  # the same, where a message is already long
+    models: tuple[str, ...] = ()
 
     def fields(self) -> tuple[Field, ...]:
         """Every field the webhook owns on this workload, in order."""
@@ -136,6 +140,12 @@ class Workload(NamedTuple):
         """The /dev/shm fields (volumes, volumeMounts) the webhook may come to own; not in `fields`, which
         are always owned: these join the undo record only when the webhook changes them."""
         return tuple(f for role in self.roles for pod in role.shm for f in (pod.volumes, pod.mounts))
+
+    def launch_models(self) -> tuple[str, ...]:
+        """`models`, and the models the launches' vLLM commands name where literal (`command.models_named`)."""
+        named = [n for role in self.roles for launch in role.launches for n in models_named(
+            launch.runtime_args, strings_or_none(launch.command.value), strings_or_none(launch.args.value))]
+        return (*self.models, *named)
 
     def optional_fields(self) -> tuple[Field, ...]:
         """The fields the webhook owns only once it changes them: the /dev/shm lists (`shm_fields`) and each

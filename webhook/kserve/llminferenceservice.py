@@ -60,7 +60,16 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         roles.append(_with_shm(_role(prefill, "/spec/prefill", "spec.prefill", gpus), prefill, "/spec/prefill",
                                "spec.prefill"))
     owned = "parallelism and the main containers' args"
-    return Workload(tuple(roles), owned=owned, owned_short=owned)
+    return Workload(tuple(roles), owned=owned, owned_short=owned, models=_models(spec))
+
+
+def _models(spec: dict[str, object]) -> tuple[str, ...]:
+    """The names the object gives its model, for a policy's `models`: `spec.model.uri` and the served name
+    `spec.model.name` (KServe v0.20 `LLMModelSpec`, pkg/apis/serving/v1alpha1/llm_inference_service_types.go)."""
+    model = spec.get("model")
+    if not isinstance(model, dict):
+        return ()
+    return tuple(v for v in (model.get("uri"), model.get("name")) if isinstance(v, str) and v)
 
 
 def _main(pod: object, where: str) -> tuple[int, dict[str, object]] | None:
