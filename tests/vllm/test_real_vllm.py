@@ -7,6 +7,7 @@ the fast tests use (tests/vllm_grammar.py) is checked against the newest release
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from pathlib import Path
@@ -19,11 +20,12 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.core.test_properties import list_isvcs
 from tests.helpers import (
-    huggingfaceserver_vllm_args, isvc, kserve_container, model, recorded_argv, run, shipped_runtime_docs,
+    apply, huggingfaceserver_vllm_args, isvc, kserve_container, model, recorded_argv, run, shipped_runtime_docs,
     stand_in_bin,
 )
 from webhook.cli.main import main as cli_main
 from webhook.kserve import shipped
+from webhook.vllm import flags
 from webhook.kserve.images import release_of as hf_release_of
 from webhook.admission.kinds import mutate
 from tests.vllm_grammar import GrammarError, parse_launch
@@ -497,3 +499,68 @@ def _short_ep_object(spelling: str, release: str) -> dict[str, Any]:
     obj = isvc(command=SERVE + [spelling, "-tp", "1"])
     model(obj)["image"] = f"vllm/vllm-openai:v{release}"
     return obj
+
+
+# -- prefixes, release by release ------------------------------------------------------------------------
+
+OWNED_SPELLINGS = sorted({*flags.SHORT_ALIASES, *flags.LONG_ALIASES, flags.ENABLE_EP, flags.DISABLE_EP, flags.TP,
+                          flags.DP, flags.PP, flags.PCP, flags.DP_LOCAL, flags.ALL2ALL, flags.ENABLE_EPLB,
+                          flags.DISABLE_EPLB, flags.EPLB_CONFIG, flags.ENABLE_DBO, flags.DISABLE_DBO,
+                          *flags.MULTI_NODE_FLAGS})
+
+
+def _resolve(options: set[str], spelling: str) -> str | None:
+    """What argparse matches `spelling` to among `options`: the whole option, else the one it is a prefix of;
+    None when it is a prefix of none or of several (vLLM then stops: "unrecognized" or "ambiguous")."""
+    if spelling in options:
+        return spelling
+    found = [o for o in options if o.startswith(spelling)]
+    return found[0] if len(found) == 1 else None
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_every_prefix_of_an_owned_flag_means_to_the_webhook_what_it_means_to_the_release(
+    vllm_judges: dict[str, Judge], release: str
+) -> None:
+    """The webhook resolves prefixes against 0.33.0's options (and the `--no-x` negations older releases have):
+    wherever a release reads a prefix of a flag the webhook owns as one option, the webhook reads the same
+    option, or denies the prefix as ambiguous (naming the whole flags to write)."""
+    options = set(vllm_judges[release].facts()["options"])
+    for owned in OWNED_SPELLINGS:
+        for n in range(2, len(owned) + 1):
+            prefix = owned[:n]
+            if prefix == "--":
+                continue
+            read = _resolve(options, prefix)
+            if read is None:
+                continue
+            webhook = flags.canonical(prefix)
+            assert webhook.startswith(flags.AMBIGUOUS) or webhook == flags.canonical(read), (prefix, read, webhook)
+
+
+def test_the_older_negations_are_the_no_options_older_releases_have_and_0_33_lacks(
+    vllm_judges: dict[str, Judge]
+) -> None:
+    from webhook.vllm.options import OLDER_NEGATIONS, OPTIONS
+
+    older = {o for r in RELEASES if r != NEWEST for o in vllm_judges[r].facts()["options"] if o.startswith("--no-")}
+    assert sorted(older - set(OPTIONS)) == list(OLDER_NEGATIONS)
+
+
+@pytest.mark.parametrize("release", ["0.24.0"])  # KServe v0.20's; its presets pass flags older releases lack
+def test_an_abbreviated_negation_after_the_multi_node_presets_ep_flag_is_removed(
+    vllm_judges: dict[str, Judge], release: str, tmp_path: Path
+) -> None:
+    """KServe's multi-node preset renders --enable-expert-parallel before the object's args: a
+    `--no-enable-expert` there is, on these releases, `--no-enable-expert-parallel` and would switch EP off."""
+    from tests.kserve.test_llminferenceservice import llmisvc, multi_node
+    from tests.kserve_presets import container_argv, run as run_preset
+
+    obj = multi_node(llmisvc(args=["--no-enable-expert"], annotations={"ep.nodes": "2", "ep.vllm-version": release}))
+    verdict = mutate(copy.deepcopy(obj))
+    assert verdict.allowed, verdict.message
+    out = apply(obj, verdict)
+    argv = run_preset(container_argv(out, "decode"), tmp_path)
+    result = _on(vllm_judges, release, serve_argv(argv))
+    assert result.ok and result.parallel["enable_expert_parallel"] is True, result.error or result.parallel
+    assert "--no-enable-expert" not in out["spec"]["template"]["containers"][0].get("args", [])
