@@ -16,6 +16,7 @@ dataclasses (timed here with `timeit`: 0.47 µs against 1.6 µs with four fields
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, NamedTuple, Protocol, TypeVar
 
 from webhook.core.gpus import Gpus
@@ -117,14 +118,15 @@ class Role(NamedTuple):
 
 
 class Workload(NamedTuple):
-    """A workload as the core sees it. `models` are the names the kind gives the model it serves (a storage
-    URI, a model name), matched against a policy's `models` globs; the names in its launches' vLLM commands are
-    read by the core (`launch_models`)."""
+    """A workload as the core sees it. `models` reads the names the kind gives the model it serves (a storage
+    URI, a model name), matched against a policy's `models` globs: called only then, so that reviews without such
+    a policy never read them (None: no names); the names in its launches' vLLM commands are read by the core
+    (`launch_models`)."""
 
     roles: tuple[Role, ...]
     owned: str = "the command and args"  # how messages name the fields the webhook owns
     owned_short: str = "command/args"  # the same, where a message is already long
-    models: tuple[str, ...] = ()
+    models: Callable[[], tuple[str, ...]] | None = None
 
     def fields(self) -> tuple[Field, ...]:
         """Every field the webhook owns on this workload, in order."""
@@ -145,7 +147,7 @@ class Workload(NamedTuple):
         """`models`, and the models the launches' vLLM commands name where literal (`command.models_named`)."""
         named = [n for role in self.roles for launch in role.launches for n in models_named(
             launch.runtime_args, strings_or_none(launch.command.value), strings_or_none(launch.args.value))]
-        return (*self.models, *named)
+        return (*(self.models() if self.models is not None else ()), *named)
 
     def optional_fields(self) -> tuple[Field, ...]:
         """The fields the webhook owns only once it changes them: the /dev/shm lists (`shm_fields`) and each

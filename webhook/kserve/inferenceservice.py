@@ -80,19 +80,19 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         refusal=MULTI_NODE if predictor.get("workerSpec") is not None else None,
         shm=(_shared_memory(predictor, container, pointer, where, not own_image, resolution),),
     )
-    uri = container.get("storageUri") if not own_image else env.get(STORAGE_URI_ENV) if env else None
-    if own_image or "storage" not in container:  # the common case: a storage URI, or nothing
-        return Workload((role,), models=(uri,) if isinstance(uri, str) and uri else ())
-    return Workload((role,), models=_models(container, uri))
+    return Workload((role,), models=lambda: _models(container, own_image, env))
 
 
-def _models(container: dict[str, object], uri: object) -> tuple[str, ...]:
-    """The names the predictor gives its model, for a policy's `models`: `storageUri` (`uri`) and `storage.path`
-    of `spec.predictor.model`, or (read in `read`) the custom container's literal env `STORAGE_URI` (KServe v0.20
+def _models(container: dict[str, object], own_image: bool, env: dict[str, str | None]) -> tuple[str, ...]:
+    """The names the predictor gives its model, for a policy's `models`: `storageUri` and `storage.path` of
+    `spec.predictor.model`, or the custom container's literal env `STORAGE_URI` (KServe v0.20
     `CustomPredictor.GetStorageUri`, pkg/apis/serving/v1beta1/predictor_custom.go)."""
+    if own_image:
+        uri = env.get(STORAGE_URI_ENV) if env else None
+        return (uri,) if uri else ()
     storage = container.get("storage")
     path = storage.get("path") if isinstance(storage, dict) else None
-    return tuple(v for v in (uri, path) if isinstance(v, str) and v)
+    return tuple(v for v in (container.get("storageUri"), path) if isinstance(v, str) and v)
 
 
 def _knative_note(obj: dict[str, object]) -> tuple[str, ...]:

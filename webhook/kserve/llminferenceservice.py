@@ -60,7 +60,7 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         roles.append(_with_shm(_role(prefill, "/spec/prefill", "spec.prefill", gpus), prefill, "/spec/prefill",
                                "spec.prefill"))
     owned = "parallelism and the main containers' args"
-    return Workload(tuple(roles), owned=owned, owned_short=owned, models=_models(spec))
+    return Workload(tuple(roles), owned=owned, owned_short=owned, models=lambda: _models(spec))
 
 
 def _models(spec: dict[str, object]) -> tuple[str, ...]:
