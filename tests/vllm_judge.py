@@ -5,7 +5,7 @@ Not imported by the tests: `tests/vllm_releases.py` starts it as `PYTHON tests/v
 talks JSON lines over stdin/stdout. Each request is
 `{"argv": [...], "entry": "serve" | "api_server", "env": {...}, "gpus": N}`: `argv` is what follows
 `vllm serve` (or `python -m vllm.entrypoints.openai.api_server`). Each answer is
-`{"ok": true, "parsed": {...}, "parallel": {...}}` or `{"ok": false, "stage": "parse" | "config", "error": "..."}`.
+`{"ok": true, "parsed": {...}, "parallel": {...}, "envs": {...}}` (`envs`: see `ENVS_READ`) or `{"ok": false, "stage": "parse" | "config", "error": "..."}`.
 `{"facts": true}` asks instead what the release accepts: `{"options": [...], "all2all": [...] | null,
 "eplb_keys": [...] | null, "dbo_backends": [[...], ...] | null}` (the backend lists of the release's own
 microbatching assertion, which `VllmConfig` makes and this judge does not construct).
@@ -118,6 +118,20 @@ def _parallel_config(arg_utils: object, engine_args: object) -> object:
         return real(**kwargs)
 
 
+ENVS_READ = ("VLLM_ALL2ALL_BACKEND",)
+"""The variables whose value, as the release's `vllm.envs` reads them, each answer reports."""
+
+
+def _envs_read() -> dict:
+    """The value of each of `ENVS_READ` as the release's `vllm.envs` gives it in the request's environment
+    (what its communicators read: before 0.11.1 the all2all backend comes from there only); a variable the
+    release does not know is left out. A value the release refuses raises its own error."""
+    import vllm.envs as envs
+
+    names = getattr(envs, "environment_variables", {})
+    return {name: getattr(envs, name) for name in ENVS_READ if name in names}
+
+
 def facts(parsers: dict) -> dict:
     """What the release's `vllm serve` accepts: its option strings, the all2all backend choices (None: no
     such flag), and the keys of its EPLB config (None: no EPLBConfig)."""
@@ -187,9 +201,10 @@ def judge(request: dict, gpus: dict, arg_utils: object, parsers: dict) -> dict:
         engine_args = arg_utils.EngineArgs.from_cli_args(args)  # type: ignore[attr-defined]
         try:
             config = _parallel_config(arg_utils, engine_args)
+            read = _envs_read()
         except Exception as e:  # vLLM refused: the message is what the user would read in the pod's log
             return {"ok": False, "stage": "config", "error": f"{type(e).__name__}: {e}"[-600:]}
-        return {"ok": True, "parsed": parsed, "parallel": _plain(config)}
+        return {"ok": True, "parsed": parsed, "parallel": _plain(config), "envs": read}
     finally:
         os.environ.clear()
         os.environ.update(saved)

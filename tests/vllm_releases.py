@@ -43,6 +43,8 @@ class Verdict:
     ok: bool
     parsed: dict[str, Any] = field(default_factory=dict)
     parallel: dict[str, Any] = field(default_factory=dict)
+    envs: dict[str, Any] = field(default_factory=dict)
+    """`VLLM_*` variables as the release's `vllm.envs` reads them (tests/vllm_judge.py `ENVS_READ`)."""
     stage: str = ""
     error: str = ""
 

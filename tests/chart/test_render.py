@@ -393,6 +393,13 @@ def test_the_audit_runs_every_10_minutes_by_default_and_0_turns_it_and_its_rbac_
     assert not {"openreports.io", "wgpolicyk8s.io"} & {g for r in rules(off, "ClusterRole") for g in r["apiGroups"]}
 
 
+def test_the_upgrade_readiness_target_is_passed_on_only_when_set(helm: Helm) -> None:
+    assert "--audit-vllm-version" not in container(render(helm))["args"]
+    args = container(render(helm, {"audit": {"vllmVersion": "0.33.0"}}))["args"]
+    assert args[args.index("--audit-vllm-version") + 1] == "0.33.0"
+    assert "audit.vllmVersion" in failure(helm, {"audit": {"vllmVersion": "latest"}}).replace("/", ".")
+
+
 @pytest.mark.parametrize(("choice", "groups"), [
     ("auto", {"openreports.io": ["reports"], "wgpolicyk8s.io": ["policyreports"]}),
     ("openreports", {"openreports.io": ["reports"]}),

@@ -82,12 +82,19 @@ def test_reject_on_conflict_is_available_offline() -> None:
         (["mutate"], None),
         (["mutate", "-f", "-", "-o", "xml"], "{}"),
         (["frobnicate"], None),
+        (["audit", "--vllm-version", "latest"], None),
+        (["serve", "--cert-dir", "/nonexistent", "--audit-vllm-version", "0.33"], None),
     ],
 )
 def test_usage_errors_and_unreadable_input_exit_2(args: list[str], stdin: str | None) -> None:
     done = cli(*args, stdin=stdin)
     assert done.returncode == 2, done
     assert "Traceback" not in done.stderr
+
+
+def test_the_upgrade_audit_names_a_release_it_cannot_read() -> None:
+    done = cli("audit", "--vllm-version", "0.33")
+    assert done.returncode == 2 and "'0.33' is not a vLLM release number like 0.24.0" in done.stderr
 
 
 def test_python_dash_m_webhook_is_the_same_program() -> None:

@@ -93,6 +93,10 @@ def test_an_empty_policy_is_the_default_opt_in() -> None:
          "rules[0].namespaceSelector.matchExpressions[0].values"),
         ("rules: [{namespaceSelector: {}}]", "rules[0].namespaceSelector"),
         ("rules: [{namespaces: [a], colour: red}]", "rules[0].colour"),
+        ("defaults: {models: []}", "defaults.models"),
+        ("defaults: {models: deepseek}", "defaults.models"),
+        ("rules: [{namespaces: [a], models: ['*moe*']}]", "rules[0].models"),
+        ("defaults: {mode: enforce}\nrules: [{namespaces: [a], mode: optIn, models: ['*']}]", "rules[0].models"),
         ("rules: {a: b}", "rules"),
         ("extra: 1", "policy.extra"),
         ("- a list", "policy"),
@@ -152,6 +156,75 @@ def test_enforce_keeps_ep_when_the_annotation_is_removed() -> None:
     del on["metadata"]["annotations"]["ep.enabled"]
     again = mutate(copy.deepcopy(on), ENFORCE)
     assert again.allowed and again.patch == ()
+
+
+# -- enforce for some models only ------------------------------------------------------------------------
+
+MOE_ONLY = replace(ENFORCE, models=("hf://deepseek-ai/*", "*mixtral*"))
+
+
+def _with_model(uri: str | None, enabled: str | None = None, command: list[str] = SERVE) -> dict[str, Any]:
+    obj = isvc(command=command, enabled=enabled)
+    if uri is not None:
+        model(obj)["storageUri"] = uri
+    return obj
+
+
+@pytest.mark.parametrize("uri", ["hf://deepseek-ai/DeepSeek-V3", "s3://models/Mixtral-8x7B"])
+def test_enforce_with_models_gives_ep_to_the_models_it_names(uri: str) -> None:
+    out, verdict = run(_with_model(uri), MOE_ONLY)
+    assert verdict.allowed and parse_launch(model(out)["command"]).enable_expert_parallel
+
+
+def test_enforce_with_models_leaves_other_models_untouched_as_opt_in_would() -> None:
+    dense = _with_model("hf://meta-llama/Llama-3.1-70B")
+    assert mutate(copy.deepcopy(dense), MOE_ONLY) == mutate(copy.deepcopy(dense), Options(rule="prod"))
+    assert mutate(copy.deepcopy(dense), MOE_ONLY).patch == ()
+    assert mutate(_with_model(None), MOE_ONLY).patch == ()  # no model named at all: not covered
+    opted_out = mutate(_with_model("hf://meta-llama/Llama-3.1-70B", enabled="false"), MOE_ONLY)
+    assert opted_out.allowed  # not enforced, so opting out is no offence
+    asked, verdict = run(_with_model("hf://meta-llama/Llama-3.1-70B", enabled="true"), MOE_ONLY)
+    assert verdict.allowed and parse_launch(model(asked)["command"]).enable_expert_parallel  # explicit still works
+
+
+def test_enforce_with_models_reads_the_model_a_custom_container_names() -> None:
+    named = _with_model(None, command=["vllm", "serve", "deepseek-ai/DeepSeek-V3", "-tp", "8"])
+    assert mutate(copy.deepcopy(named), replace(ENFORCE, models=("deepseek-ai/*",))).patch != ()
+    flagged = _with_model(None, command=["python", "-m", "vllm.entrypoints.openai.api_server",
+                                         "--model=/mnt/models", "--served-model-name", "mixtral"])
+    assert mutate(copy.deepcopy(flagged), MOE_ONLY).patch != ()
+    custom = isvc(command=SERVE, enabled=None)
+    container = custom["spec"]["predictor"].pop("model")
+    container.pop("modelFormat")
+    container.update(name="kserve-container", env=[{"name": "STORAGE_URI", "value": "hf://deepseek-ai/R1"}])
+    custom["spec"]["predictor"]["containers"] = [container]
+    assert mutate(copy.deepcopy(custom), MOE_ONLY).patch != ()
+    container["env"] = [{"name": "STORAGE_URI", "value": "hf://google/gemma"}]
+    assert mutate(copy.deepcopy(custom), MOE_ONLY).patch == ()
+
+
+def test_an_object_enforced_earlier_whose_model_is_no_longer_covered_gets_its_command_back() -> None:
+    obj = _with_model("hf://deepseek-ai/DeepSeek-V3")
+    out, _ = run(obj, MOE_ONLY)
+    model(out)["storageUri"] = "hf://meta-llama/Llama-3.1-70B"
+    back, _ = run(out, MOE_ONLY)
+    assert model(back)["command"] == SERVE
+
+
+@pytest.mark.parametrize(("globs", "covered"), [(("hf://qwen/*",), True), (("qwen3-moe",), True),
+                                               (("*llama*",), False)])
+def test_enforce_with_models_reads_an_llminferenceservices_model_uri_and_name(globs: tuple[str, ...],
+                                                                               covered: bool) -> None:
+    from tests.kserve.test_llminferenceservice import llmisvc
+
+    verdict = mutate(llmisvc(enabled=None), replace(ENFORCE, models=globs))
+    assert verdict.allowed and (verdict.patch != ()) == covered
+
+
+def test_policy_models_are_parsed_and_inherited_by_enforce_rules() -> None:
+    policy = parse('defaults: {models: ["*DeepSeek*"]}\nrules: [{namespaces: [prod], mode: enforce}]\n')
+    assert policy.options_for("prod", {}).models == ("*DeepSeek*",)
+    assert policy.options_for("prod", {}).enforces(("hf://deepseek-ai/deepseek-v3",))  # any case
 
 
 def test_forbid_denies_the_annotation() -> None:
@@ -280,8 +353,8 @@ def test_the_policys_vllm_version_decides_what_is_written_when_the_image_does_no
     policy = parse('defaults: {vllmVersion: "0.10.1.1"}\nrules: [{namespaces: [new], vllmVersion: "0.33.0"}]\n')
     asked = isvc(command=["vllm", "serve", "/mnt/models"], annotations={"ep.all2all-backend": "deepep_low_latency"})
     old = mutate(copy.deepcopy(asked), policy.options_for("llm", {}))
-    assert not old.allowed and "vLLM 0.10.1.1 (from policy rule 'defaults')" in old.message
-    assert "VLLM_ALL2ALL_BACKEND=deepep_low_latency" in old.message
+    assert old.allowed and "flags written for vLLM 0.10.1.1, from policy rule 'defaults'" in old.warnings
+    assert any("VLLM_ALL2ALL_BACKEND=deepep_low_latency" in w for w in old.warnings)  # no flag on 0.10.1.1
     new = mutate(copy.deepcopy(asked), policy.options_for("new", {}))
     assert new.allowed and "flags written for vLLM 0.33.0, from policy rule 'rules[0]'" in new.warnings
     tagged = copy.deepcopy(asked)

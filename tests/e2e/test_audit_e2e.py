@@ -60,7 +60,7 @@ def put(api: client.ApiClient, ns: str, name: str, obj: dict[str, Any]) -> None:
 @pytest.fixture(scope="module")
 def objects(api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Namespaces by purpose, each holding objects with a known expected result."""
-    optin, enforced, forbidden, clean = (namespace(api, m) for m in (None, "enforce", "forbid", None))
+    optin, enforced, forbidden, clean, upgrade = (namespace(api, m) for m in (None, "enforce", "forbid", None, None))
     configured = ["vllm", "serve", "m", "--enable-expert-parallel", "--tensor-parallel-size", "1",
                   "--data-parallel-size", "8"]
     put(api, optin, "plain", isvc(command=["vllm", "serve", "m"], enabled=None))
@@ -72,9 +72,12 @@ def objects(api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> 
     put(api, forbidden, "hand-written", isvc(command=configured, enabled=None))
     put(api, clean, "plain", isvc(command=["vllm", "serve", "m"], enabled=None))
     put(api, clean, "already-ep", isvc(command=configured))
+    put(api, upgrade, "short-ep", isvc(command=[*configured[:3], "-ep", *configured[4:]]))  # -ep: vLLM 0.14+
+    put(api, upgrade, "already-ep", isvc(command=configured))
     policy = tmp_path_factory.mktemp("audit") / "policy.yaml"
     policy.write_text(POLICY)
-    return {"optin": optin, "enforced": enforced, "forbidden": forbidden, "clean": clean, "policy": str(policy)}
+    return {"optin": optin, "enforced": enforced, "forbidden": forbidden, "clean": clean, "upgrade": upgrade,
+            "policy": str(policy)}
 
 
 def results(cluster: Cluster, objects: dict[str, str], ns: str) -> tuple[int, dict[str, dict[str, Any]]]:
@@ -124,6 +127,21 @@ def test_all_namespaces_include_every_audited_object(cluster: Cluster, objects: 
     assert {(objects["optin"], "needs-ep"), (objects["forbidden"], "hand-written"), (objects["clean"], "plain")} <= seen
 
 
+def test_the_upgrade_audit_reports_only_what_would_differ_on_the_target_release(
+    cluster: Cluster, objects: dict[str, str]
+) -> None:
+    ns = objects["upgrade"]
+    assert results(cluster, objects, ns)[1].keys() == {"short-ep", "already-ep"}  # both compliant today
+    older = audit(cluster, Path(objects["policy"]), "-n", ns, "--vllm-version", "0.11.0", "-o", "json")
+    assert older.returncode == 1, older.stderr
+    (found,) = json.loads(older.stdout)
+    assert (found["name"], found["result"]) == ("short-ep", "change")
+    assert found["message"].startswith("today compliant; on vLLM 0.11.0 change") and "-ep" in found["message"]
+    newest = audit(cluster, Path(objects["policy"]), "-n", ns, "--vllm-version", "0.33.0")
+    assert newest.returncode == 0, newest.stderr
+    assert newest.stdout.splitlines()[-1] == "2 objects audited for vLLM 0.33.0: 0 would differ"
+
+
 def test_a_bad_kubeconfig_or_unreachable_server_exits_2_without_a_traceback(
     cluster: Cluster, objects: dict[str, str], tmp_path: Path
 ) -> None:
@@ -152,7 +170,8 @@ def test_the_server_exports_the_same_audit_as_metrics_with_read_only_access(
     cluster: Cluster, api: client.ApiClient, objects: dict[str, str], tmp_path: Path
 ) -> None:
     kubeconfig = restricted_kubeconfig(cluster, api, "ep-webhook-auditor", AUDIT_READER_RULES)
-    extra = ["--policy", objects["policy"], "--kubeconfig", str(kubeconfig), "--audit-interval", "1s"]
+    extra = ["--policy", objects["policy"], "--kubeconfig", str(kubeconfig), "--audit-interval", "1s",
+             "--audit-vllm-version", "0.11.0"]
     with server_with_new_certs(tmp_path, extra) as server:
         deadline = time.monotonic() + 30
         while server.metrics().get("ep_webhook_audit_last_run_timestamp_seconds", 0) == 0:
@@ -169,6 +188,10 @@ def test_the_server_exports_the_same_audit_as_metrics_with_read_only_access(
     assert count(objects["enforced"], "change") == 1 and count(objects["forbidden"], "deny") == 1
     assert count(objects["clean"], "compliant") == 2 and count(objects["clean"], "change") == 0
     assert metrics["ep_webhook_cluster_watch_errors_total"] == 0
+    upgrade = {k: v for k, v in metrics.items() if k.startswith("ep_webhook_audit_upgrade_objects{")}
+    assert upgrade[f'ep_webhook_audit_upgrade_objects{{kind="InferenceService",namespace="{objects["upgrade"]}",'
+                   f'result="change",target="0.11.0"}}'] == 1
+    assert not any("target" in k for k in metrics if k.startswith("ep_webhook_audit_objects{"))
 
 
 def test_without_rbac_for_the_audit_the_server_is_still_ready_and_says_what_to_grant(

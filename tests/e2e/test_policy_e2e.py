@@ -206,13 +206,14 @@ def test_runtime_lookup_denies_a_runtime_whose_script_drops_args(api: client.Api
     model(unknown)["runtime"] = "nowhere"
     _, headers = create_eventually(api, ns, unknown)
     assert "'nowhere' is unknown" in headers.get("Warning", "")
-    # the runtime's image says which vLLM runs: 0.11.0 has no --all2all-backend flag
+    # the runtime's image says which vLLM runs: 0.11.0 has no --all2all-backend flag, it reads the env
     old = manifest("old-vllm", None, args=["--max-model-len=4096"],
                    annotations={"ep.all2all-backend": "deepep_low_latency"})
     model(old)["runtime"] = "vllm-forwarding"
-    message = denial(api, ns, old)
-    assert "vLLM 0.11.0 (from the image tag) has no --all2all-backend flag" in message
-    assert "VLLM_ALL2ALL_BACKEND=deepep_low_latency" in message
+    stored, headers = create_eventually(api, ns, old)
+    assert model(stored)["env"] == [{"name": "VLLM_ALL2ALL_BACKEND", "value": "deepep_low_latency"}]
+    assert "--all2all-backend" not in model(stored)["args"]
+    assert "VLLM_ALL2ALL_BACKEND=deepep_low_latency in spec.predictor.model (vLLM 0.11.0" in headers.get("Warning", "")
 
 
 def test_the_policy_server_needs_no_more_than_read_access_to_namespaces_and_runtimes(

@@ -7,6 +7,7 @@ the fast tests use (tests/vllm_grammar.py) is checked against the newest release
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from pathlib import Path
@@ -19,11 +20,12 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.core.test_properties import list_isvcs
 from tests.helpers import (
-    huggingfaceserver_vllm_args, isvc, kserve_container, model, recorded_argv, run, shipped_runtime_docs,
+    apply, huggingfaceserver_vllm_args, isvc, kserve_container, model, recorded_argv, run, shipped_runtime_docs,
     stand_in_bin,
 )
 from webhook.cli.main import main as cli_main
 from webhook.kserve import shipped
+from webhook.vllm import flags
 from webhook.kserve.images import release_of as hf_release_of
 from webhook.admission.kinds import mutate
 from tests.vllm_grammar import GrammarError, parse_launch
@@ -274,6 +276,19 @@ def _with_image(annotations: dict[str, str], image: str) -> dict[str, Any]:
     return obj
 
 
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    """The literal env of a container, as the pod gets it (the last entry of a name wins)."""
+    return {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+
+
+def _backend_run(result: Any) -> Any:
+    """The all2all backend the judged release runs: its ParallelConfig's (0.11.1+), else what its `vllm.envs`
+    reads from VLLM_ALL2ALL_BACKEND (before 0.11.1 the communicators read only that)."""
+    if "all2all_backend" in result.parallel:
+        return result.parallel["all2all_backend"]
+    return result.envs["VLLM_ALL2ALL_BACKEND"]
+
+
 @pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("case", RELEASE_CASES)
 def test_the_webhook_denies_exactly_what_the_release_in_the_image_would_refuse(
@@ -283,9 +298,11 @@ def test_the_webhook_denies_exactly_what_the_release_in_the_image_would_refuse(
     edit the webhook would have written for the newest release is one this release refuses."""
     out, verdict = run(_with_image(RELEASE_CASES[case], f"vllm/vllm-openai:v{release}"))
     if verdict.allowed:
-        result = _on(vllm_judges, release, serve_argv(model(out)["command"]))
+        result = _on(vllm_judges, release, serve_argv(model(out)["command"]), env=_env(model(out)))
         assert result.ok, f"admitted, but vLLM {release} refuses it: {result.error}"
         assert f"flags written for vLLM {release}, from the image tag" in verdict.warnings
+        if "ep.all2all-backend" in RELEASE_CASES[case]:
+            assert _backend_run(result) == RELEASE_CASES[case]["ep.all2all-backend"]
     else:
         assert f"vLLM {release} (from the image tag)" in verdict.message or "num_redundant_experts" in verdict.message
         naive, naive_verdict = run(_with_image(RELEASE_CASES[case], f"vllm/vllm-openai:v{NEWEST}"))
@@ -330,30 +347,44 @@ ENV_CASES = {
     "env only": ({}, "deepep_low_latency"),
     "env and the same annotation": ({"ep.all2all-backend": "deepep_low_latency"}, "deepep_low_latency"),
     "env against the annotation": ({"ep.all2all-backend": "deepep_high_throughput"}, "deepep_low_latency"),
+    "annotation, no env": ({"ep.all2all-backend": "deepep_high_throughput"}, None),
 }
 
 
-@pytest.mark.parametrize("release", [r for r in RELEASES if version(r) >= (0, 11, 1)])
+@pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("case", ENV_CASES)
 def test_the_backend_vllm_runs_is_the_one_asked_for_whatever_the_env_says(
     vllm_judges: dict[str, Judge], release: str, case: str
 ) -> None:
-    """VLLM_ALL2ALL_BACKEND in the container: read when the flag is absent (0.11.1-0.13), over the flag
-    (0.14-0.15), ignored (0.16+). What vLLM runs is the annotation's backend, else the env's; or a denial."""
+    """VLLM_ALL2ALL_BACKEND in the container: the only way before 0.11.1, read when the flag is absent
+    (0.11.1-0.13), over the flag (0.14-0.15), ignored (0.16+). The webhook writes the flag, the env or both, so
+    that what vLLM runs with the env and argv it writes is the annotation's backend, else the env's."""
     annotations, env_value = ENV_CASES[case]
     obj = _with_image(annotations, f"vllm/vllm-openai:v{release}")
-    model(obj)["env"] = [{"name": "VLLM_ALL2ALL_BACKEND", "value": env_value}]
+    if env_value is not None:
+        model(obj)["env"] = [{"name": "VLLM_ALL2ALL_BACKEND", "value": env_value}]
     wanted = annotations.get("ep.all2all-backend", env_value)
     out, verdict = run(obj)
-    env = {"VLLM_ALL2ALL_BACKEND": env_value}
-    if verdict.allowed:
-        result = _on(vllm_judges, release, serve_argv(model(out)["command"]), env=env)
-        assert result.ok and result.parallel["all2all_backend"] == wanted, result.error or result.parallel
-    else:
-        assert "overrides --all2all-backend" in verdict.message and f"vLLM {release}" in verdict.message
-        naive = [*serve_argv(model(run(_with_image(annotations, f"vllm/vllm-openai:v{NEWEST}"))[0])["command"])]
-        result = _on(vllm_judges, release, naive, env=env)
-        assert result.ok and result.parallel["all2all_backend"] != wanted
+    assert verdict.allowed, verdict.message
+    result = _on(vllm_judges, release, serve_argv(model(out)["command"]), env=_env(model(out)))
+    assert result.ok and _backend_run(result) == wanted, result.error or result.parallel
+    naive = serve_argv(model(run(_with_image(annotations, f"vllm/vllm-openai:v{NEWEST}"))[0])["command"])
+    before = _on(vllm_judges, release, naive, env=_env(model(obj)))
+    if model(out).get("env") != model(obj).get("env"):  # the env was needed: without it the release runs another
+        assert not before.ok or _backend_run(before) != wanted
+
+
+@pytest.mark.parametrize("release", ["0.10.1.1", "0.15.1"])
+def test_an_env_from_a_config_map_that_decides_the_backend_is_denied(vllm_judges: dict[str, Judge],
+                                                                     release: str) -> None:
+    """The webhook cannot read it: on these releases it decides the backend (the judge: whatever it holds runs)."""
+    obj = _with_image({"ep.all2all-backend": "deepep_high_throughput"}, f"vllm/vllm-openai:v{release}")
+    model(obj)["env"] = [{"name": "VLLM_ALL2ALL_BACKEND", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]
+    verdict = mutate(obj)
+    assert not verdict.allowed and "VLLM_ALL2ALL_BACKEND" in verdict.message and f"vLLM {release}" in verdict.message
+    argv = [M, "-dp", "8", "--enable-expert-parallel",
+            *(["--all2all-backend", "deepep_high_throughput"] if version(release) >= (0, 11, 1) else [])]
+    assert _backend_run(_on(vllm_judges, release, argv, env={"VLLM_ALL2ALL_BACKEND": "naive"})) == "naive"
 
 
 # -- abbreviations, as vLLM's parser reads them ---------------------------------------------------------------
@@ -468,3 +499,68 @@ def _short_ep_object(spelling: str, release: str) -> dict[str, Any]:
     obj = isvc(command=SERVE + [spelling, "-tp", "1"])
     model(obj)["image"] = f"vllm/vllm-openai:v{release}"
     return obj
+
+
+# -- prefixes, release by release ------------------------------------------------------------------------
+
+OWNED_SPELLINGS = sorted({*flags.SHORT_ALIASES, *flags.LONG_ALIASES, flags.ENABLE_EP, flags.DISABLE_EP, flags.TP,
+                          flags.DP, flags.PP, flags.PCP, flags.DP_LOCAL, flags.ALL2ALL, flags.ENABLE_EPLB,
+                          flags.DISABLE_EPLB, flags.EPLB_CONFIG, flags.ENABLE_DBO, flags.DISABLE_DBO,
+                          *flags.MULTI_NODE_FLAGS})
+
+
+def _resolve(options: set[str], spelling: str) -> str | None:
+    """What argparse matches `spelling` to among `options`: the whole option, else the one it is a prefix of;
+    None when it is a prefix of none or of several (vLLM then stops: "unrecognized" or "ambiguous")."""
+    if spelling in options:
+        return spelling
+    found = [o for o in options if o.startswith(spelling)]
+    return found[0] if len(found) == 1 else None
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_every_prefix_of_an_owned_flag_means_to_the_webhook_what_it_means_to_the_release(
+    vllm_judges: dict[str, Judge], release: str
+) -> None:
+    """The webhook resolves prefixes against 0.33.0's options (and the `--no-x` negations older releases have):
+    wherever a release reads a prefix of a flag the webhook owns as one option, the webhook reads the same
+    option, or denies the prefix as ambiguous (naming the whole flags to write)."""
+    options = set(vllm_judges[release].facts()["options"])
+    for owned in OWNED_SPELLINGS:
+        for n in range(2, len(owned) + 1):
+            prefix = owned[:n]
+            if prefix == "--":
+                continue
+            read = _resolve(options, prefix)
+            if read is None:
+                continue
+            webhook = flags.canonical(prefix)
+            assert webhook.startswith(flags.AMBIGUOUS) or webhook == flags.canonical(read), (prefix, read, webhook)
+
+
+def test_the_older_negations_are_the_no_options_older_releases_have_and_0_33_lacks(
+    vllm_judges: dict[str, Judge]
+) -> None:
+    from webhook.vllm.options import OLDER_NEGATIONS, OPTIONS
+
+    older = {o for r in RELEASES if r != NEWEST for o in vllm_judges[r].facts()["options"] if o.startswith("--no-")}
+    assert sorted(older - set(OPTIONS)) == list(OLDER_NEGATIONS)
+
+
+@pytest.mark.parametrize("release", ["0.24.0"])  # KServe v0.20's; its presets pass flags older releases lack
+def test_an_abbreviated_negation_after_the_multi_node_presets_ep_flag_is_removed(
+    vllm_judges: dict[str, Judge], release: str, tmp_path: Path
+) -> None:
+    """KServe's multi-node preset renders --enable-expert-parallel before the object's args: a
+    `--no-enable-expert` there is, on these releases, `--no-enable-expert-parallel` and would switch EP off."""
+    from tests.kserve.test_llminferenceservice import llmisvc, multi_node
+    from tests.kserve_presets import container_argv, run as run_preset
+
+    obj = multi_node(llmisvc(args=["--no-enable-expert"], annotations={"ep.nodes": "2", "ep.vllm-version": release}))
+    verdict = mutate(copy.deepcopy(obj))
+    assert verdict.allowed, verdict.message
+    out = apply(obj, verdict)
+    argv = run_preset(container_argv(out, "decode"), tmp_path)
+    result = _on(vllm_judges, release, serve_argv(argv))
+    assert result.ok and result.parallel["enable_expert_parallel"] is True, result.error or result.parallel
+    assert "--no-enable-expert" not in out["spec"]["template"]["containers"][0].get("args", [])

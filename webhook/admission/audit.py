@@ -8,18 +8,25 @@ runtimes, and reports one result per object. Pure: listing objects is the
 caller's job (the CLI lists them through the API; the server uses its
 watched caches). Objects are isolated: one the webhook fails on is reported
 as an `error` finding, and every other object is still audited.
+
+Upgrade readiness (`target`): the same audit as if every object's vLLM were the target release (over its
+`ep.vllm-version` and its image), reporting only the objects whose verdict would differ from today's: denied
+then (a flag or backend the target refuses), or patched otherwise (a flag renamed, an env the target ignores).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from webhook.admission.kinds import KINDS, mutate, running_ep
 from webhook.core.policy import LabelsUnknown, Policy
 from webhook.kserve.selection import Runtimes
 from webhook.core.dra import Templates
+from webhook.core.options import Options
+from webhook.core.verdict import Verdict
+from webhook.vllm.releases import Version, show
 
 Result = Literal["compliant", "change", "deny", "error"]
 RESULTS: tuple[Result, ...] = ("compliant", "change", "deny", "error")
@@ -72,25 +79,52 @@ def finding(
     runtimes: Runtimes | None,
     templates: Templates | None = None,
     configs: Mapping[str, Mapping[str, object]] | None = None,
-) -> Finding:
+    target: Version | None = None,
+) -> Finding | None:
     """The finding for one object; `labels` None when its namespace's labels are unknown; `templates` its
-    namespace's ResourceClaimTemplates and `configs` its LLMInferenceServiceConfigs (None: unknown)."""
+    namespace's ResourceClaimTemplates and `configs` its LLMInferenceServiceConfigs (None: unknown). With a
+    `target` release, the finding only when the verdict for it differs from today's (`_upgrade`), else None."""
     namespace, name = _meta(obj)
     kind, api_version = str(obj.get("kind") or ""), str(obj.get("apiVersion") or "")
     ep, uid = running_ep(obj), _uid(obj)
     try:
         options = policy.options_for(namespace, labels)
     except LabelsUnknown:
+        if target is not None:
+            return None  # undecided today and on the target alike
         return Finding(kind, api_version, namespace, name, ep, "deny",
                        f"the labels of namespace {namespace!r} could not be read, and the policy selects by label",
                        (), uid)
     verdict = mutate(obj, options, runtimes, templates, configs)
+    if target is not None:
+        return _upgrade(obj, options, runtimes, templates, configs, target, verdict, ep, uid)
     if not verdict.allowed:
         return Finding(kind, api_version, namespace, name, ep, "deny", verdict.message, (), uid)
     if verdict.patch:
         return Finding(kind, api_version, namespace, name, ep, "change", "; ".join(verdict.warnings),
                        verdict.changed, uid)
     return Finding(kind, api_version, namespace, name, ep, "compliant", "; ".join(verdict.warnings), (), uid)
+
+
+def _result(verdict: Verdict) -> Result:
+    return "deny" if not verdict.allowed else "change" if verdict.patch else "compliant"
+
+
+def _upgrade(obj: dict[str, object], options: Options, runtimes: Runtimes | None, templates: Templates | None,
+             configs: Mapping[str, Mapping[str, object]] | None, target: Version, today: Verdict, ep: bool,
+             uid: str) -> Finding | None:
+    """The object's finding if its runtime moved to vLLM `target`, when that verdict differs from `today`'s
+    (allowed or not, or another patch); its result is the verdict then, its message says what changes."""
+    then = mutate(obj, replace(options, vllm_version=target, vllm_version_overrides=True), runtimes, templates,
+                  configs)
+    if then.allowed == today.allowed and then.patch == today.patch:
+        return None
+    namespace, name = _meta(obj)
+    kind, api_version = str(obj.get("kind") or ""), str(obj.get("apiVersion") or "")
+    result = _result(then)
+    said = then.message if not then.allowed else "; ".join(then.warnings) or "the webhook would change nothing"
+    message = f"today {_result(today)}; on vLLM {show(target)} {result}: {said}"
+    return Finding(kind, api_version, namespace, name, ep, result, message, then.changed, uid)
 
 
 def run(
@@ -100,8 +134,10 @@ def run(
     runtimes_for: Callable[[str], Runtimes] | None,
     templates_for: Callable[[str], Templates] | None = None,
     configs_for: Callable[[str], Mapping[str, Mapping[str, object]] | None] | None = None,
+    target: Version | None = None,
 ) -> list[Finding]:
-    """Findings for every InferenceService and LLMInferenceService among `objects`, sorted by namespace, kind, name."""
+    """Findings for every InferenceService and LLMInferenceService among `objects`, sorted by namespace, kind, name;
+    with a `target` vLLM release, only for those whose verdict would differ on it (see `finding`)."""
     findings = []
     for obj in objects:
         if obj.get("kind") not in KINDS:
@@ -110,10 +146,11 @@ def run(
             namespace, _ = _meta(obj)
             found = finding(obj, policy, labels_of(namespace), runtimes_for(namespace) if runtimes_for else None,
                             templates_for(namespace) if templates_for else None,
-                            configs_for(namespace) if configs_for else None)
+                            configs_for(namespace) if configs_for else None, target)
         except Exception as e:  # noqa: BLE001 - one object the webhook fails on must not hide every other one
             found = failed(obj, e)
-        findings.append(found)
+        if found is not None:
+            findings.append(found)
     return sorted(findings, key=lambda f: (f.namespace, f.kind, f.name))
 
 

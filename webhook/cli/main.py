@@ -3,7 +3,8 @@
 Exit codes of `mutate`: 0 allowed (warnings on stderr), 1 any object denied
 (each reason on stderr, nothing on stdout), 2 usage errors or unreadable input.
 Of `audit`: 0 every object compliant, 1 anything would change or be denied (or the webhook failed on it), 2
-usage errors, an unreadable kubeconfig or an unreachable API server.
+usage errors, an unreadable kubeconfig or an unreachable API server; with `--vllm-version`, 0 when no object's
+verdict would differ on that vLLM release, 1 when any would.
 """
 
 from __future__ import annotations
@@ -265,6 +266,25 @@ def _audit_summary(findings: list[Any]) -> str:
     return f"{len(findings)} objects: " + ", ".join(f"{tally[r]} {r}" for r in shown)
 
 
+def upgrade_summary(findings: list[Any], audited: int, target: str) -> str:
+    """The last line of `audit --vllm-version`: how many of the `audited` objects would differ on `target`."""
+    from webhook.admission.audit import RESULTS
+
+    tally = {r: sum(1 for f in findings if f.result == r) for r in RESULTS}
+    then = ", ".join(f"{tally[r]} {r}" for r in RESULTS if tally[r])
+    return f"{audited} objects audited for vLLM {target}: {len(findings)} would differ" + (f" ({then})" if then else "")
+
+
+def vllm_release(text: str) -> tuple[int, ...]:
+    """An argparse type: a vLLM release number (`0.24.0`) as integers."""
+    from webhook.vllm.releases import parse_version
+
+    version = parse_version(text) if len(text) < 40 else None
+    if version is None:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a vLLM release number like 0.24.0")
+    return version
+
+
 def cmd_audit(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """`ep-webhook audit`: what the webhook would do to every existing object now."""
     import shutil
@@ -275,6 +295,8 @@ def cmd_audit(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from webhook.admission import audit
     from webhook.cluster import inventory
     from webhook.core import policy as policies
+    from webhook.admission.kinds import KINDS
+    from webhook.vllm.releases import show
 
     policy = policies.DEFAULT
     if ns.policy:
@@ -312,12 +334,18 @@ def cmd_audit(ns: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         print("warning: namespaces cannot be listed with this kubeconfig; label-selector rules are reported "
               "as unknown", file=stderr)
     findings = audit.run(snap.objects, policy, snap.labels_of, snap.runtimes_for, snap.claim_templates_for,
-                         snap.llm_configs_for)
+                         snap.llm_configs_for, ns.vllm_version)
     if ns.output == "json":
         stdout.write(json.dumps([f.as_json() for f in findings], indent=2, ensure_ascii=False) + "\n")
     else:
         stdout.write(_audit_table(findings, shutil.get_terminal_size((160, 24)).columns))
-        stdout.write(_audit_summary(findings) + "\n")
+        if ns.vllm_version is not None:
+            audited = sum(1 for o in snap.objects if o.get("kind") in KINDS)
+            stdout.write(upgrade_summary(findings, audited, show(ns.vllm_version)) + "\n")
+        else:
+            stdout.write(_audit_summary(findings) + "\n")
+    if ns.vllm_version is not None:
+        return EXIT_ALLOWED if not findings else EXIT_DENIED
     return EXIT_ALLOWED if all(f.result == "compliant" for f in findings) else EXIT_DENIED
 
 
@@ -349,6 +377,7 @@ def cmd_serve(ns: argparse.Namespace, stderr: TextIO) -> int:
             return EXIT_DENIED
         state.cluster = ClusterView(api, workloads=ns.audit_interval > 0)
         state.audit_interval = ns.audit_interval
+        state.audit_target = ns.audit_vllm_version
         if ns.audit_interval > 0:
             state.reports = ReportWriter(api, ns.audit_reports)
         state.cluster.start()
@@ -484,6 +513,9 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--policy", help="policy file (default: opt-in everywhere)")
     a.add_argument("--namespace", "-n", help="audit one namespace (default: all the caller can read)")
     a.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    a.add_argument("--vllm-version", type=vllm_release, metavar="X.Y.Z",
+                   help="upgrade readiness: report only the objects whose verdict would differ if their runtime "
+                        "ran this vLLM release (over their ep.vllm-version and image)")
 
     pol = sub.add_parser("policy", help="policy tools")
     psub = pol.add_subparsers(dest="policy_command", required=True)
@@ -503,6 +535,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--audit-interval", type=duration, default=600.0, metavar="DURATION",
                    help="audit every InferenceService and LLMInferenceService this often into /metrics and reports "
                         "(e.g. 30s, 10m, 1h; 0 turns it off; needs a cluster); default 10m")
+    s.add_argument("--audit-vllm-version", type=vllm_release, metavar="X.Y.Z",
+                   help="with each audit, also count the objects whose verdict would differ on this vLLM release "
+                        "(ep_webhook_audit_upgrade_objects{target=X.Y.Z})")
     s.add_argument("--audit-reports", choices=REPORT_CHOICES, default="auto",
                    help="write each audit as policy reports: openreports.io/v1alpha1 Report, wgpolicyk8s.io/v1alpha2 "
                         "PolicyReport, auto (the first whose CRD is installed) or none; default auto")

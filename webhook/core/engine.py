@@ -11,6 +11,7 @@ Which adapter reads which kind is wired above the core (`webhook.admission.kinds
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import NamedTuple, TypeVar
 
 from webhook.vllm import flags
@@ -85,6 +86,9 @@ def _mutate(obj: object, adapter: Adapter[C], options: Options, context: C | Non
     annotations = annotations_of(obj)
     enabled = ep_enabled(annotations)
     stored = undo.read(annotations, obj)
+    if options.models is not None and options.mode == "enforce" and enabled is not True \
+            and not _enforced_for(obj, adapter, context, options):
+        options = replace(options, mode="optIn")  # a model the enforce rule does not cover: as if opt-in
     want = _wants_ep(enabled, options)
     if not want:
         if stored is None and options.mode != "forbid":
@@ -99,17 +103,26 @@ def _mutate(obj: object, adapter: Adapter[C], options: Options, context: C | Non
         raise
 
 
+def _enforced_for(obj: dict[str, object], adapter: Adapter[C], context: C | None, options: Options) -> bool:
+    """Whether the object's model is one the enforce rule's `models` globs cover (`Options.enforces`); an object
+    the adapter cannot read counts as covered, so that the usual path says what is wrong with it."""
+    try:
+        return options.enforces(adapter(obj, context).launch_models())
+    except (Denied, NotApplicable):
+        return True
+
+
 def _values(fields: tuple[Field, ...]) -> dict[str, object]:
     return {f.pointer: f.value for f in fields}
 
 
 def _owned(workload: Workload, stored: undo.Undo | None) -> tuple[tuple[Field, ...], undo.Undo | None]:
-    """The fields the webhook owns: always its `fields`; /dev/shm fields once the undo record holds them.
+    """The fields the webhook owns: always its `fields`; /dev/shm and env fields once the undo record holds them.
     And the record, each of its fields on the owned field of its role (`undo.Undo.anchored`)."""
     fields = workload.fields()
     if stored is None:
         return fields, None
-    shm_fields = workload.shm_fields()
+    shm_fields = workload.optional_fields()
     stored = stored.anchored(f.pointer for f in (*fields, *shm_fields))
     return fields + tuple(f for f in shm_fields if f.pointer in stored.pointers), stored
 
@@ -433,9 +446,9 @@ def _turn_on(
     elif intent is not None:
         base = intent.values
     new = result.values
-    # /dev/shm fields the plan changes for the first time join the owned fields, their values as found
+    # /dev/shm and env fields the plan changes for the first time join the owned fields, their values as found
     joining = () if len(new) == len(base) else tuple(
-        f for f in workload.shm_fields() if f.pointer in new and f.pointer not in base)
+        f for f in workload.optional_fields() if f.pointer in new and f.pointer not in base)
     if joining:
         fields += joining
         base = {**base, **_values(joining)}

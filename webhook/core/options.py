@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -54,6 +55,19 @@ class Options:
     reference) is denied (fail closed, the default) or only warned about (for teams that accept the risk)."""
     vllm_version: Version | None = None
     """The vLLM release to write for when neither `ep.vllm-version` nor the image says (None: the newest known)."""
+    vllm_version_overrides: bool = False
+    """`vllm_version` is the release of every object, over `ep.vllm-version` and the image: the upgrade-readiness
+    audit (`ep-webhook audit --vllm-version`) judges objects as if their runtime moved to it. Never from a policy."""
     shared_memory: SharedMemoryMode = "add"
     shared_memory_size: str = DEFAULT_SHARED_MEMORY_SIZE
     """A Kubernetes quantity (validated by the policy): the sizeLimit of the /dev/shm volume the webhook adds or raises."""
+    models: tuple[str, ...] | None = None
+    """In enforce mode, the models EP is enforced for: globs matched, ignoring case, against the names a workload
+    gives its model (`Workload.models`, and those its vLLM launches name); None: every model. An object whose
+    model matches none is treated as in optIn mode."""
+
+    def enforces(self, names: tuple[str, ...]) -> bool:
+        """Whether a model known by `names` is one EP is enforced for (`models`); True when no globs are set."""
+        if self.models is None:
+            return True
+        return any(fnmatch.fnmatchcase(n.lower(), g.lower()) for n in names for g in self.models)

@@ -25,7 +25,7 @@ from webhook.core.annotations import (
     ALL2ALL_BACKEND, EPLB, EPLB_CONFIG, NODES, TENSOR_PARALLEL_SIZE, VLLM_VERSION, EpRequest,
 )
 from webhook.vllm import releases
-from webhook.core import shm
+from webhook.core import all2allenv, shm
 from webhook.vllm.releases import ALL2ALL_ENV, DP_SIZE_ENV, Version
 from webhook.core.options import Options
 from webhook.core.workload import Field, Launch, Role, Workload
@@ -126,12 +126,13 @@ def _plan_role(
             f"but {role.gpus.where} gets AMD GPUs: set {ALL2ALL_BACKEND} to allgather_reducescatter or mori_*"
         )
     long_ep = _without_short_ep(request, role, options)
+    in_env = request.all2all_backend is not None and _all2all_in_env(request, role, options, out, warnings)
     server = role.launches[0].server if role.launches else "vllm"
     if server == "huggingfaceserver":
         wants = _huggingfaceserver_wants(role.launches[0], out, request, gpus)
         notes.append(f"huggingfaceserver sets tensor parallel size to the GPU count ({gpus}): EP runs as TP {gpus}, DP 1")
         _check_launches(role, out, request, options, 1)
-        _rewrite_launches(role.launches, out, wants, reject, True, warnings, long_ep)
+        _rewrite_launches(role.launches, out, wants, reject, True, warnings, long_ep, in_env)
         return gpus
     tp = request.tensor_parallel_size
     if gpus % tp:
@@ -141,14 +142,14 @@ def _plan_role(
         )
     local = gpus // tp
     if role.layout == "multi":
-        return _plan_multi_node(role, out, request, options, reject, tp, local, warnings, notes, long_ep)
+        return _plan_multi_node(role, out, request, options, reject, tp, local, warnings, notes, long_ep, in_env)
     _check_maximum(local, f"{gpus} GPUs / TP {tp}", options)
     parallelism = role.parallelism
     evaluated = [launch for launch in role.launches if launch.form == "eval"]
     if parallelism is None or not evaluated:
         # the launch carries the whole layout (an InferenceService, or a role with its own command)
         _check_launches(role, out, request, options, local)
-        _rewrite_launches(role.launches, out, desired_flags(request, local), reject, True, warnings, long_ep)
+        _rewrite_launches(role.launches, out, desired_flags(request, local), reject, True, warnings, long_ep, in_env)
         return tp * local
     _set_parallelism(parallelism, out, {"tensor": tp, "expert": True, "data": local, "dataLocal": local},
                      reject, warnings)
@@ -160,7 +161,7 @@ def _plan_role(
         *extra_desired_flags(request),
     ]
     _check_launches(role, out, request, options, local)
-    _rewrite_launches(role.launches, out, wants, reject, True, warnings, long_ep)
+    _rewrite_launches(role.launches, out, wants, reject, True, warnings, long_ep, in_env)
     return tp * local
 
 
@@ -215,6 +216,7 @@ def _plan_multi_node(
     warnings: list[str],
     notes: list[str],
     long_ep: bool,
+    in_env: bool,
 ) -> int:
     assert role.parallelism is not None
     current = out.get(role.parallelism.pointer)
@@ -243,7 +245,7 @@ def _plan_multi_node(
         DesiredFlag(flags.DP_LOCAL, str(local), add=False),
         *extra_desired_flags(request),
     ]
-    _rewrite_launches(role.launches, out, wants, reject, False, warnings, long_ep)
+    _rewrite_launches(role.launches, out, wants, reject, False, warnings, long_ep, in_env)
     notes.append(HYBRID_LB_NOTE)
     return tp * data
 
@@ -252,8 +254,11 @@ def _known_release(request: EpRequest, role: Role, options: Options) -> tuple[Ve
     """The vLLM release the role's pods run, if anything says, and what says it (annotation, image, policy).
 
     In this order: the annotation ep.vllm-version; the image of the role's first launch that names a release
-    (the container's, else its runtime's); the policy's vllmVersion.
+    (the container's, else its runtime's); the policy's vllmVersion. An upgrade target
+    (`Options.vllm_version_overrides`) comes before all of them.
     """
+    if options.vllm_version_overrides and options.vllm_version is not None:
+        return options.vllm_version, "target"
     if request.vllm_version is not None:
         return request.vllm_version, "annotation"
     for launch in role.launches:
@@ -275,6 +280,8 @@ def release_for(request: EpRequest, role: Role, options: Options) -> tuple[Versi
         return version, f"from annotation {VLLM_VERSION}"
     if source == "image":
         return version, "from the image tag"
+    if source == "target":
+        return version, "the upgrade target"
     return version, f"from policy rule {options.rule!r}"
 
 
@@ -295,7 +302,8 @@ def _check_release(request: EpRequest, role: Role, options: Options, notes: list
     """Refuse what the role's vLLM release would refuse at start-up; note the release when it matters.
 
     Returns the request to plan with: a backend chosen only through the container's VLLM_ALL2ALL_BACKEND
-    becomes the flag on releases that ignore the env (0.16.0 and later).
+    becomes the flag on releases that ignore the env (0.16.0 and later). Where the release reads the env, the
+    planner writes the asked backend there (`all2allenv`).
     """
     env_backends: set[str] = set()
     env_unknown = False
@@ -319,17 +327,6 @@ def _check_release(request: EpRequest, role: Role, options: Options, notes: list
         request = request._replace(all2all_backend=chosen)
     if request.all2all_backend is not None:
         backend = request.all2all_backend
-        if found.all2all_by == "env-over-flag" and (env_unknown or env_backends - {backend}):
-            current = "set from a ConfigMap, Secret or field" if env_unknown else f"={sorted(env_backends)[0]}"
-            raise Denied(
-                f"on vLLM {shown} ({how}) the container's env {ALL2ALL_ENV}{current} overrides --all2all-backend "
-                f"{backend}: remove that env or set it to {backend}"
-            )
-        if found.all2all_by == "env":
-            raise Denied(
-                f"vLLM {shown} ({how}) has no --all2all-backend flag (vLLM 0.11.1 added it): set the env "
-                f"{ALL2ALL_ENV}={backend} on the container instead of {ALL2ALL_BACKEND}, or use vLLM 0.11.1+"
-            )
         if backend not in found.all2all_backends:
             raise Denied(
                 f"vLLM {shown} ({how}) does not accept all2all backend {backend}; it accepts: "
@@ -359,6 +356,20 @@ def _check_release(request: EpRequest, role: Role, options: Options, notes: list
     if request.all2all_backend is not None or request.eplb_config is not None:
         notes.append(f"flags written for vLLM {shown}, {how}")
     return request
+
+
+def _all2all_in_env(request: EpRequest, role: Role, options: Options, out: dict[str, object],
+                    warnings: list[str]) -> bool:
+    """Write the asked all2all backend into the role's container env where its release reads it from there
+    (`all2allenv`); True when the release has no `--all2all-backend` flag (before 0.11.1), so none is written."""
+    assert request.all2all_backend is not None
+    version, how = release_for(request, role, options)
+    found = releases.profile(version)
+    if found is None:
+        return False  # `_check_release` denied it
+    all2allenv.plan(role.launches, out, request.all2all_backend, found.all2all_by, releases.show(version), how,
+                    warnings)
+    return found.all2all_by == "env"
 
 
 def _nodes(request: EpRequest, parallelism: Mapping[str, object], label: str) -> int:
@@ -437,9 +448,14 @@ def _rewrite_launches(
     single_node: bool,
     warnings: list[str],
     long_ep: bool = False,
+    all2all_in_env: bool = False,
 ) -> None:
+    """Rewrite each launch's command and args to `wants` into `out`. `long_ep`: the release has no `-ep`;
+    `all2all_in_env`: it has no `--all2all-backend` (the backend went into the env): a written one goes."""
     if long_ep:
         wants = [w._replace(long_only=True) if w.name == flags.ENABLE_EP else w for w in wants]
+    if all2all_in_env:
+        wants = [w._replace(present=False, value=None) if w.name == flags.ALL2ALL else w for w in wants]
     for launch in launches:
         result = rewrite(
             launch, strings_or_none(out.get(launch.command.pointer)), strings_or_none(out.get(launch.args.pointer)),

@@ -18,6 +18,7 @@ Parsing validates everything up front and names the bad field
       unknownLaunches: deny    # forbid/enforce when EP cannot be read (run-time values, files): deny | warn
       sharedMemory: add        # add | warn | off: a memory /dev/shm for pods running TP x DP > 1
       sharedMemorySize: 8Gi    # its sizeLimit (a Kubernetes quantity)
+      models: ["hf://deepseek-ai/*", "*mixtral*"]  # enforce: only for these models (globs, any case)
     rules:
       - name: production       # optional, shown in messages
         namespaces: ["prod-*"] # names or globs
@@ -56,6 +57,7 @@ _KEYS = {
     "vllmVersion": "vllm_version",
     "sharedMemory": "shared_memory",
     "sharedMemorySize": "shared_memory_size",
+    "models": "models",
 }
 _DEVICE_CLASS = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _RULE_ONLY = {"name", "namespaces", "namespaceSelector"}
@@ -197,6 +199,10 @@ def _settings(data: Mapping[str, object], where: str) -> dict[str, object]:
         elif key == "sharedMemory":
             _expect(value in SHARED_MEMORY_MODES, field,
                     f"must be one of {', '.join(SHARED_MEMORY_MODES)}, not {value!r}")
+        elif key == "models":
+            value = _strings(value, field)
+            for g in value:
+                _expect(len(g) <= 256, field, f"{g[:40]!r}... is longer than 256 characters")
         elif key == "sharedMemorySize":
             size = quantity(value) if isinstance(value, str) else None
             _expect(size is not None and size >= 1024 ** 2, field,
@@ -269,6 +275,10 @@ def parse(text: str) -> Policy:
         _expect(isinstance(name, str) and bool(name), f"{where}.name", "must be a non-empty string")
         namespaces = _strings(r["namespaces"], f"{where}.namespaces") if "namespaces" in r else None
         selector = _selector(r["namespaceSelector"], f"{where}.namespaceSelector") if "namespaceSelector" in r else None
-        rules.append(Rule(str(name), namespaces, selector, _settings(r, where)))
+        settings = _settings(r, where)
+        mode = settings.get("mode", defaults.mode)
+        _expect("models" not in settings or mode == "enforce", f"{where}.models",
+                f"applies to mode enforce only (this rule's mode is {mode}): remove it or set mode: enforce")
+        rules.append(Rule(str(name), namespaces, selector, settings))
     return Policy(defaults, tuple(rules))
 

@@ -16,11 +16,12 @@ dataclasses (timed here with `timeit`: 0.47 µs against 1.6 µs with four fields
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal, NamedTuple, Protocol, TypeVar
 
 from webhook.core.gpus import Gpus
-from webhook.vllm.command import ArgsForm
+from webhook.base.jsonvalues import strings_or_none
+from webhook.vllm.command import ArgsForm, models_named
 from webhook.vllm.launch import Server
 from webhook.vllm.releases import Version
 
@@ -73,6 +74,13 @@ class Launch(NamedTuple):
     env and `envFrom`, which the kubelet expands `$(VAR)` from."""
     runtime_command: tuple[str, ...] | None = None
     """The command of the runtime KServe merges in, when the container has none of its own."""
+    env_list: object = None
+    """The container's `env` as written (a list of EnvVar objects; None: absent), read only when the webhook may
+    write `VLLM_ALL2ALL_BACKEND` there (`env_field`)."""
+
+    def env_field(self) -> Field:
+        """The container's `env` as a field the webhook may come to own (its JSON pointer beside `command`)."""
+        return Field(f"{self.command.pointer.rpartition('/')[0]}/env", f"{self.where}.env", self.env_list)
 
 
 class SharedMemory(NamedTuple):
@@ -119,7 +127,10 @@ class Workload(NamedTuple):
 
     `others` are the pods' other containers (sidecars, a transformer, more predictor containers) that could
     start vLLM too: the policy reads them, the webhook never edits them. `hidden` says what of the workload
-    the webhook cannot read (e.g. presets named by `baseRefs`), which makes EP unknown.
+    the webhook cannot read (e.g. presets named by `baseRefs`), which makes EP unknown. `models` reads the
+    names the kind gives the model it serves (a storage URI, a model name), matched against a policy's
+    `models` globs: called only then, so that reviews without such a policy never read them (None: no names);
+    the names in its launches' vLLM commands are read by the core (`launch_models`).
     """
 
     roles: tuple[Role, ...]
@@ -127,6 +138,7 @@ class Workload(NamedTuple):
     owned_short: str = "command/args"  # the same, where a message is already long
     others: tuple[Launch, ...] = ()
     hidden: tuple[str, ...] = ()
+    models: Callable[[], tuple[str, ...]] | None = None
 
     def fields(self) -> tuple[Field, ...]:
         """Every field the webhook owns on this workload, in order."""
@@ -142,6 +154,17 @@ class Workload(NamedTuple):
         """The /dev/shm fields (volumes, volumeMounts) the webhook may come to own; not in `fields`, which
         are always owned: these join the undo record only when the webhook changes them."""
         return tuple(f for role in self.roles for pod in role.shm for f in (pod.volumes, pod.mounts))
+
+    def launch_models(self) -> tuple[str, ...]:
+        """`models`, and the models the launches' vLLM commands name where literal (`command.models_named`)."""
+        named = [n for role in self.roles for launch in role.launches for n in models_named(
+            launch.runtime_args, strings_or_none(launch.command.value), strings_or_none(launch.args.value))]
+        return (*(self.models() if self.models is not None else ()), *named)
+
+    def optional_fields(self) -> tuple[Field, ...]:
+        """The fields the webhook owns only once it changes them: the /dev/shm lists (`shm_fields`) and each
+        launch's container `env` (`Launch.env_field`, where it writes `VLLM_ALL2ALL_BACKEND`)."""
+        return self.shm_fields() + tuple(launch.env_field() for role in self.roles for launch in role.launches)
 
 
 Context = TypeVar("Context", contravariant=True)

@@ -20,9 +20,12 @@ HUGGINGFACESERVER: tuple[tuple[str, Version], ...] = (
     ("0.17", (0, 15, 1)), ("0.18", (0, 19, 0)), ("0.19.0", (0, 20, 0)), ("0.20.0", (0, 24, 0)),
 )
 """KServe release (or minor series) of kserve/huggingfaceserver, and the vLLM it bundles."""
-WATCHED_ENV = frozenset({ALL2ALL_ENV, DP_SIZE_ENV, *VISIBLE_DEVICES_ENV})
+STORAGE_URI_ENV = "STORAGE_URI"
+"""The env that gives a custom InferenceService predictor container its model's storage URI (KServe v0.20
+`constants.CustomSpecStorageUriEnvVarKey`, pkg/constants/constants.go)."""
+WATCHED_ENV = frozenset({ALL2ALL_ENV, DP_SIZE_ENV, STORAGE_URI_ENV, *VISIBLE_DEVICES_ENV})
 """The env of a vLLM container the adapters read: the all2all backend, the data-parallel size vLLM falls back
-to, and the visible GPUs."""
+to, the model's storage URI (custom predictors) and the visible GPUs."""
 _TAG = re.compile(r"v?(\d+\.\d+(?:\.\d+)?)(?:-gpu)?")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
 from webhook.kserve.servingruntime import server_started
-from webhook.kserve.images import WATCHED_ENV, release_of, with_all2all_env
+from webhook.kserve.images import STORAGE_URI_ENV, WATCHED_ENV, release_of, with_all2all_env
 from webhook.kserve.selection import Resolution, resolve
 from webhook.base.jsonvalues import string_list
 from webhook.core.dra import claim_uses
@@ -61,6 +61,7 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         server=server_of([*command, *(args or ())]) if command else "vllm",
         own_image=own_image,
         container=container,
+        env_list=container.get("env"),
     )
     image = container.get("image")
     if isinstance(image, str):
@@ -81,7 +82,20 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         refusal=MULTI_NODE if predictor.get("workerSpec") is not None else None,
         shm=(_shared_memory(predictor, container, pointer, where, not own_image, resolution),),
     )
-    return Workload((role,), others=_others(spec, predictor, pointer))
+    return Workload((role,), others=_others(spec, predictor, pointer),
+                    models=lambda: _models(container, own_image, env))
+
+
+def _models(container: dict[str, object], own_image: bool, env: dict[str, str | None]) -> tuple[str, ...]:
+    """The names the predictor gives its model, for a policy's `models`: `storageUri` and `storage.path` of
+    `spec.predictor.model`, or the custom container's literal env `STORAGE_URI` (KServe v0.20
+    `CustomPredictor.GetStorageUri`, pkg/apis/serving/v1beta1/predictor_custom.go)."""
+    if own_image:
+        uri = env.get(STORAGE_URI_ENV) if env else None
+        return (uri,) if uri else ()
+    storage = container.get("storage")
+    path = storage.get("path") if isinstance(storage, dict) else None
+    return tuple(v for v in (container.get("storageUri"), path) if isinstance(v, str) and v)
 
 
 def _others(spec: dict[str, object], predictor: dict[str, object], served: str) -> tuple[Launch, ...]:

@@ -73,7 +73,8 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
             if spec.get("baseRefs") else ()
     else:
         others += _preset_launches(spec.get("baseRefs"), configs)
-    return Workload(tuple(roles), owned=owned, owned_short=owned, others=others, hidden=hidden)
+    return Workload(tuple(roles), owned=owned, owned_short=owned, others=others, hidden=hidden,
+                    models=lambda: _models(spec))
 
 
 WELL_KNOWN_PRESET = "config-llm-"
@@ -126,6 +127,15 @@ def _others(body: dict[str, object], pointer: str, where: str) -> tuple[Launch, 
     return found
 
 
+def _models(spec: dict[str, object]) -> tuple[str, ...]:
+    """The names the object gives its model, for a policy's `models`: `spec.model.uri` and the served name
+    `spec.model.name` (KServe v0.20 `LLMModelSpec`, pkg/apis/serving/v1alpha1/llm_inference_service_types.go)."""
+    model = spec.get("model")
+    if not isinstance(model, dict):
+        return ()
+    return tuple(v for v in (model.get("uri"), model.get("name")) if isinstance(v, str) and v)
+
+
 def _main(pod: object, where: str) -> tuple[int, dict[str, object]] | None:
     if pod is None:
         return None
@@ -157,6 +167,7 @@ def _launch(container: dict[str, object], pointer: str, where: str) -> Launch:
         image=image,
         image_release=release_of(image) if image else None,
         container=container,
+        env_list=container.get("env"),
     ), watched_env(container, WATCHED_ENV))
 
 

@@ -31,6 +31,7 @@ from webhook.admission.review import MAX_BODY, OPERATIONS, BadReview, decode
 from webhook.core.options import Options
 from webhook.tls.context import CertReloader
 from webhook.core.verdict import Verdict
+from webhook.vllm.releases import show
 
 log = logging.getLogger("webhook.review")
 JSON = "application/json"
@@ -47,6 +48,7 @@ class ServerState:
     reload_interval: float = 1.0
     audit_interval: float = 0.0  # seconds between audits of the watched objects; 0: no audit
     reports: ReportWriter | None = None  # writes each audit's policy reports; None: no reports
+    audit_target: tuple[int, ...] | None = None  # upgrade readiness: also audit as if every object ran this vLLM
 
     def options_for(self, namespace: str) -> Options:
         """The policy's options for a namespace (LabelsUnknown when its labels are needed but not known)."""
@@ -266,6 +268,12 @@ def audit_once(state: ServerState) -> dict[tuple[str, str, str], int]:
             audit_log.error("audit failed on one object", extra={"fields": {
                 "namespace": f.namespace, "kind": f.kind, "name": f.name, "reason": f.message}})
     audit_log.info("audit finished", extra={"fields": {"objects": len(findings), **totals}})
+    if state.audit_target is not None:
+        target = show(state.audit_target)
+        differing = audit.run(cluster.objects(), policy, cluster.labels, cluster.runtimes_for,
+                              cluster.claim_templates_for, cluster.llm_configs_for, state.audit_target)
+        state.metrics.upgrade_audited(audit.counts(differing), target)
+        audit_log.info("upgrade audit finished", extra={"fields": {"target": target, "differing": len(differing)}})
     return counts
 
 

@@ -72,6 +72,11 @@ class Metrics:
         self._audit_objects = Gauge("ep_webhook_audit_objects",
                                     "Objects by what the webhook would do to them now (compliant, change, deny, error), "
                                     "from the last audit.", ("namespace", "kind", "result"), registry=self.registry)
+        self._upgrade_objects = Gauge("ep_webhook_audit_upgrade_objects",
+                                      "Objects whose verdict would differ if their runtime ran vLLM `target` "
+                                      "(--audit-vllm-version), by the verdict then (change, deny, compliant, error), "
+                                      "from the last audit.", ("namespace", "kind", "result", "target"),
+                                      registry=self.registry)
         self._audit_last_run = Gauge("ep_webhook_audit_last_run_timestamp_seconds",
                                      "When the last audit finished, Unix time (0: none yet).", registry=self.registry)
         self._read = _ReadAtScrape()
@@ -92,6 +97,12 @@ class Metrics:
         for (namespace, kind, result), n in counts.items():
             self._audit_objects.labels(namespace, kind, result).set(n)
         self._audit_last_run.set(finished)
+
+    def upgrade_audited(self, counts: Mapping[tuple[str, str, str], int], target: str) -> None:
+        """Replace the upgrade-readiness gauge with one run's counts by (namespace, kind, result) for `target`."""
+        self._upgrade_objects.clear()
+        for (namespace, kind, result), n in counts.items():
+            self._upgrade_objects.labels(namespace, kind, result, target).set(n)
 
     def gauge(self, name: str, help_text: str, read: Read) -> None:
         """Expose `read()` as gauge `name`, called at every scrape."""

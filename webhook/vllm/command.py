@@ -348,6 +348,28 @@ def flag_value(
     return value
 
 
+MODEL_FLAGS = ("--model", "--served-model-name")
+"""The flags that name the model a vLLM server serves (vllm/engine/arg_utils.py, every release profiled)."""
+
+
+def models_named(runtime_args: Sequence[str], command: Sequence[str] | None, args: Sequence[str] | None
+                 ) -> tuple[str, ...]:
+    """The models a launch names where they are literal: the positional model of `vllm serve MODEL` (its
+    `model_tag`, vllm/entrypoints/cli/serve.py) in a list launch, and the last `--model` and `--served-model-name`
+    (the first name of it). Empty when the launch cannot be read."""
+    items = [*(command or ()), *runtime_args, *(args or ())]
+    try:
+        found = launch.read(items) if command else None
+        named = [flag_value(runtime_args, command, args, flag) for flag in MODEL_FLAGS]
+    except NotApplicable:
+        return ()
+    if isinstance(found, launch.ListLaunch) and found.call is not None:
+        words, start = found.words, found.call.start
+        if 0 < start < len(words) and words[start - 1].literal == "serve":
+            named.append(words[start].literal)
+    return tuple(n for n in named if n and not n.startswith("-"))
+
+
 def switched_on(
     runtime_args: Sequence[str], command: Sequence[str] | None, args: Sequence[str] | None, on: str, off: str
 ) -> bool:

@@ -15,7 +15,7 @@ from bisect import bisect_left
 from typing import NamedTuple
 
 from webhook.vllm import releases
-from webhook.vllm.options import OPTIONS
+from webhook.vllm.options import OLDER_NEGATIONS, OPTIONS
 
 ENABLE_EP = "--enable-expert-parallel"
 DISABLE_EP = "--no-enable-expert-parallel"
@@ -115,12 +115,17 @@ _EXACT: dict[str, str] = {**{o: o for o in OPTIONS}, **SHORT_ALIASES, **LONG_ALI
 
 def matches(spelling: str) -> tuple[str, ...]:
     """The options of vLLM (`options.OPTIONS`) that `spelling` is a prefix of, as argparse's abbreviation
-    matching finds them (it is on in vLLM's parser): one means that option, several an error."""
+    matching finds them (it is on in vLLM's parser): one means that option, several an error. A `--no-` spelling
+    that is a prefix of none of them is matched against the negations older releases have
+    (`options.OLDER_NEGATIONS`: `--no-enable-expert` is `--no-enable-expert-parallel` there)."""
     i = bisect_left(OPTIONS, spelling)
     found = []
     while i < len(OPTIONS) and OPTIONS[i].startswith(spelling):
         found.append(OPTIONS[i])
         i += 1
+    if not found and spelling.startswith("--no-"):  # a negation older releases have (0.33: --disable-x instead)
+        older = tuple(o for o in OLDER_NEGATIONS if o.startswith(spelling))
+        return (spelling,) if spelling in older else older  # a whole option is that option, as in argparse
     return tuple(found)
 
 
@@ -138,7 +143,7 @@ def canonical(spelling: str) -> str:
         return exact
     found = matches(long)
     if len(found) == 1:
-        return canonical(found[0])
+        return _EXACT.get(found[0], found[0])
     if len(found) > 1:
         return AMBIGUOUS + spelling
     return long

@@ -4,7 +4,9 @@ abbreviations against (a unique prefix is that option; a prefix of several is an
 Read from the release's parser (`vllm/entrypoints/cli/serve.py` with the engine arguments of
 `vllm/engine/arg_utils.py`); `tests/vllm/test_real_vllm.py` checks this list against the release itself.
 Older releases have fewer options, so a prefix unique here is unique there too; one ambiguous here may not
-be ambiguous on an older release, and the webhook then asks for the whole flag all the same.
+be ambiguous on an older release, and the webhook then asks for the whole flag all the same. What older releases
+have and 0.33.0 lacks that matters are the `--no-x` negations (`OLDER_NEGATIONS`); `tests/vllm/test_real_vllm.py`
+checks that every prefix of a flag the webhook owns reads as each judged release reads it.
 """
 
 from __future__ import annotations
@@ -108,4 +110,25 @@ OPTIONS: tuple[str, ...] = tuple(sorted("""
 -dpm -dpn -dpp -dpr -ep -h -n -pcp -pp -q -r -sc -tp
 """.split()))
 """Every option string, sorted."""
-
+OLDER_NEGATIONS: tuple[str, ...] = tuple(sorted("""
+--no-calculate-kv-scales --no-disable-cascade-attn --no-disable-chunked-mm-input --no-disable-custom-all-reduce
+--no-disable-fastapi-docs --no-disable-frontend-multiprocessing --no-disable-hybrid-kv-cache-manager
+--no-disable-log-requests --no-disable-nccl-for-dp-synchronization --no-disable-sliding-window
+--no-disable-uvicorn-access-log --no-enable-auto-tool-choice --no-enable-chunked-prefill --no-enable-cumem-allocator
+--no-enable-dbo --no-enable-elastic-ep --no-enable-ep-weight-filter --no-enable-eplb --no-enable-expert-parallel
+--no-enable-flash-late-interaction --no-enable-flashinfer-autotune --no-enable-force-include-usage
+--no-enable-layerwise-nvtx-tracing --no-enable-log-deltas --no-enable-log-outputs --no-enable-log-requests
+--no-enable-logging-iteration-details --no-enable-lora --no-enable-lora-bias
+--no-enable-mamba-cache-stochastic-rounding --no-enable-mfu-metrics --no-enable-mixed-moe-lora-format
+--no-enable-mm-embeds --no-enable-multimodal-encoder-data-parallel --no-enable-offline-docs
+--no-enable-prefix-caching --no-enable-prompt-embeds --no-enable-prompt-tokens-details
+--no-enable-request-id-headers --no-enable-return-routed-experts --no-enable-server-load-tracking
+--no-enable-sleep-mode --no-enable-ssl-refresh --no-enable-tokenizer-info-endpoint --no-enable-tower-connector-lora
+--no-eplb-log-balancedness --no-guided-decoding-disable-additional-properties
+--no-guided-decoding-disable-any-whitespace --no-guided-decoding-disable-fallback
+""".split()))
+"""The `--no-x` negations that older releases register (argparse's BooleanOptionalAction) and 0.33.0 no longer
+does (it pairs `--enable-x` with `--disable-x`): every `--no-` option of the judged releases 0.10.1.1, 0.11.0,
+0.11.2, 0.15.1 and 0.24.0 that 0.33.0 lacks (read from their parsers; `tests/vllm/test_real_vllm.py` checks the
+list). On those releases a prefix of one is that option: `--no-enable-expert` is `--no-enable-expert-parallel`.
+"""
