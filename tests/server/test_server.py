@@ -21,6 +21,7 @@ import pytest
 
 from tests.helpers import isvc
 from tests.server_harness import Server, annotated, review_for, running_server, server_with_new_certs
+from webhook.admission.review import MAX_VALUES
 from webhook.tls import certs
 
 
@@ -111,6 +112,17 @@ def test_malformed_requests_get_a_4xx_json_error_and_the_server_stays_up(
     assert resp_headers["content-type"].startswith("application/json")
     assert json.loads(payload)["error"]
     assert server.request("GET", "/healthz")[0] == 200
+
+
+def _with_values(n: int) -> bytes:
+    """GOOD padded with a string of commas so that its commas, [ and { number exactly `n`."""
+    counted = GOOD.count(b",") + GOOD.count(b"[") + GOOD.count(b"{")
+    return GOOD[:-2] + b',"pad":"' + b"," * (n - counted - 1) + b'"}}'
+
+
+def test_the_value_limit_is_exact(server: Server) -> None:
+    assert server.request("POST", "/mutate", _with_values(MAX_VALUES), {"Content-Type": "application/json"})[0] == 200
+    assert server.request("POST", "/mutate", _with_values(MAX_VALUES + 1), {"Content-Type": "application/json"})[0] == 413
 
 
 def test_an_object_the_engine_cannot_read_is_denied_not_failed(server: Server) -> None:

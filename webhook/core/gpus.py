@@ -62,6 +62,8 @@ def parse_quantity(value: object, where: str = "a GPU quantity") -> Fraction | i
     None when `value` is no quantity; Denied when its text is longer than `MAX_QUANTITY_LENGTH` (checked
     before any conversion, so no text costs more than its length), when it is a list or a map, or when its
     value is beyond `LARGEST_QUANTITY`; those messages name `where` and show a cut value, whatever its size."""
+    if isinstance(value, str) and len(value) <= 18 and value.isascii() and value.isdigit():
+        return int(value)  # the usual "8": below 10^18, so within the largest quantity
     if isinstance(value, (list, dict)):
         raise Denied(f"{where} is a {type(value).__name__}; write the GPU count as a whole number such as \"8\"")
     if isinstance(value, str) and len(value) > MAX_QUANTITY_LENGTH:
@@ -91,7 +93,7 @@ def _number(value: object) -> Fraction | int | None:
         return Fraction(value) if value == value and abs(value) != float("inf") else None
     if not isinstance(value, str):
         return None
-    if value.isascii() and value.isdigit():  # the usual "8": skip the general parser
+    if value.isascii() and value.isdigit():  # whole numbers: skip the general parser
         return int(value)
     m = _QUANTITY.fullmatch(value.strip())
     if m is None:
@@ -281,11 +283,12 @@ def _plugin_gpus(resources: dict[str, object], path: str, keys: Sequence[str]) -
     for section, entries in (("limits", limits), ("requests", requests)):
         if key in entries:
             raw, q = entries[key]
-            field = f"{path}.resources.{section}[{key}]"
             if q is None:
-                raise Denied(f"{field} is {raw!r}, which is not a quantity; write a whole number such as \"8\"")
+                raise Denied(f"{path}.resources.{section}[{key}] is {raw!r}, which is not a quantity; "
+                             f"write a whole number such as \"8\"")
             if q.denominator != 1:
-                raise NotApplicable(f"{field} is {raw!r}, a fraction of a GPU; expert parallelism needs whole GPUs")
+                raise NotApplicable(f"{path}.resources.{section}[{key}] is {raw!r}, a fraction of a GPU; "
+                                    f"expert parallelism needs whole GPUs")
             counted[section] = q
     if "limits" in counted and "requests" in counted and counted["limits"] != counted["requests"]:
         raise NotApplicable(

@@ -118,51 +118,48 @@ def scan(args: Sequence[Arg]) -> list[Occurrence]:
     n = len(args)
     while k < n:
         a = args[k]
-        fw = None if a.opaque else flags.read_flag(a.literal, a.prefix)
-        if fw is None:
+        flag = None if a.opaque else flags.read_flag(a.literal, a.prefix)
+        if flag is None:
             if a.literal == END_OF_OPTIONS:
                 found.append(Occurrence(END_OF_OPTIONS, END_OF_OPTIONS, k, None, None, True, False, END_OF_OPTIONS))
             k += 1
             continue
-        if fw.name not in VALUE_FLAGS and fw.name not in BOOL_FLAGS:
+        spelling, value, dynamic = flag
+        name = flags.canonical(spelling)
+        if name not in VALUE_FLAGS and name not in BOOL_FLAGS:
             # vLLM folds every dotted `-x.y V` / `-x.y=V` into one JSON flag before argparse runs
             # (FlexibleArgumentParser.parse_args, vllm/utils/argparse_utils.py, 0.33.0): without `=` the next
             # word is its value, whatever it is, so a flag there is no flag
-            takes_next = fw.value is None and "." in fw.spelling
-            value = fw.value
+            takes_next = value is None and "." in spelling
             if takes_next and k + 1 < n and (args[k + 1].opaque or args[k + 1].literal is None):
                 # its value is a word that expands at run time, perhaps to nothing: then the next word is taken
-                found.append(Occurrence(DOTTED_LAST, fw.spelling, k, None, None, True, False, _written(a)))
+                found.append(Occurrence(DOTTED_LAST, spelling, k, None, None, True, False, _written(a)))
                 k += 1
                 continue
-            if takes_next and k + 1 < n:
-                value = args[k + 1].literal
+            shown_value = args[k + 1].literal if takes_next and k + 1 < n else value
             # an ambiguous prefix stops vLLM's parser; dotted --eplb-config.KEY is folded into one, placed last
-            if fw.name[0] == flags.AMBIGUOUS or fw.name.startswith(DOTTED_EPLB):
-                found.append(Occurrence(fw.name, fw.spelling, k, k + 1 if takes_next and k + 1 < n else None,
-                                        value, True, fw.value is not None, _written(a)))
+            if name[0] == flags.AMBIGUOUS or name.startswith(DOTTED_EPLB):
+                found.append(Occurrence(name, spelling, k, k + 1 if takes_next and k + 1 < n else None,
+                                        shown_value, True, value is not None, _written(a)))
             elif takes_next and k + 1 == n:
-                found.append(Occurrence(DOTTED_LAST, fw.spelling, k, None, None, True, False, _written(a)))
+                found.append(Occurrence(DOTTED_LAST, spelling, k, None, None, True, False, _written(a)))
             k += 2 if takes_next else 1
             continue
-        if fw.value is not None or fw.value_dynamic:
-            found.append(
-                Occurrence(fw.name, fw.spelling, k, None, fw.value, not fw.value_dynamic, True, _written(a))
-            )
+        if value is not None or dynamic:
+            found.append(Occurrence(name, spelling, k, None, value, not dynamic, True, _written(a)))
             k += 1
             continue
-        if fw.name in VALUE_FLAGS and k + 1 < n and not args[k + 1].opaque:
+        if name in VALUE_FLAGS and k + 1 < n and not args[k + 1].opaque:
             v = args[k + 1]
             if v.literal is None or not flags.looks_like_flag(v.literal):
                 found.append(
                     Occurrence(
-                        fw.name, fw.spelling, k, k + 1, v.literal, v.literal is not None, False,
-                        _written(a), _written(v),
+                        name, spelling, k, k + 1, v.literal, v.literal is not None, False, _written(a), _written(v),
                     )
                 )
                 k += 2
                 continue
-        found.append(Occurrence(fw.name, fw.spelling, k, None, None, True, False, _written(a)))
+        found.append(Occurrence(name, spelling, k, None, None, True, False, _written(a)))
         k += 1
     return found
 
@@ -244,6 +241,7 @@ def plan_edit(args: Sequence[Arg], wants: Sequence[DesiredFlag], reject_conflict
                 f"webhook set them"
             )
 
+    added: list[str] = []
     for want in wants:
         mine = [o for o in occurrences if o.name == want.name]
         if not want.present:
@@ -266,7 +264,9 @@ def plan_edit(args: Sequence[Arg], wants: Sequence[DesiredFlag], reject_conflict
                 result.warnings.append(f"replaced {first.display} with {want.name}")
             rest = mine[1:]
         else:
-            if first is not None and not _matches(first, want):
+            if first is None:
+                added.append(_rendered(want))
+            elif not _matches(first, want):
                 result.warnings.append(f"replaced {first.display} with {_new_value(want)}")
             rest = mine
             result.append.append((want.name,) if want.value is None else (want.name, want.value))
@@ -281,9 +281,8 @@ def plan_edit(args: Sequence[Arg], wants: Sequence[DesiredFlag], reject_conflict
             f"after it: vLLM takes the next word there is as its value (it folds dotted flags before parsing), "
             f"which may be a flag the webhook adds; write {open_dotted.spelling}=VALUE"
         )
-    added = _added_summary(result.append, wants, occurrences)
-    if added:
-        result.warnings.append(added)
+    if added:  # one short warning for the flags that were not there at all
+        result.warnings.append("added " + " ".join(added))
     return result
 
 
@@ -299,14 +298,3 @@ def _replace_in_place(result: ArgvEdit, o: Occurrence, want: DesiredFlag) -> Non
         result.replace[o.value_index] = want.value
     else:
         result.replace[o.flag_index] = f"{o.spelling}={want.value}"
-
-
-def _added_summary(appended: Sequence[tuple[str, ...]], wants: Sequence[DesiredFlag], occurrences: Sequence[Occurrence]) -> str:
-    """One short warning listing flags that were not there before at all."""
-    present = {o.name for o in occurrences}
-    names = {group[0] for group in appended}
-    new = [_rendered(w) for w in wants if w.present and w.name not in present and w.name in names]
-    if not new:
-        return ""
-    text = "added " + " ".join(new)
-    return text

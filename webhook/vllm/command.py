@@ -15,7 +15,7 @@ Four forms occur in practice:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol
 
@@ -108,9 +108,26 @@ def kubelet_literal(text: str) -> str:
     return text.replace("$", "$$")
 
 
+def _item_locations(command_length: int, first: int = 0, runtime_at: int | None = None) -> Callable[[int], Location]:
+    """Where word k of an argv planned from item `first` of command + args on lives, the first
+    `command_length` items being the command's. With `runtime_at`, word `runtime_at` stands for the runtime's
+    args, which the webhook cannot edit (`Location("args", -1)`), and the words after it are one item earlier.
+
+    A `Location` is made only for a word an edit touches: one for every item cost more than the rest of a
+    list edit."""
+    def locate(k: int) -> Location:
+        if runtime_at is not None and k >= runtime_at:
+            if k == runtime_at:
+                return Location("args", -1)
+            k -= 1
+        i = first + k
+        return Location("command", i) if i < command_length else Location("args", i - command_length)
+    return locate
+
+
 def _apply_edit(
     edit: argv.ArgvEdit,
-    locs: Sequence[Location],
+    locate: Callable[[int], Location],
     scripts: dict[tuple[str, int], str],
     edits: _Edits,
     append_at: Location,
@@ -123,13 +140,13 @@ def _apply_edit(
         return kubelet_literal(shell.quote(value))
 
     for k, value in edit.replace.items():
-        loc = locs[k]
+        loc = locate(k)
         if loc.span is None:
             edits.items[(loc.field, loc.position)] = item(value)
         else:
             edits.script.setdefault((loc.field, loc.position), []).append((loc.span[0], loc.span[1], script_text(value)))
     for k in edit.delete:
-        loc = locs[k]
+        loc = locate(k)
         if loc.span is None:
             edits.deleted.add((loc.field, loc.position))
         else:
@@ -210,22 +227,20 @@ def _rewrite(
     launch.check_length(len(command or ()) + len(args or ()), f"{c.where}.command and .args")
     if not command:
         items = args or ()
-        locs = [Location("args", i) for i in range(len(items))]
         evaluated = c.form == "eval"
         arg_words = [_eval_arg(v) if evaluated else Arg.item(v) for v in items]
         edit = argv.plan_edit(arg_words, wants, reject, single_node)
-        _apply_edit(edit, locs, scripts, edits, Location("args", len(items)), quote_items=evaluated)
+        _apply_edit(edit, _item_locations(0), scripts, edits, Location("args", len(items)), quote_items=evaluated)
         warnings.extend(edit.warnings)
         if c.own_image and edit.append:
             warnings.append("no command: the flags go to args, assuming the image's entrypoint starts vLLM")
         new_command, new_args = edits.apply(None, args, scripts)
         return Rewrite(new_command, new_args, tuple(warnings))
 
-    full_locs = [Location("command", i) for i in range(len(command))] + [Location("args", i) for i in range(len(args or ()))]
     full = list(command) + list(args or ())
     found = launch.read(full)
     if isinstance(found, launch.ScriptLaunch):
-        _rewrite_script(c, full, full_locs, found, wants, reject, single_node, edits, scripts, warnings)
+        _rewrite_script(c, full, _item_locations(len(command)), found, wants, reject, single_node, edits, scripts, warnings)
     else:
         if found.call is None:
             raise NotApplicable(
@@ -234,17 +249,17 @@ def _rewrite(
             )
         start = found.call.start
         plan_args = list(found.words[start:])
-        plan_locs = full_locs[start:]
+        runtime_at = None
         append_at = Location("args", len(args)) if args else Location("command", len(command))
         if _sets_wanted_flags(c.runtime_args, wants):
             # KServe puts the runtime's args between this command and these args, where the webhook
             # cannot edit them: what the command says is overridden there, so the flags go to args.
             cut = len(command) - start
             plan_args.insert(cut, Arg(None, "", " ".join(c.runtime_args), opaque=True))
-            plan_locs.insert(cut, Location("args", -1))
+            runtime_at = cut
             append_at = Location("args", len(args or ()))
         edit = argv.plan_edit(plan_args, wants, reject, single_node)
-        _apply_edit(edit, plan_locs, scripts, edits, append_at)
+        _apply_edit(edit, _item_locations(len(command), start, runtime_at), scripts, edits, append_at)
         warnings.extend(edit.warnings)
     new_command, new_args = edits.apply(command, args, scripts)
     return Rewrite(new_command, new_args, tuple(warnings))
@@ -261,7 +276,7 @@ def _sets_wanted_flags(runtime_args: Sequence[str], wants: Sequence[DesiredFlag]
 def _rewrite_script(
     c: Site,
     full: list[str],
-    full_locs: list[Location],
+    item_location: Callable[[int], Location],
     found: launch.ScriptLaunch,
     wants: Sequence[DesiredFlag],
     reject: bool,
@@ -271,7 +286,7 @@ def _rewrite_script(
     warnings: list[str],
 ) -> None:
     script_index = found.script_index
-    script_loc = full_locs[script_index]
+    script_loc = item_location(script_index)
     script = full[script_index]
     scripts[(script_loc.field, script_loc.position)] = script
     where = f"{c.where}.{script_loc.field}[{script_loc.position}]"
@@ -301,7 +316,7 @@ def _rewrite_script(
             if w.all_positional:
                 for p in positional:
                     args.append(found.words[p])
-                    locs.append(full_locs[p])
+                    locs.append(item_location(p))
                 # also stands for runtime args the webhook cannot see
                 args.append(Arg(None, "", w.text, opaque=True))
                 locs.append(span_loc)
@@ -310,7 +325,7 @@ def _rewrite_script(
                 locs.append(span_loc)
         edit = argv.plan_edit(args, wants, reject, single_node)
         last = cmd.words[-1]
-        _apply_edit(edit, locs, scripts, edits, Location(script_loc.field, script_loc.position, (last.start, last.end)))
+        _apply_edit(edit, locs.__getitem__, scripts, edits, Location(script_loc.field, script_loc.position, (last.start, last.end)))
         warnings.extend(edit.warnings)
     after_script = range(script_index + 1, len(full))
     if not found.forwards() and after_script:

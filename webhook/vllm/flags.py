@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from typing import NamedTuple
 
 from webhook.vllm import releases
 from webhook.vllm.options import OLDER_NEGATIONS, OPTIONS
@@ -94,19 +93,6 @@ FALLBACK_ALL2ALL_BACKENDS = frozenset({"naive", "pplx"})
 _NEGATIVE_NUMBER = re.compile(r"-\d+$|-\d*\.\d+$")
 
 
-class FlagWord(NamedTuple):
-    """A word read as a flag: its canonical long name and any `=value` part.
-
-    `value` is None when there is no `=`; `value_dynamic` is True when the
-    part after `=` expands at run time (its text is then unknown).
-    """
-
-    name: str
-    spelling: str
-    value: str | None
-    value_dynamic: bool = False
-
-
 AMBIGUOUS = "?"
 """How `canonical` marks a prefix of several options: vLLM's parser stops with "ambiguous option"."""
 _EXACT: dict[str, str] = {**{o: o for o in OPTIONS}, **SHORT_ALIASES, **LONG_ALIASES}
@@ -156,14 +142,15 @@ def looks_like_flag(text: str) -> bool:
     )
 
 
-def read_flag(literal: str | None, prefix: str) -> FlagWord | None:
-    """Read a word as a flag, if it is one; dynamic words only via `--x=$V`."""
+def read_flag(literal: str | None, prefix: str) -> tuple[str, str | None, bool] | None:
+    """Read a word as a flag, if it is one: (its spelling, the part after `=` or None when there is no `=`,
+    whether that part expands at run time, its text then unknown and None). Dynamic words are flags only
+    via `--x=$V`. `canonical(spelling)` is the flag it means."""
     if literal is not None:
         if literal[:1] != "-" or literal == "--" or not looks_like_flag(literal):  # most words: values, paths
             return None
         spelling, eq, value = literal.partition("=")
-        return FlagWord(canonical(spelling), spelling, value if eq else None)
+        return spelling, value if eq else None, False
     if prefix.startswith("-") and "=" in prefix:
-        spelling = prefix.partition("=")[0]
-        return FlagWord(canonical(spelling), spelling, None, value_dynamic=True)
+        return prefix.partition("=")[0], None, True
     return None

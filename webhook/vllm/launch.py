@@ -114,7 +114,7 @@ def skip_prefixes(words: Sequence[Word], i: int = 0) -> int:
                 else:
                     break
             continue
-        if _is_assignment(words[i]):
+        if "=" in w and _is_assignment(words[i]):  # the program word, most often: no `=`, no regex
             i += 1
             continue
         return i
@@ -237,7 +237,7 @@ def read(items: Sequence[str]) -> ListLaunch | ScriptLaunch:
     NotApplicable when there are more than `MAX_LAUNCH_ARGUMENTS` items or the script is beyond a limit of `shell`.
     """
     check_length(len(items))
-    words = tuple(Arg.item(v) for v in items)
+    words = tuple(map(Arg.item, items))
     call = shell_call(words)
     if call is None:
         return ListLaunch(words, find(words))
