@@ -95,7 +95,7 @@ def _mutate(obj: object, adapter: Adapter[C], options: Options, context: C | Non
             return Verdict.allow()
         return _turn_off(obj, adapter, annotations, stored, options, context)
     try:
-        return _turn_on(obj, adapter(obj, context), annotations, stored, options)
+        return _turn_on(obj, adapter(obj, context), annotations, stored, options, enabled is True)
     except NotApplicable as na:
         if enabled is None and options.mode == "enforce":
             # enforced by policy on an object that did not ask and cannot have it: pass untouched
@@ -340,19 +340,20 @@ def _enforced(verdict: Verdict, workload: Workload, values: Mapping[str, object]
 
 def _may_hide(workload: Workload, values: Mapping[str, object]) -> bool:
     """Whether anything in the launches could hide a flag from the edit: a `$` (expanded by the kubelet or a
-    shell), `--config`, `envFrom`, or presets by reference. One pass over the joined words."""
+    shell), `--config`, `envFrom`, or presets by reference. One pass over each list's joined words."""
     if workload.hidden:
         return True
     for role in workload.roles:
         for launch in role.launches:
             container = launch.container
-            if container is not None and container.get("envFrom"):
+            if container is not None and "envFrom" in container:
                 return True
-            command, args = values.get(launch.command.pointer), values.get(launch.args.pointer)
-            text = "\n".join((*(command if isinstance(command, list) else ()), *(args if isinstance(args, list) else ()),
-                              *launch.runtime_args, *(launch.runtime_command or ())))
-            if "$" in text or "--config" in text:
-                return True
+            for words in (values.get(launch.command.pointer), values.get(launch.args.pointer), launch.runtime_args,
+                          launch.runtime_command):
+                if words:
+                    text = "\n".join(words)  # type: ignore[arg-type]  # the adapters read lists of strings
+                    if "$" in text or "--config" in text:
+                        return True
     return False
 
 
@@ -410,14 +411,13 @@ def _ep_in(workload: Workload, values: Mapping[str, object], rendered_only: bool
 
 def _turn_on(
     obj: dict[str, object], workload: Workload, annotations: Mapping[str, object], stored: undo.Undo | None,
-    options: Options,
+    options: Options, explicit: bool,
 ) -> Verdict:
     fields, stored = _owned(workload, stored)
     current = _values(fields)
     untouched_since = _untouched(stored, current)
     request = read_ep_request(annotations, options)
     reject = options.on_conflict == "reject"
-    explicit = ep_enabled(annotations) is True
 
     # Plan on the fields as deployed: fields the webhook wrote itself are never "hand-written
     # conflicts", and the warnings say what this write changes. On most updates that plan is the

@@ -82,7 +82,8 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         refusal=MULTI_NODE if predictor.get("workerSpec") is not None else None,
         shm=(_shared_memory(predictor, container, pointer, where, not own_image, resolution),),
     )
-    return Workload((role,), others=_others(spec, predictor, pointer),
+    others = _others(spec, predictor, pointer) if "containers" in predictor or "transformer" in spec else ()
+    return Workload((role,), others=others,
                     models=lambda: _models(container, own_image, env))
 
 
