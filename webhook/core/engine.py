@@ -10,6 +10,7 @@ Which adapter reads which kind is wired above the core (`webhook.admission.kinds
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import NamedTuple, TypeVar
@@ -315,7 +316,7 @@ def _enforced(verdict: Verdict, workload: Workload, values: Mapping[str, object]
     opt-out denies when EP would be off or unknown; otherwise such a launch gets a warning.
 
     Reading every launch costs about as much as planning it: in opt-in mode it is done only where something
-    could hide a flag (a `$`, a `--config`, an `envFrom`, presets by reference)."""
+    could hide a flag from the edit (`_may_hide`)."""
     strict = options.mode == "enforce" and not options.allow_opt_out
     if not strict and not _may_hide(workload, values):
         return verdict
@@ -338,9 +339,13 @@ def _enforced(verdict: Verdict, workload: Workload, values: Mapping[str, object]
                                  else [])
 
 
+_KUBELET_REFERENCE = re.compile(r"\$\([A-Za-z_][A-Za-z0-9_]*\)")
+"""A `$(NAME)` the kubelet expands (the edit reads it as written; a shell's `$X` it already handles)."""
+
+
 def _may_hide(workload: Workload, values: Mapping[str, object]) -> bool:
-    """Whether anything in the launches could hide a flag from the edit: a `$` (expanded by the kubelet or a
-    shell), `--config`, `envFrom`, or presets by reference. One pass over each list's joined words."""
+    """Whether anything could hide a flag from the edit (which already puts its flags after the shell's
+    run-time words): a `$(NAME)` the kubelet expands, `--config`, `envFrom`, or presets by reference."""
     if workload.hidden:
         return True
     for role in workload.roles:
@@ -352,7 +357,7 @@ def _may_hide(workload: Workload, values: Mapping[str, object]) -> bool:
                           launch.runtime_command):
                 if words:
                     text = "\n".join(words)  # type: ignore[arg-type]  # the adapters read lists of strings
-                    if "$" in text or "--config" in text:
+                    if "--config" in text or ("$(" in text and _KUBELET_REFERENCE.search(text)):
                         return True
     return False
 
