@@ -100,21 +100,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/build-cache.sh"
 ensure_build_tools "KServe v$KSERVE_VERSION"
 lock_or_done "$check"
 start_build
-# Modules come from the module proxy only: no fallback to fetching from version control.
-GOPROXY="$(go env GOPROXY)"
-GOPROXY="${GOPROXY%,direct}"
-GOPROXY="${GOPROXY%|direct}"
-[[ -n "$GOPROXY" && "$GOPROXY" != direct && "$GOPROXY" != off ]] || die "GOPROXY must name a module proxy, not '$GOPROXY'"
-export GOPROXY
-
-# module_dir MODULE@VERSION: download a module (proxy only) and print its folder.
-module_dir() {
-    local info dir
-    info="$(go mod download -json "$1")" || die "could not download $1"
-    dir="$(printf '%s\n' "$info" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
-    [[ -d "$dir" ]] || die "no module folder for $1"
-    printf '%s\n' "$dir"
-}
+use_module_proxy
 
 log "fetching $kserve_mod@v$KSERVE_VERSION"
 src_ro="$(cd "$tmp" && module_dir "$kserve_mod@v$KSERVE_VERSION")"

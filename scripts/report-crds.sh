@@ -48,20 +48,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/build-cache.sh"
 ensure_build_tools "the report CRDs"
 lock_or_done crds_ok
 start_build
-GOPROXY="$(go env GOPROXY)"
-GOPROXY="${GOPROXY%,direct}"
-GOPROXY="${GOPROXY%|direct}"
-[[ -n "$GOPROXY" && "$GOPROXY" != direct && "$GOPROXY" != off ]] || die "GOPROXY must name a module proxy, not '$GOPROXY'"
-export GOPROXY
-
-# module_dir MODULE@VERSION: download a module (proxy only) and print its folder.
-module_dir() {
-    local info dir
-    info="$(go mod download -json "$1")" || die "could not download $1"
-    dir="$(printf '%s\n' "$info" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
-    [[ -d "$dir" ]] || die "no module folder for $1"
-    printf '%s\n' "$dir"
-}
+use_module_proxy
 
 log "fetching $openreports_mod@v$OPENREPORTS_VERSION"
 openreports_dir="$(cd "$tmp" && module_dir "$openreports_mod@v$OPENREPORTS_VERSION")"

@@ -1,4 +1,4 @@
-# build-cache.sh - shared by k8s-bins.sh and helm-bin.sh: build Go tools once into a
+# build-cache.sh - shared by k8s-bins.sh, helm-bin.sh, kserve-bins.sh and report-crds.sh: build Go tools once into a
 # per-version cache folder, under a lock, and move the result into place atomically.
 # Source it after defining `log` and `die`. Sets/uses the globals dest, tmp, out, start.
 
@@ -77,4 +77,22 @@ finish_build() {
     mv -T "$out" "$dest"
     log "cached in $dest ($(du -sh "$dest" | cut -f1), built in $((SECONDS - start))s)"
     printf '%s\n' "$dest"
+}
+
+# use_module_proxy: modules come from the module proxy only, with no fallback to fetching from version control.
+use_module_proxy() {
+    GOPROXY="$(go env GOPROXY)"
+    GOPROXY="${GOPROXY%,direct}"
+    GOPROXY="${GOPROXY%|direct}"
+    [[ -n "$GOPROXY" && "$GOPROXY" != direct && "$GOPROXY" != off ]] || die "GOPROXY must name a module proxy, not '$GOPROXY'"
+    export GOPROXY
+}
+
+# module_dir MODULE@VERSION: download a module (proxy only) and print its folder.
+module_dir() {
+    local info dir
+    info="$(go mod download -json "$1")" || die "could not download $1"
+    dir="$(printf '%s\n' "$info" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+    [[ -d "$dir" ]] || die "no module folder for $1"
+    printf '%s\n' "$dir"
 }
