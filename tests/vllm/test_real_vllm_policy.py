@@ -228,3 +228,12 @@ def test_base_refs_not_in_the_users_namespace_are_the_platforms() -> None:
     obj["spec"]["baseRefs"] = [{"name": "kserve-wide"}]
     assert mutate(copy.deepcopy(obj), FORBID, llm_configs={}).allowed  # found only in KServe's namespace
     assert not mutate(copy.deepcopy(obj), FORBID).allowed  # without a view of the namespace: unknown
+
+
+def test_more_presets_than_the_webhook_reads_are_unknown_to_forbid() -> None:
+    from webhook.kserve.llminferenceservice import MAX_PRESETS
+
+    plain = {f"config-llm-{i}": preset(f"config-llm-{i}", ["--max-model-len=4096"]) for i in range(MAX_PRESETS + 1)}
+    verdict = mutate(llmisvc(enabled=None), FORBID, llm_configs=plain)
+    assert not verdict.allowed and f"at most {MAX_PRESETS}" in verdict.message
+    assert mutate(llmisvc(enabled=None), FORBID, llm_configs=dict(list(plain.items())[:MAX_PRESETS])).allowed

@@ -31,6 +31,10 @@ VALUES = st.sampled_from([*SWITCHES, "--max-model-len=1024", "", "-dp 8 --enable
 ENV = st.one_of(st.none(), st.tuples(st.just("value"), VALUES), st.tuples(st.just("valueFrom"), VALUES))
 
 
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+"""Each example runs a shell and the real vLLM parser: tens of milliseconds."""
+
+
 @st.composite
 def objects(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, str]]:
     """An InferenceService (list command, or bash -c script) and the run-time values of its ConfigMap env."""
@@ -76,7 +80,7 @@ def _vllm_runs_ep(judge: Judge, container: dict[str, Any], run_time: dict[str, s
         return bool(result.parallel["enable_expert_parallel"]) if result.ok else None
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@PROPERTY
 @given(objects())
 def test_nothing_admitted_in_a_forbid_namespace_runs_ep(
     vllm_judges: dict[str, Judge], generated: tuple[dict[str, Any], dict[str, str]]
@@ -88,7 +92,7 @@ def test_nothing_admitted_in_a_forbid_namespace_runs_ep(
         assert _vllm_runs_ep(vllm_judges[NEWEST], model(out), run_time) is not True, (model(out), run_time)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@PROPERTY
 @given(objects())
 def test_nothing_admitted_in_an_enforce_namespace_runs_without_ep(
     vllm_judges: dict[str, Judge], generated: tuple[dict[str, Any], dict[str, str]]

@@ -11,7 +11,7 @@ env must agree with the count.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -134,10 +134,11 @@ class Gpus(NamedTuple):
     visible: tuple[tuple[str, str | None], ...] = ()
 
 
-def watched_env(container: dict[str, object], names: frozenset[str]) -> dict[str, str | None]:
-    """The container's env entries named in `names`, in one pass: the literal value, or None when the value is
-    known only at run time (`valueFrom`, or `$(VAR)` that Kubernetes expands); the last entry of a name wins, as
-    in Kubernetes. `envFrom` sources are not read."""
+def watched_env(container: Mapping[str, object], names: frozenset[str] | None) -> dict[str, str | None]:
+    """The container's env entries named in `names` (None: every one), in one pass: the literal value (an entry
+    without `value` or `valueFrom` is the empty string, as in Kubernetes), or None when the value is known only at
+    run time (`valueFrom`, or `$(VAR)` that Kubernetes expands); the last entry of a name wins, as in Kubernetes.
+    `envFrom` sources are not read."""
     env = container.get("env")
     found: dict[str, str | None] = {}
     if not isinstance(env, list):
@@ -145,9 +146,9 @@ def watched_env(container: dict[str, object], names: frozenset[str]) -> dict[str
     for item in env:
         if isinstance(item, dict):
             name = item.get("name")
-            if name in names:
-                value = item.get("value")
-                found[str(name)] = value if isinstance(value, str) and "valueFrom" not in item \
+            if isinstance(name, str) and (names is None or name in names):
+                value = item.get("value", "")
+                found[name] = value if isinstance(value, str) and "valueFrom" not in item \
                     and "$(" not in value else None
     return found
 

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
 
 from webhook.base.errors import NotApplicable
+from webhook.core.gpus import watched_env
 from webhook.core.workload import Launch
 from webhook.vllm import argv, flags, launch as launches, shell
 from webhook.vllm.argv import Arg
@@ -56,18 +57,11 @@ OFF = Reading("off")
 
 
 def container_env(container: Mapping[str, object] | None) -> tuple[dict[str, str | None], bool]:
-    """Every env name of the container with its literal value (None: `valueFrom`, or a value that refers to
-    another variable), and whether it has `envFrom` sources (which may define any other name)."""
+    """Every env name of the container with its literal value (`gpus.watched_env`), and whether it has `envFrom`
+    sources (which may define any other name)."""
     if container is None:
         return {}, False
-    env: dict[str, str | None] = {}
-    items = container.get("env")
-    for item in items if isinstance(items, list) else ():
-        if isinstance(item, dict) and isinstance(item.get("name"), str):
-            value = item.get("value", "")
-            literal = "valueFrom" not in item and isinstance(value, str) and "$(" not in value
-            env[str(item["name"])] = value if literal and isinstance(value, str) else None
-    return env, bool(container.get("envFrom"))
+    return watched_env(container, None), bool(container.get("envFrom"))
 
 
 def kubelet_expand(item: str, env: Mapping[str, str | None], env_from: bool) -> tuple[str | None, str]:

@@ -72,7 +72,12 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
                   f"webhook cannot read here; write main's settings in the object instead",) \
             if spec.get("baseRefs") else ()
     else:
-        others += _preset_launches(spec.get("baseRefs"), configs)
+        presets = _preset_launches(spec.get("baseRefs"), configs)
+        if presets is None:
+            hidden = (f"the namespace has more than {MAX_PRESETS} LLMInferenceServiceConfigs this object could "
+                      f"merge; the webhook reads at most {MAX_PRESETS}",)
+        else:
+            others += presets
     return Workload(tuple(roles), owned=owned, owned_short=owned, others=others, hidden=hidden,
                     models=lambda: _models(spec))
 
@@ -84,15 +89,26 @@ one up in the object's namespace before its own, so a namespace's config of such
 platform's for every LLMInferenceService there."""
 
 
-def _preset_launches(refs: object, configs: Mapping[str, Mapping[str, object]]) -> tuple[Launch, ...]:
+MAX_PRESETS = 16
+"""The most presets of one namespace the webhook reads for one object (KServe merges its few well-known ones and
+the `baseRefs`); each may hold scripts up to the shell limits, so the work per review stays bounded. Beyond it,
+what the presets do is unknown."""
+
+
+def _preset_launches(refs: object, configs: Mapping[str, Mapping[str, object]]) -> tuple[Launch, ...] | None:
     """The containers of the namespace's own presets KServe would merge into this object (those named by
     `baseRefs`, and those named like one of KServe's presets), read like the object's (`main` without a command
-    is `eval`ed by the preset's script); presets found only in KServe's namespace are the platform's."""
+    is `eval`ed by the preset's script); presets found only in KServe's namespace are the platform's. None when
+    more than `MAX_PRESETS` would be read."""
     names = {str(r.get("name")) for r in refs if isinstance(r, dict)} if isinstance(refs, list) else set()
     out: tuple[Launch, ...] = ()
+    read = 0
     for name, config in configs.items():
         if name not in names and WELL_KNOWN_PRESET not in name:
             continue
+        read += 1
+        if read > MAX_PRESETS:
+            return None
         spec = config.get("spec")
         if not isinstance(spec, dict):
             continue
@@ -203,12 +219,14 @@ class _GpuReader(NamedTuple):
     templates: Templates | None
     managed: tuple[str, dict[str, object] | None, str | None] | None
 
-    def gpus(self, pod: dict[str, object], index: int, container: dict[str, object], where: str,
+    def gpus(self, pod: dict[str, object], index: int, container: dict[str, object], launch: Launch,
              pod_where: str) -> Gpus:
+        """The GPUs of `launch`'s container (at `index` in `pod`), whose env the launch has read already."""
+        where = launch.where
         claims = claim_uses(container, pod, where, pod_where, self.templates)
         if self.managed is not None:
             claims = (*claims, *self._managed_use(index, container, pod_where))
-        return Gpus(where, container.get("resources"), claims, visible(watched_env(container, WATCHED_ENV)))
+        return Gpus(where, container.get("resources"), claims, visible(dict(launch.env)))
 
     def _managed_use(self, index: int, container: dict[str, object], pod_where: str) -> tuple[ClaimUse, ...]:
         assert self.managed is not None
@@ -242,7 +260,7 @@ def _role(body: dict[str, object], pointer: str, where: str, reader: _GpuReader)
     launches = [_launch(container, f"{pointer}/template/containers/{i}", main_where)]
     template = body["template"]
     assert isinstance(template, dict)
-    gpus = reader.gpus(template, i, container, main_where, f"{where}.template")
+    gpus = reader.gpus(template, i, container, launches[0], f"{where}.template")
     worker = body.get("worker")
     if worker is None:
         return Role(gpus, tuple(launches), field)
@@ -256,7 +274,7 @@ def _role(body: dict[str, object], pointer: str, where: str, reader: _GpuReader)
     worker_where = f"{where}.worker.containers[{j}]"
     launches.append(_launch(worker_container, f"{pointer}/worker/containers/{j}", worker_where))
     assert isinstance(worker, dict)
-    worker_gpus = reader.gpus(worker, j, worker_container, worker_where, f"{where}.worker")
+    worker_gpus = reader.gpus(worker, j, worker_container, launches[1], f"{where}.worker")
     return Role(gpus, tuple(launches), field, layout="multi", worker_gpus=worker_gpus)
 
 
