@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import dataclasses
 import json
 
 import pytest
@@ -46,7 +45,7 @@ def test_changing_what_a_verdict_returns_cannot_change_it_or_the_next_answer() -
     first.patch[0].clear()
     answer = build_response("admission.k8s.io/v1", "u", first)
     answer["response"]["warnings"].append("tampered")  # type: ignore[index]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):  # the fields cannot be set
         first.warnings = ("tampered",)  # type: ignore[misc]
 
     assert (first.patch, first.warnings) == (expected_patch, expected_warnings)

@@ -159,21 +159,28 @@ def visible(env: dict[str, str | None]) -> tuple[tuple[str, str | None], ...]:
 
 
 def _gpu_entries(
-    section: object, where: str, keys: Sequence[str]
+    section: object, where: str, name: str, keys: Sequence[str]
 ) -> dict[str, tuple[object, Fraction | int | None]]:
-    """The GPU keys of one section: raw value and quantity (None: not a quantity); zero quantities left out."""
+    """The GPU keys of `resources.<name>`: raw value and quantity (None: not a quantity); zero quantities left
+    out. `where` names the container; messages are built only when one is raised."""
     if section is None:
         return {}
     if not isinstance(section, dict):
-        raise Denied(f"{where} must be a map of resource names to quantities")
+        raise Denied(f"{where}.resources.{name} must be a map of resource names to quantities")
     found = {}
     for k in keys:
         if k in section:
             raw = section[k]
-            q = parse_quantity(raw, f"{where}[{k}]")
+            q = parse_quantity(raw, f"{where}.resources.{name}[{k}]") if _needs_parsing(raw) else int(raw)
             if q != 0:
                 found[k] = (raw, q)
     return found
+
+
+def _needs_parsing(raw: object) -> bool:
+    """Whether a quantity is anything but the usual short run of digits ("8"), which `parse_quantity` turns into
+    an int without a message."""
+    return not (isinstance(raw, str) and len(raw) <= 18 and raw.isascii() and raw.isdigit())
 
 
 def count_gpus(
@@ -204,7 +211,7 @@ def count_gpus(
         )
     if plugin is not None and devices.gpus:
         raise NotApplicable(
-            f"{path} gets GPUs both from resources.limits ({plugin[1]}) and from DRA claims "
+            f"{path} gets GPUs both from resources.{plugin[1]}[{plugin[2]}] = {plugin[3]!r} and from DRA claims "
             f"({', '.join(sorted(devices.gpus))}); use one of the two"
         )
     if len(devices.gpus) > 1:
@@ -213,7 +220,8 @@ def count_gpus(
             f"expert parallelism runs on one kind: keep only one"
         )
     if plugin is not None:
-        count, shown = plugin
+        count, section, key, raw = plugin
+        shown = f"resources.{section}[{key}] = {raw!r}" if count < 2 else ""
     elif devices.gpus:
         (device_class, count), = devices.gpus.items()
         shown = f"{count} {device_class} device(s) from its DRA claims"
@@ -267,11 +275,12 @@ def _check_visible(visible: tuple[tuple[str, str | None], ...], count: int, path
             )
 
 
-def _plugin_gpus(resources: dict[str, object], path: str, keys: Sequence[str]) -> tuple[int, str] | None:
-    """The device-plugin GPU count and how to show it, or None when the container asks for none."""
-    limits = _gpu_entries(resources.get("limits"), f"{path}.resources.limits", keys)
-    requests = _gpu_entries(resources.get("requests"), f"{path}.resources.requests", keys)
-    kinds = sorted(set(limits) | set(requests))
+def _plugin_gpus(resources: dict[str, object], path: str, keys: Sequence[str]) -> tuple[int, str, str, object] | None:
+    """The device-plugin GPU count and where it is written (section, key, raw value), or None when the container
+    asks for none."""
+    limits = _gpu_entries(resources.get("limits"), path, "limits", keys)
+    requests = _gpu_entries(resources.get("requests"), path, "requests", keys)
+    kinds = sorted(limits.keys() | requests.keys()) if requests else list(limits)
     if not kinds:
         return None
     if len(kinds) > 1:
@@ -298,4 +307,4 @@ def _plugin_gpus(resources: dict[str, object], path: str, keys: Sequence[str]) -
         )
     section = "limits" if "limits" in counted else "requests"
     raw = (limits if section == "limits" else requests)[key][0]
-    return int(counted[section]), f"resources.{section}[{key}] = {raw!r}"
+    return int(counted[section]), section, key, raw

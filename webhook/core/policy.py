@@ -35,7 +35,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import yaml
@@ -114,6 +114,12 @@ class Policy:
     """Defaults and ordered rules; the first matching rule wins."""
     defaults: Options
     rules: tuple[Rule, ...] = ()
+    rule_options: tuple[Options, ...] = field(init=False, repr=False, compare=False)
+    """Each rule's effective options (the defaults with its overrides), made once when the policy is built."""
+
+    def __post_init__(self) -> None:
+        options = tuple(replace(self.defaults, rule=r.name, **r.overrides) for r in self.rules)  # type: ignore[arg-type]
+        object.__setattr__(self, "rule_options", options)  # a frozen dataclass's own derived field
 
     @property
     def opt_in_only(self) -> bool:
@@ -127,11 +133,11 @@ class Policy:
 
     def options_for(self, namespace: str, labels: Mapping[str, str] | None) -> Options:
         """The effective options; `labels` None means the namespace's labels are unknown."""
-        for rule in self.rules:
+        for rule, options in zip(self.rules, self.rule_options):
             if rule.uses_labels and labels is None:
                 raise LabelsUnknown(namespace)
             if rule.matches(namespace, labels or {}):
-                return replace(self.defaults, rule=rule.name, **rule.overrides)  # type: ignore[arg-type]
+                return options
         return self.defaults
 
 

@@ -14,7 +14,7 @@ the same.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -25,11 +25,11 @@ JsonPatch = tuple[dict[str, object], ...]
 """RFC 6902 operations (`{"op": "replace", "path": ..., "value": ...}`), in order."""
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """Allowed with an RFC 6902 patch and warnings, or denied with a message.
 
-    Build one with the named constructors rather than by hand.
+    Build one with the named constructors rather than by hand. A named tuple: its fields cannot be set, and
+    making one costs a tuple (several are made per review).
     """
 
     allowed: bool

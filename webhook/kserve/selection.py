@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from webhook.kserve.servingruntime import RuntimeSpec
 
@@ -52,9 +53,8 @@ def for_namespace(known: Sequence[RuntimeSpec], namespace: str) -> Runtimes:
     )
 
 
-@dataclass(frozen=True)
-class Model:
-    """What selection reads of `spec.predictor` (all None when absent)."""
+class Model(NamedTuple):
+    """What selection reads of `spec.predictor` (all None when absent); a named tuple, made per review."""
 
     runtime: str | None
     format_name: str | None
@@ -142,9 +142,9 @@ def auto_select(model: Model, runtimes: Runtimes) -> RuntimeSpec | None:
     return candidates[0] if candidates else None
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """The runtime KServe will run (None: unknown) and how it was found, for messages."""
+class Resolution(NamedTuple):
+    """The runtime KServe will run (None: unknown) and how it was found, for messages; a named tuple, made per
+    review."""
 
     runtime: RuntimeSpec | None
     how: str

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 MAX_SCRIPT_LENGTH = 32 * 1024
 """The longest `bash -c` script the webhook reads, in characters (32 KiB).
@@ -62,9 +62,9 @@ class ShellLimitError(ShellSyntaxError):
     """The script is beyond one of the limits above; the message names the limit and how to stay under it."""
 
 
-@dataclass(frozen=True)
-class Word:
-    """One shell word: its span in the script and, if static, its value.
+class Word(NamedTuple):
+    """One shell word: its span in the script and, if static, its value (a named tuple: immutable, and one is
+    made per word of every script read).
 
     `literal` is the word after quote removal when nothing in it expands at run
     time, else None. `prefix` is the static text before the first expansion,
