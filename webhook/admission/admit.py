@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 
 from webhook.admission.kinds import KINDS, mutate
 from webhook.kserve.api import GROUP
+from webhook.kserve.images import ReleaseOf
 from webhook.core.policy import LabelsUnknown
 from webhook.admission.review import AdmissionRequest
 from webhook.kserve.selection import Runtimes
@@ -23,11 +24,13 @@ def admit(
     runtimes_for: Callable[[str], Runtimes] | None = None,
     templates_for: Callable[[str], Templates] | None = None,
     configs_for: Callable[[str], Mapping[str, Mapping[str, object]]] | None = None,
+    release_of: ReleaseOf | None = None,
 ) -> Verdict:
     """Run the engine on InferenceService and LLMInferenceService creates and updates; allow the rest.
 
     `options_for(namespace)` applies the policy; `runtimes_for(namespace)` gives the
-    runtimes KServe could use there; `templates_for(namespace)` its ResourceClaimTemplates by name; `configs_for(namespace)` its LLMInferenceServiceConfigs. Dry-run requests are treated like any other: the webhook has no
+    runtimes KServe could use there; `templates_for(namespace)` its ResourceClaimTemplates by name; `configs_for(namespace)` its LLMInferenceServiceConfigs;
+    `release_of` finds an image's vLLM release (the server's memo; None: read each time). Dry-run requests are treated like any other: the webhook has no
     side effects.
     """
     if request.kind.group != GROUP or request.kind.kind not in KINDS or request.operation not in DECIDED_OPERATIONS:
@@ -41,7 +44,7 @@ def admit(
         )
     return mutate(request.object, options, runtimes_for(request.namespace) if runtimes_for else None,
                   templates_for(request.namespace) if templates_for else None,
-                  configs_for(request.namespace) if configs_for else None)
+                  configs_for(request.namespace) if configs_for else None, release_of)
 
 
 def outcome(verdict: Verdict) -> str:

@@ -9,6 +9,7 @@ v0.17.x 0.15.1, v0.18.x 0.19.0, v0.19.0 0.20.0, v0.20.0 0.24.0.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from webhook.core.gpus import VISIBLE_DEVICES_ENV
 from webhook.core.workload import Launch
@@ -27,6 +28,11 @@ WATCHED_ENV = frozenset({ALL2ALL_ENV, DP_SIZE_ENV, STORAGE_URI_ENV, *VISIBLE_DEV
 """The env of a vLLM container the adapters read: the all2all backend, the data-parallel size vLLM falls back
 to, the model's storage URI (custom predictors) and the visible GPUs."""
 _TAG = re.compile(r"v?(\d+\.\d+(?:\.\d+)?)(?:-gpu)?")
+
+
+ReleaseOf = Callable[[str], "Version | None"]
+"""How an adapter finds the vLLM release of an image: `release_of`, or the server's memo of it
+(`webhook.server.app.ServerState.release_of`), which reads each distinct image string once."""
 
 
 def release_of(image: str) -> Version | None:

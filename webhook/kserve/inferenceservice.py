@@ -72,7 +72,7 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
     if resolution is not None:
         launch = _with_runtime(launch, resolution)
     if launch.image:
-        launch = launch._replace(image_release=release_of(launch.image))
+        launch = launch._replace(image_release=(view.release_of if view is not None else release_of)(launch.image))
     claims = claim_uses(container, predictor, where, "spec.predictor", view.claim_templates if view else None)
     if claims:
         launch = launch._replace(notes=(*launch.notes, *_knative_note(obj)))

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from webhook.vllm.launch import server_of
 from webhook.base.errors import Denied, NotApplicable
-from webhook.kserve.images import WATCHED_ENV, release_of, with_all2all_env
+from webhook.kserve.images import WATCHED_ENV, ReleaseOf, release_of, with_all2all_env
 from webhook.kserve.pods import other_launches
 from webhook.kserve.view import NamespaceView
 from webhook.core.dra import ClaimUse, Templates, claim_uses
@@ -55,11 +55,12 @@ def read(obj: dict[str, object], view: NamespaceView | None) -> Workload:
         raise NotApplicable("the LLMInferenceService has no spec; expert parallelism needs spec.template")
     prefill = spec.get("prefill")
     gpus = _GpuReader(view.claim_templates if view is not None else None, _managed(obj))
-    roles = [_with_shm(_role(spec, "/spec", "spec", gpus), spec, "/spec", "spec")]
+    releases = view.release_of if view is not None else release_of
+    roles = [_with_shm(_role(spec, "/spec", "spec", gpus, releases), spec, "/spec", "spec")]
     if prefill is not None:
         if not isinstance(prefill, dict):
             raise Denied("spec.prefill must be an object")
-        roles.append(_with_shm(_role(prefill, "/spec/prefill", "spec.prefill", gpus), prefill, "/spec/prefill",
+        roles.append(_with_shm(_role(prefill, "/spec/prefill", "spec.prefill", gpus, releases), prefill, "/spec/prefill",
                                "spec.prefill"))
     owned = "parallelism and the main containers' args"
     others = _others(spec, "/spec", "spec")
@@ -168,7 +169,7 @@ def _main(pod: object, where: str) -> tuple[int, dict[str, object]] | None:
     return None
 
 
-def _launch(container: dict[str, object], pointer: str, where: str) -> Launch:
+def _launch(container: dict[str, object], pointer: str, where: str, releases: ReleaseOf) -> Launch:
     command = string_list(container.get("command"), f"{where}.command") or None
     args = string_list(container.get("args"), f"{where}.args")
     form: ArgsForm = "argv" if command else "eval"
@@ -181,7 +182,7 @@ def _launch(container: dict[str, object], pointer: str, where: str) -> Launch:
         form=form,
         server=server_of([*command, *(args or ())]) if command else "vllm",
         image=image,
-        image_release=release_of(image) if image else None,
+        image_release=releases(image) if image else None,
         container=container,
         env_list=container.get("env"),
     ), watched_env(container, WATCHED_ENV))
@@ -243,7 +244,7 @@ class _GpuReader(NamedTuple):
         )),)
 
 
-def _role(body: dict[str, object], pointer: str, where: str, reader: _GpuReader) -> Role:
+def _role(body: dict[str, object], pointer: str, where: str, reader: _GpuReader, releases: ReleaseOf) -> Role:
     parallelism = body.get("parallelism")
     if parallelism is not None and not isinstance(parallelism, dict):
         raise Denied(f"{where}.parallelism must be an object")
@@ -257,7 +258,7 @@ def _role(body: dict[str, object], pointer: str, where: str, reader: _GpuReader)
         ))
     i, container = main
     main_where = f"{where}.template.containers[{i}]"
-    launches = [_launch(container, f"{pointer}/template/containers/{i}", main_where)]
+    launches = [_launch(container, f"{pointer}/template/containers/{i}", main_where, releases)]
     template = body["template"]
     assert isinstance(template, dict)
     gpus = reader.gpus(template, i, container, launches[0], f"{where}.template")
@@ -272,7 +273,7 @@ def _role(body: dict[str, object], pointer: str, where: str, reader: _GpuReader)
         ))
     j, worker_container = worker_main
     worker_where = f"{where}.worker.containers[{j}]"
-    launches.append(_launch(worker_container, f"{pointer}/worker/containers/{j}", worker_where))
+    launches.append(_launch(worker_container, f"{pointer}/worker/containers/{j}", worker_where, releases))
     assert isinstance(worker, dict)
     worker_gpus = reader.gpus(worker, j, worker_container, launches[1], f"{where}.worker")
     return Role(gpus, tuple(launches), field, layout="multi", worker_gpus=worker_gpus)

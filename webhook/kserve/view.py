@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from webhook.core.dra import Templates
+from webhook.kserve.images import ReleaseOf, release_of
 from webhook.kserve.selection import Runtimes
 
 
@@ -16,7 +17,7 @@ class NamespaceView(NamedTuple):
     the runtime is not checked); `claim_templates`: the namespace's
     ResourceClaimTemplates by name (None: unknown, so GPUs claimed through
     DRA cannot be counted and such an object is denied saying so); `llm_configs`
-    the namespace's own LLMInferenceServiceConfigs.
+    the namespace's own LLMInferenceServiceConfigs; `release_of`: how the vLLM release of an image is found.
     """
 
     runtimes: Runtimes | None = None
@@ -24,3 +25,5 @@ class NamespaceView(NamedTuple):
     llm_configs: Mapping[str, Mapping[str, object]] | None = None
     """The LLMInferenceServiceConfigs of the object's namespace by name (None: unknown, so presets named by
     `baseRefs` cannot be read). Those of KServe's own namespace are the platform's and are not listed."""
+    release_of: ReleaseOf = release_of
+    """`images.release_of`, or a memo of it that the caller keeps (the server reads each image string once)."""

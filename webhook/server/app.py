@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +26,8 @@ from webhook.server.logs import review_log
 from webhook.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from webhook.server.metrics import Metrics
 from webhook.core.policy import DEFAULT, Policy
+from webhook.kserve import images
+from webhook.kserve.images import ReleaseOf
 from webhook.tls.reloader import Reloading
 from webhook.admission.response import build_response, errored
 from webhook.admission.review import MAX_BODY, OPERATIONS, BadReview, decode
@@ -35,6 +38,11 @@ from webhook.vllm.releases import show
 
 log = logging.getLogger("webhook.review")
 JSON = "application/json"
+
+
+RELEASE_MEMO_SIZE = 1024
+"""Distinct image strings whose vLLM release the server keeps (least recently used go first): a cluster runs
+a few dozen images, and a client sending endless new ones cannot grow the memo."""
 
 
 @dataclass
@@ -49,6 +57,8 @@ class ServerState:
     audit_interval: float = 0.0  # seconds between audits of the watched objects; 0: no audit
     reports: ReportWriter | None = None  # writes each audit's policy reports; None: no reports
     audit_target: tuple[int, ...] | None = None  # upgrade readiness: also audit as if every object ran this vLLM
+    release_of: ReleaseOf = field(default_factory=lambda: functools.lru_cache(RELEASE_MEMO_SIZE)(images.release_of))
+    """The vLLM release of an image, read once per distinct image string (the latest `RELEASE_MEMO_SIZE`)."""
 
     def options_for(self, namespace: str) -> Options:
         """The policy's options for a namespace (LabelsUnknown when its labels are needed but not known)."""
@@ -142,7 +152,7 @@ class WebhookApp:
             cluster = state.cluster
             verdict = admit(req, state.options_for, cluster.runtimes_for if cluster else None,
                             cluster.claim_templates_for if cluster else None,
-                            cluster.llm_configs_for if cluster else None)
+                            cluster.llm_configs_for if cluster else None, state.release_of)
             answer = build_response(review.apiVersion, req.uid, verdict)
             result = outcome(verdict)
         except Exception:  # a bug must not become an HTTP 500 or take the server down
