@@ -50,6 +50,7 @@ from tests.vllm_grammar import parse_launch
 from webhook.admission.kinds import KINDS, mutate
 from webhook.core.annotations import UNDO_RECORD
 from webhook.core.options import Options
+from webhook.core.planner import HYBRID_LB_NOTE
 from webhook.core.verdict import Verdict
 
 Obj = dict[str, Any]
@@ -69,8 +70,8 @@ class Layout:
     in the object (None where they are words of a script); `prefix` the words before them in that list.
     `pods(obj, folder)` is the argv vLLM gets in each pod, as the pod would run it. `nodes` is the node
     count (the data-parallel size is nodes x GPUs / TP). `owned` are the JSON pointers the webhook may
-    patch (and what lies below them). `restored` starts the warning that says EP was turned off.
-    `writes_dp_flag`: the data-parallel size is a flag the webhook writes (not only a field KServe renders).
+    patch (and what lies below them). `restored` starts the warning that says EP was turned off;
+    `replanned` are the warnings when every pod's 8 GPUs become 4.
     """
 
     kind: str
@@ -81,8 +82,8 @@ class Layout:
     pods: Callable[[Obj, Path], list[list[str]]]
     owned: tuple[str, ...]
     restored: str
+    replanned: tuple[str, ...]
     nodes: int = 1
-    writes_dp_flag: bool = True
 
     def build(self, gpus: int = 8, args: list[str] | None = None, annotations: dict[str, str] | None = None,
               enabled: str | None = "true") -> Obj:
@@ -149,21 +150,23 @@ def _args(obj: Obj) -> list[str]:
     return words
 
 
-ISVC_OWNED = ("/spec/predictor/model/command", "/spec/predictor/model/args", RECORD_PATH)
+IN_COMMAND = ("/spec/predictor/model/command", RECORD_PATH)
+IN_ARGS = ("/spec/predictor/model/args", RECORD_PATH)
 ISVC_RESTORED = "EP is off: restored the command and args"
+ISVC_REPLANNED = ("replaced --data-parallel-size 8 with 4",)
 
 ISVC_COMMAND = Layout(
     "InferenceService", _isvc(lambda w: [*SERVE, *w], lambda w: None), _isvc_gpus, _command, tuple(SERVE),
-    _isvc_pods, ISVC_OWNED, ISVC_RESTORED)
+    _isvc_pods, IN_COMMAND, ISVC_RESTORED, ISVC_REPLANNED)
 ISVC_PYTHON_ARGS = Layout(
     "InferenceService", _isvc(lambda w: list(PYTHON), lambda w: ["--model=/mnt/models", *w]), _isvc_gpus, _args,
-    ("--model=/mnt/models",), _isvc_pods, ISVC_OWNED, ISVC_RESTORED)
+    ("--model=/mnt/models",), _isvc_pods, IN_ARGS, ISVC_RESTORED, ISVC_REPLANNED)
 ISVC_ARGS = Layout(
-    "InferenceService", _isvc(lambda w: None, lambda w: w or None), _isvc_gpus, _args, (), _isvc_pods, ISVC_OWNED,
-    ISVC_RESTORED)
+    "InferenceService", _isvc(lambda w: None, lambda w: w or None), _isvc_gpus, _args, (), _isvc_pods, IN_ARGS,
+    ISVC_RESTORED, ISVC_REPLANNED)
 ISVC_SCRIPT = Layout(
     "InferenceService", _isvc(lambda w: ["bash", "-c", SCRIPT_HEAD + " ".join(w) + "\n"], lambda w: None),
-    _isvc_gpus, None, (), _isvc_pods, ISVC_OWNED, ISVC_RESTORED)
+    _isvc_gpus, None, (), _isvc_pods, IN_COMMAND, ISVC_RESTORED, ISVC_REPLANNED)
 
 
 # -- LLMInferenceService ------------------------------------------------------------------------------
@@ -198,10 +201,11 @@ def _llm_args(obj: Obj) -> list[str]:
 
 def _llm_pods(obj: Obj, folder: Path) -> list[list[str]]:
     """Each pod's `main` container after KServe's preset merge and rendering, run with stand-ins: the
-    leader, every worker (the LeaderWorkerSet's index 1), the prefill role."""
-    pods = [("decode", False, {})]
+    leader, each worker (LeaderWorkerSet index 1 to ep.nodes - 1), the prefill role."""
+    pods: list[tuple[str, bool, dict[str, str]]] = [("decode", False, {})]
     if "worker" in obj["spec"]:
-        pods.append(("decode", True, {"LWS_WORKER_INDEX": "1"}))
+        nodes = int(obj["metadata"]["annotations"]["ep.nodes"])
+        pods += [("decode", True, {"LWS_WORKER_INDEX": str(i)}) for i in range(1, nodes)]
     if "prefill" in obj["spec"]:
         pods.append(("prefill", False, {}))
     out = []
@@ -227,12 +231,16 @@ def _llm_owned(*pods: str) -> tuple[str, ...]:
 LLM_RESTORED = "EP is off: restored parallelism and the main containers' args"
 LLM_OWNED = _llm_owned("template", "prefill/template", "worker")
 
-LLM_SINGLE = Layout("LLMInferenceService", _llm(lambda o, g: o), _llm_gpus, _llm_args, (), _llm_pods, LLM_OWNED,
-                    LLM_RESTORED)
-LLM_PREFILL = Layout("LLMInferenceService", _llm(lambda o, g: with_prefill(o, str(g))), _llm_gpus, _llm_args, (),
-                     _llm_pods, LLM_OWNED, LLM_RESTORED)
-LLM_MULTI_NODE = Layout("LLMInferenceService", _llm(lambda o, g: multi_node(o, str(g)), nodes=2), _llm_gpus,
-                        _llm_args, (), _llm_pods, LLM_OWNED, LLM_RESTORED, nodes=2, writes_dp_flag=False)
+LLM_SINGLE = Layout(
+    "LLMInferenceService", _llm(lambda o, g: o), _llm_gpus, _llm_args, (), _llm_pods, LLM_OWNED, LLM_RESTORED,
+    ("set spec.parallelism: data=4 dataLocal=4", "replaced --data-parallel-size 8 with 4"))
+LLM_PREFILL = Layout(
+    "LLMInferenceService", _llm(lambda o, g: with_prefill(o, str(g))), _llm_gpus, _llm_args, (), _llm_pods, LLM_OWNED,
+    LLM_RESTORED, ("set spec.parallelism: data=4 dataLocal=4", "replaced --data-parallel-size 8 with 4",
+                   "set spec.prefill.parallelism: data=4 dataLocal=4"))
+LLM_MULTI_NODE = Layout(
+    "LLMInferenceService", _llm(lambda o, g: multi_node(o, str(g)), nodes=3), _llm_gpus, _llm_args, (), _llm_pods,
+    LLM_OWNED, LLM_RESTORED, ("set spec.parallelism: data=12 dataLocal=4", HYBRID_LB_NOTE), nodes=3)
 
 LAYOUTS = {
     "isvc-command": ISVC_COMMAND,
@@ -402,7 +410,8 @@ def test_the_patch_touches_only_the_fields_the_webhook_owns(layout: Layout) -> N
         verdict = mutate(layout.build(args=args))
         assert verdict.allowed and verdict.patch
         for op in verdict.patch:
-            assert any(op["path"] == p or op["path"].startswith(p + "/") for p in layout.owned), op["path"]
+            path = str(op["path"])
+            assert any(path == p or path.startswith(p + "/") for p in layout.owned), path
 
 
 # -- undo -------------------------------------------------------------------------------------------------
@@ -479,8 +488,7 @@ def test_a_new_gpu_count_gives_a_new_layout_from_the_original(layout: Layout, po
     assert_runs_ep(layout, updated, tmp_path, gpus=4)
     for argv in layout.argvs(updated, tmp_path):
         assert len(_dp_words(argv)) == 1, argv
-    if layout.writes_dp_flag:
-        assert "replaced --data-parallel-size 8 with 4" in verdict.warnings
+    assert verdict.warnings == layout.replanned
     off, _ = admitted(ep(updated, "false"), options)
     expected = copy.deepcopy(original)
     layout.gpus_to(expected, 4)
@@ -505,7 +513,8 @@ def test_flags_rewritten_after_the_webhook_become_the_new_original(flag_layout: 
     layout.flags(on)[:] = rewritten  # the webhook's flags are gone with the rest
     again, _ = admitted(on)
     assert_runs_ep(layout, again, tmp_path)
-    assert "9000" in json.dumps(record(again)) and "-tp" not in json.dumps(record(again))
+    held = json.dumps(record(again))  # the record holds the rewritten flags as the original
+    assert json.dumps(rewritten) in held and json.dumps([*layout.prefix, "-tp", "8"]) not in held
     off, _ = admitted(ep(again, "false"))
     assert layout.flags(off) == rewritten
 
@@ -581,7 +590,8 @@ def test_forbid_denies_hand_written_expert_parallel_flags(layout: Layout, flag: 
 
 
 def test_forbid_allows_a_plain_object_and_undoes_an_earlier_change(layout: Layout, tmp_path: Path) -> None:
-    assert mutate(layout.build(enabled=None), FORBID).patch == ()
+    plain = mutate(layout.build(enabled=None), FORBID)
+    assert plain.allowed and plain.patch == ()
     original = layout.build(args=["-tp", "8"])
     on, _ = admitted(original)
     off, _ = admitted(without_switch(on), FORBID)
