@@ -15,13 +15,14 @@ Structure:
   argv; an LLMInferenceService merged with KServe's preset for each pod, rendered and run the same way
   (tests/kserve_presets.py). The argv is parsed by the grammar model (tests/vllm_grammar.parse_launch).
 - `LAYOUTS` holds every layout that matters: an InferenceService with `vllm serve` in its command, a
-  Python module command with the flags in args, args only (the runtime's command), a bash script; an
+  Python module command with the flags in args, args only (the runtime's command), a bash script, its own
+  container (a custom predictor, which gets /dev/shm from the webhook); an
   LLMInferenceService on a single node, with prefill and decode, and on several nodes. A test of a rule
   takes `layout` (every layout) or `flag_layout` (those whose flags are a list the user edits: not the
   script, whose edits tests/core/test_undo_intent.py covers); `test_every_kind_has_a_layout` keeps the
   list complete when a kind is added.
 - The sections follow the rules: turning EP on, undo, idempotence, a new GPU count or TP annotation,
-  hand edits, the undo record, the policy modes.
+  hand edits, the undo record, the policy modes, the all2all backend of releases that read it from the env.
 
 What only one kind has stays in its own tests: KServe's runtime merges and huggingfaceserver
 (tests/kserve/test_kserve_runtimes.py), custom predictor containers and scripts (tests/core/), the
@@ -43,6 +44,7 @@ import pytest
 from tests.helpers import EXAMPLES, apply, kserve_container, load_example, recorded_argv, shipped_runtime_docs, \
     stand_in_bin
 from tests.helpers import isvc
+from tests.e2e.kubelet import run_container
 from tests.kserve.test_llminferenceservice import llmisvc, multi_node, with_prefill
 from tests.kserve_presets import container_argv as preset_argv
 from tests.kserve_presets import run as run_preset
@@ -68,7 +70,8 @@ class Layout:
     vLLM flags (None: none written), `annotations` beside `ep.enabled` (set to `enabled` unless None).
     `gpus_to(obj, n)` gives every pod of the object n GPUs. `flags(obj)` is the list holding the user's flags
     in the object (None where they are words of a script); `prefix` the words before them in that list.
-    `pods(obj, folder)` is the argv vLLM gets in each pod, as the pod would run it. `nodes` is the node
+    `pods(obj, folder)` is the argv vLLM gets in each pod, as the pod would run it; `containers(obj)` the
+    container of each pod that starts vLLM (the one the webhook edits). `nodes` is the node
     count (the data-parallel size is nodes x GPUs / TP). `owned` are the JSON pointers the webhook may
     patch (and what lies below them). `restored` starts the warning that says EP was turned off;
     `replanned` are the warnings when every pod's 8 GPUs become 4.
@@ -80,6 +83,7 @@ class Layout:
     flags: Callable[[Obj], list[str]] | None
     prefix: tuple[str, ...]
     pods: Callable[[Obj, Path], list[list[str]]]
+    containers: Callable[[Obj], list[Obj]]
     owned: tuple[str, ...]
     restored: str
     replanned: tuple[str, ...]
@@ -122,6 +126,10 @@ def _model(obj: Obj) -> Obj:
     return m
 
 
+def _isvc_model(obj: Obj) -> list[Obj]:
+    return [_model(obj)]
+
+
 def _isvc_gpus(obj: Obj, gpus: int) -> None:
     _model(obj)["resources"]["limits"]["nvidia.com/gpu"] = str(gpus)
 
@@ -157,16 +165,52 @@ ISVC_REPLANNED = ("replaced --data-parallel-size 8 with 4",)
 
 ISVC_COMMAND = Layout(
     "InferenceService", _isvc(lambda w: [*SERVE, *w], lambda w: None), _isvc_gpus, _command, tuple(SERVE),
-    _isvc_pods, IN_COMMAND, ISVC_RESTORED, ISVC_REPLANNED)
+    _isvc_pods, _isvc_model, IN_COMMAND, ISVC_RESTORED, ISVC_REPLANNED)
 ISVC_PYTHON_ARGS = Layout(
     "InferenceService", _isvc(lambda w: list(PYTHON), lambda w: ["--model=/mnt/models", *w]), _isvc_gpus, _args,
-    ("--model=/mnt/models",), _isvc_pods, IN_ARGS, ISVC_RESTORED, ISVC_REPLANNED)
+    ("--model=/mnt/models",), _isvc_pods, _isvc_model, IN_ARGS, ISVC_RESTORED, ISVC_REPLANNED)
 ISVC_ARGS = Layout(
-    "InferenceService", _isvc(lambda w: None, lambda w: w or None), _isvc_gpus, _args, (), _isvc_pods, IN_ARGS,
-    ISVC_RESTORED, ISVC_REPLANNED)
+    "InferenceService", _isvc(lambda w: None, lambda w: w or None), _isvc_gpus, _args, (), _isvc_pods, _isvc_model,
+    IN_ARGS, ISVC_RESTORED, ISVC_REPLANNED)
 ISVC_SCRIPT = Layout(
     "InferenceService", _isvc(lambda w: ["bash", "-c", SCRIPT_HEAD + " ".join(w) + "\n"], lambda w: None),
-    _isvc_gpus, None, (), _isvc_pods, IN_COMMAND, ISVC_RESTORED, ISVC_REPLANNED)
+    _isvc_gpus, None, (), _isvc_pods, _isvc_model, IN_COMMAND, ISVC_RESTORED, ISVC_REPLANNED)
+
+
+def _custom(gpus: int, flags: list[str] | None, annotations: dict[str, str] | None, enabled: str | None) -> Obj:
+    """An InferenceService whose predictor is its own container (KServe's defaulter has named it)."""
+    obj = isvc(annotations=annotations, enabled=enabled)
+    obj["spec"]["predictor"] = {"containers": [{
+        "name": "kserve-container", "image": "vllm/vllm-openai:v0.33.0", "command": [*SERVE, *(flags or [])],
+        "resources": {"limits": _limits(gpus)}}]}
+    return obj
+
+
+def _custom_container(obj: Obj) -> list[Obj]:
+    c = obj["spec"]["predictor"]["containers"][0]
+    assert isinstance(c, dict)
+    return [c]
+
+
+def _custom_gpus(obj: Obj, gpus: int) -> None:
+    _custom_container(obj)[0]["resources"]["limits"]["nvidia.com/gpu"] = str(gpus)
+
+
+def _custom_command(obj: Obj) -> list[str]:
+    words = _custom_container(obj)[0]["command"]
+    assert isinstance(words, list)
+    return words
+
+
+def _custom_pods(obj: Obj, folder: Path) -> list[list[str]]:
+    """No runtime is merged into a custom container: the kubelet runs it as it is."""
+    return [run_container(_custom_container(obj)[0], stand_in_bin(folder / "bin"), folder)]
+
+
+ISVC_CUSTOM = Layout(
+    "InferenceService", _custom, _custom_gpus, _custom_command, tuple(SERVE), _custom_pods, _custom_container,
+    ("/spec/predictor/containers/0/command", "/spec/predictor/containers/0/volumeMounts", "/spec/predictor/volumes",
+     RECORD_PATH), ISVC_RESTORED, ISVC_REPLANNED)
 
 
 # -- LLMInferenceService ------------------------------------------------------------------------------
@@ -191,6 +235,10 @@ def _pod_specs(obj: Obj) -> list[Obj]:
 def _llm_gpus(obj: Obj, gpus: int) -> None:
     for pod in _pod_specs(obj):
         _main(pod)["resources"]["limits"]["nvidia.com/gpu"] = str(gpus)
+
+
+def _llm_mains(obj: Obj) -> list[Obj]:
+    return [_main(pod) for pod in _pod_specs(obj)]
 
 
 def _llm_args(obj: Obj) -> list[str]:
@@ -232,21 +280,22 @@ LLM_RESTORED = "EP is off: restored parallelism and the main containers' args"
 LLM_OWNED = _llm_owned("template", "prefill/template", "worker")
 
 LLM_SINGLE = Layout(
-    "LLMInferenceService", _llm(lambda o, g: o), _llm_gpus, _llm_args, (), _llm_pods, LLM_OWNED, LLM_RESTORED,
+    "LLMInferenceService", _llm(lambda o, g: o), _llm_gpus, _llm_args, (), _llm_pods, _llm_mains, LLM_OWNED, LLM_RESTORED,
     ("set spec.parallelism: data=4 dataLocal=4", "replaced --data-parallel-size 8 with 4"))
 LLM_PREFILL = Layout(
-    "LLMInferenceService", _llm(lambda o, g: with_prefill(o, str(g))), _llm_gpus, _llm_args, (), _llm_pods, LLM_OWNED,
+    "LLMInferenceService", _llm(lambda o, g: with_prefill(o, str(g))), _llm_gpus, _llm_args, (), _llm_pods, _llm_mains, LLM_OWNED,
     LLM_RESTORED, ("set spec.parallelism: data=4 dataLocal=4", "replaced --data-parallel-size 8 with 4",
                    "set spec.prefill.parallelism: data=4 dataLocal=4"))
 LLM_MULTI_NODE = Layout(
     "LLMInferenceService", _llm(lambda o, g: multi_node(o, str(g)), nodes=3), _llm_gpus, _llm_args, (), _llm_pods,
-    LLM_OWNED, LLM_RESTORED, ("set spec.parallelism: data=12 dataLocal=4", HYBRID_LB_NOTE), nodes=3)
+    _llm_mains, LLM_OWNED, LLM_RESTORED, ("set spec.parallelism: data=12 dataLocal=4", HYBRID_LB_NOTE), nodes=3)
 
 LAYOUTS = {
     "isvc-command": ISVC_COMMAND,
     "isvc-python-args": ISVC_PYTHON_ARGS,
     "isvc-args": ISVC_ARGS,
     "isvc-script": ISVC_SCRIPT,
+    "isvc-custom-container": ISVC_CUSTOM,
     "llmisvc": LLM_SINGLE,
     "llmisvc-prefill-decode": LLM_PREFILL,
     "llmisvc-multi-node": LLM_MULTI_NODE,
@@ -608,3 +657,27 @@ def test_reject_mode_denies_naming_the_conflicting_flag(layout: Layout, flags: l
 def test_reject_mode_still_adds_missing_flags_when_nothing_conflicts(layout: Layout, tmp_path: Path) -> None:
     out, _ = admitted(layout.build(args=["--tensor-parallel-size", "1"]), REJECT)
     assert_runs_ep(layout, out, tmp_path)
+
+
+# -- the all2all backend where the release reads it from the env ------------------------------------------
+
+ALL2ALL_ENV = "VLLM_ALL2ALL_BACKEND"
+
+
+@pytest.mark.parametrize("release", ["0.10.1.1", "0.11.0"])
+def test_before_0_11_1_the_backend_goes_into_the_env_of_every_vllm_container_and_undo_restores_it(
+    layout: Layout, release: str, tmp_path: Path
+) -> None:
+    """vLLM before 0.11.1 has no --all2all-backend flag and reads VLLM_ALL2ALL_BACKEND (webhook/core/all2allenv.py);
+    tests/core/test_all2all_env.py has the image tags and the env already there."""
+    original = layout.build(annotations={"ep.all2all-backend": "deepep_low_latency", "ep.vllm-version": release})
+    on, verdict = admitted(original)
+    for container in layout.containers(on):
+        assert {"name": ALL2ALL_ENV, "value": "deepep_low_latency"} in container["env"]
+    for argv in layout.argvs(on, tmp_path):
+        assert not any(w.startswith("--all2all") for w in argv), argv
+    assert_runs_ep(layout, on, tmp_path)
+    assert any(f"set env {ALL2ALL_ENV}=deepep_low_latency" in w and release in w for w in verdict.warnings)
+    assert mutate(copy.deepcopy(on)).patch == ()
+    off, _ = admitted(ep(on, "false"))
+    assert without_switch(off) == without_switch(original)
