@@ -41,10 +41,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import EXAMPLES, apply, kserve_container, load_example, recorded_argv, shipped_runtime_docs, \
-    stand_in_bin
-from tests.helpers import isvc
 from tests.e2e.kubelet import run_container
+from tests.helpers import (EXAMPLES, apply, isvc, kserve_container, load_example, recorded_argv,
+                           shipped_runtime_docs, stand_in_bin)
 from tests.kserve.test_llminferenceservice import llmisvc, multi_node, with_prefill
 from tests.kserve_presets import container_argv as preset_argv
 from tests.kserve_presets import run as run_preset
@@ -56,6 +55,8 @@ from webhook.core.planner import HYBRID_LB_NOTE
 from webhook.core.verdict import Verdict
 
 Obj = dict[str, Any]
+Make = Callable[[int, list[str] | None, dict[str, str] | None, str | None], Obj]
+"""A builder of one layout: (GPUs per pod, the user's vLLM flags, annotations, ep.enabled) -> object."""
 SERVE = ["vllm", "serve", "/mnt/models"]
 PYTHON = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 SCRIPT_HEAD = "GPU_COUNT=$(nvidia-smi -L | wc -l)\nexec vllm serve /mnt/models \\\n  "
@@ -78,7 +79,7 @@ class Layout:
     """
 
     kind: str
-    make: Callable[[int, list[str] | None, dict[str, str] | None, str | None], Obj]
+    make: Make
     gpus_to: Callable[[Obj, int], None]
     flags: Callable[[Obj], list[str]] | None
     prefix: tuple[str, ...]
@@ -111,8 +112,8 @@ def _limits(gpus: int) -> dict[str, str]:
     return {"cpu": "8", "nvidia.com/gpu": str(gpus)}
 
 
-def _isvc(command: Callable[[list[str]], list[str] | None], args: Callable[[list[str]], list[str] | None]
-          ) -> Callable[[int, list[str] | None, dict[str, str] | None, str | None], Obj]:
+def _isvc(command: Callable[[list[str]], list[str] | None], args: Callable[[list[str]], list[str] | None]) -> Make:
+    """An InferenceService served by KServe's vLLM runtime, whose command and args hold the flags as given."""
     def make(gpus: int, flags: list[str] | None, annotations: dict[str, str] | None, enabled: str | None) -> Obj:
         words = flags or []
         return isvc(command=command(words), args=args(words), annotations=annotations, limits=_limits(gpus),
@@ -263,8 +264,8 @@ def _llm_pods(obj: Obj, folder: Path) -> list[list[str]]:
     return out
 
 
-def _llm(shape: Callable[[Obj, int], Obj], nodes: int = 1) -> Callable[
-        [int, list[str] | None, dict[str, str] | None, str | None], Obj]:
+def _llm(shape: Callable[[Obj, int], Obj], nodes: int = 1) -> Make:
+    """An LLMInferenceService with the flags in `main`'s args, given a shape (roles, workers) and a node count."""
     def make(gpus: int, args: list[str] | None, annotations: dict[str, str] | None, enabled: str | None) -> Obj:
         ann = {**({"ep.nodes": str(nodes)} if nodes > 1 else {}), **(annotations or {})}
         return shape(llmisvc(gpus=str(gpus), args=args, annotations=ann, enabled=enabled), gpus)
