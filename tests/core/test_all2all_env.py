@@ -1,5 +1,7 @@
 """The all2all backend written into the container's env where the release reads it from there
-(webhook/core/all2allenv.py); real releases judge the same cases in tests/vllm/test_real_vllm.py."""
+(webhook/core/all2allenv.py), on InferenceServices: the release from the image tag, env already there, edits.
+The env in every vLLM container of every kind and layout, and its undo: tests/admission/test_rules_every_kind.py.
+Real releases judge the same cases in tests/vllm/test_real_vllm.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ from typing import Any
 import pytest
 
 from tests.helpers import apply, isvc, model
-from tests.kserve.test_llminferenceservice import llmisvc, multi_node
 from webhook.admission.kinds import mutate
 from webhook.core.annotations import UNDO_RECORD
 
@@ -114,17 +115,3 @@ def test_a_hand_written_backend_flag_goes_where_the_release_has_none() -> None:
     out, _ = run(obj)
     assert "--all2all-backend" not in model(out)["command"]
     assert model(out)["env"] == [{"name": ENV, "value": "deepep_low_latency"}]
-
-
-def test_an_llminferenceservice_on_an_old_release_gets_the_env_in_every_main_container() -> None:
-    obj = multi_node(llmisvc())
-    obj["metadata"]["annotations"].update({"ep.all2all-backend": "deepep_low_latency", "ep.vllm-version": "0.10.1.1",
-                                       "ep.nodes": "2"})
-    verdict = mutate(copy.deepcopy(obj))
-    assert verdict.allowed, verdict.message
-    out = apply(obj, verdict)
-    for pod in (out["spec"]["template"], out["spec"]["worker"]):
-        main = next(c for c in pod["containers"] if c["name"] == "main")
-        assert {"name": ENV, "value": "deepep_low_latency"} in main["env"]
-        assert "--all2all-backend" not in " ".join(main.get("args") or [])
-    assert turned(out, "false")["spec"] == obj["spec"]

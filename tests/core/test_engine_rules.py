@@ -1,4 +1,10 @@
-"""Table-driven tests, one group per rule of the EP mutation engine."""
+"""Table-driven tests, one group per rule of the EP mutation engine, on InferenceServices.
+
+The rules that hold for every kind alike (ep.enabled, the TP annotation, conflicting values replaced in
+place, negations, reject mode, undo, idempotence, the policy modes) are written once in
+tests/admission/test_rules_every_kind.py and run there for every layout of every kind; this file keeps
+what is read or written in an InferenceService's own way.
+"""
 
 from __future__ import annotations
 
@@ -23,34 +29,6 @@ def launched(obj: dict[str, Any]) -> Any:
 
 
 # -- what users write ------------------------------------------------------------
-
-
-@pytest.mark.parametrize("value", ["true", "TRUE", "True", " true "])
-def test_ep_enabled_true_in_any_case_turns_on_expert_parallel(value: str) -> None:
-    out, verdict = run(isvc(command=SERVE, enabled=value))
-    ns = launched(out)
-    assert verdict.allowed
-    assert (ns.enable_expert_parallel, ns.tensor_parallel_size, ns.data_parallel_size) == (True, 1, 8)
-
-
-@pytest.mark.parametrize("value", ["false", "FALSE", None])
-def test_disabled_or_missing_annotation_changes_nothing(value: str | None) -> None:
-    obj = isvc(command=SERVE + ["--tensor-parallel-size", "8"], enabled=value)
-    verdict = mutate(copy.deepcopy(obj))
-    assert verdict.allowed and verdict.patch == () and verdict.warnings == ()
-
-
-@pytest.mark.parametrize("value", ["yes", "1", "", "on", True])
-def test_any_other_ep_enabled_value_is_denied_with_the_accepted_values(value: Any) -> None:
-    verdict = mutate(isvc(command=SERVE, enabled=value))
-    assert not verdict.allowed
-    assert "ep.enabled" in verdict.message and '"true" or "false"' in verdict.message
-
-
-def test_tensor_parallel_annotation_sets_tp_and_divides_gpus_into_dp() -> None:
-    out, _ = run(isvc(command=SERVE, annotations={"ep.tensor-parallel-size": "2"}))
-    ns = launched(out)
-    assert (ns.tensor_parallel_size, ns.data_parallel_size, ns.enable_expert_parallel) == (2, 4, True)
 
 
 @pytest.mark.parametrize(
@@ -108,15 +86,6 @@ def test_no_command_puts_the_flags_at_the_end_of_args() -> None:
 def test_no_command_and_no_args_creates_args() -> None:
     out, _ = run(isvc())
     assert model(out)["args"] == ["--enable-expert-parallel", "--tensor-parallel-size", "1", "--data-parallel-size", "8"]
-
-
-def test_flags_in_args_that_conflict_with_a_command_are_fixed_in_args() -> None:
-    obj = isvc(command=["python3", "-m", "vllm.entrypoints.openai.api_server"], args=["--model=/mnt/models", "-tp=8"])
-    out, _ = run(obj)
-    m = model(out)
-    assert m["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-    assert m["args"][:2] == ["--model=/mnt/models", "-tp=1"]
-    assert launched(out).data_parallel_size == 8
 
 
 def test_legacy_kserve_container_entry_is_edited() -> None:
@@ -231,40 +200,10 @@ def test_unrecognised_launches_are_denied_saying_what_was_found_and_expected(com
 # -- rule 4: owned flags ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("flags", "replaced"),
-    [
-        (["--tensor-parallel-size", "8"], ["--tensor-parallel-size", "1"]),
-        (["--tensor-parallel-size=8"], ["--tensor-parallel-size=1"]),
-        (["--tensor_parallel_size=8"], ["--tensor_parallel_size=1"]),
-        (["-tp", "8"], ["-tp", "1"]),
-        (["-tp=8"], ["-tp=1"]),
-        (["--data-parallel-size", "2"], ["--data-parallel-size", "8"]),
-        (["-dp=3"], ["-dp=8"]),
-        (["--data_parallel_size", "16"], ["--data_parallel_size", "8"]),
-    ],
-)
-def test_conflicting_values_are_replaced_in_place_in_every_spelling(flags: list[str], replaced: list[str]) -> None:
-    out, verdict = run(isvc(command=SERVE + flags + ["--port", "8080"]))
-    cmd = model(out)["command"]
-    assert cmd[3 : 3 + len(replaced)] == replaced
-    assert any(w.startswith("replaced ") for w in verdict.warnings)
-    ns = launched(out)
-    assert (ns.tensor_parallel_size, ns.data_parallel_size, ns.enable_expert_parallel, ns.port) == (1, 8, True, 8080)
-
-
-@pytest.mark.parametrize("negation", ["--no-enable-expert-parallel", "--no_enable_expert_parallel"])
-def test_disabling_expert_parallel_is_removed(negation: str) -> None:
-    out, verdict = run(isvc(command=SERVE + [negation, "--port", "8080"]))
-    assert negation not in model(out)["command"]
-    assert f"removed {negation}" in verdict.warnings
-    assert launched(out).enable_expert_parallel is True
-
-
-def test_short_ep_flag_already_present_is_kept_and_not_duplicated() -> None:
-    out, _ = run(isvc(command=SERVE + ["-ep"]))
-    cmd = model(out)["command"]
-    assert cmd.count("-ep") == 1 and "--enable-expert-parallel" not in cmd
+def test_already_correct_commands_get_no_patch_and_no_record() -> None:
+    obj = isvc(command=["vllm", "serve", "m", "--enable-expert-parallel", "-tp", "1", "-dp", "8"])
+    verdict = mutate(obj)
+    assert verdict.allowed and verdict.patch == ()
 
 
 def test_duplicate_owned_flags_leave_exactly_one_occurrence() -> None:
@@ -283,22 +222,11 @@ def test_an_owned_flag_before_an_opaque_word_moves_to_the_end_so_it_wins() -> No
     )
 
 
-def test_reject_mode_denies_naming_the_conflicting_flag() -> None:
-    verdict = mutate(isvc(command=SERVE + ["--tensor-parallel-size", "8"]), Options(on_conflict="reject"))
-    assert not verdict.allowed
-    assert "--tensor-parallel-size 8" in verdict.message and "onConflict: reject" in verdict.message
-
-
 def test_reject_mode_names_a_shell_variable_and_the_negation() -> None:
     script = "vllm serve m --no-enable-expert-parallel -tp ${GPU_COUNT}"
     verdict = mutate(isvc(command=["bash", "-c", script]), Options(on_conflict="reject"))
     assert not verdict.allowed
     assert "--no-enable-expert-parallel" in verdict.message and "-tp ${GPU_COUNT}" in verdict.message
-
-
-def test_reject_mode_still_adds_missing_flags_when_nothing_conflicts() -> None:
-    out, verdict = run(isvc(command=SERVE + ["--tensor-parallel-size", "1"]), Options(on_conflict="reject"))
-    assert verdict.allowed and launched(out).data_parallel_size == 8
 
 
 @pytest.mark.parametrize(

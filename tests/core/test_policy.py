@@ -1,4 +1,10 @@
-"""Policy files, per-namespace resolution, and the engine's three modes."""
+"""Policy files, per-namespace resolution, and the engine's three modes.
+
+What enforce, forbid and reject do to an object of any kind is written once in
+tests/admission/test_rules_every_kind.py; this file keeps the policy file itself, what only an
+InferenceService has (a launch that cannot be read, runtimes, models named by a storageUri or a container)
+and enforce for some models only.
+"""
 
 from __future__ import annotations
 
@@ -112,15 +118,8 @@ def test_invalid_policies_name_the_bad_field(text: str, field: str) -> None:
 # -- modes in the engine -------------------------------------------------------------------------
 
 ENFORCE = Options(mode="enforce", allow_opt_out=False, rule="prod")
-ENFORCE_OPT_OUT = replace(ENFORCE, allow_opt_out=True)
 FORBID = Options(mode="forbid", rule="no-ep")
 SERVE = ["vllm", "serve", "/mnt/models", "-tp", "8"]
-
-
-def test_enforce_gives_ep_without_the_annotation() -> None:
-    out, verdict = run(isvc(command=SERVE, enabled=None), ENFORCE)
-    ns = parse_launch(model(out)["command"])
-    assert verdict.allowed and (ns.enable_expert_parallel, ns.tensor_parallel_size, ns.data_parallel_size) == (True, 1, 8)
 
 
 @pytest.mark.parametrize(
@@ -136,26 +135,6 @@ def test_enforce_passes_objects_ep_cannot_apply_to_untouched(obj: dict[str, Any]
     verdict = mutate(copy.deepcopy(obj), ENFORCE)
     assert verdict.allowed and verdict.patch == ()
     assert len(verdict.warnings) == 1 and reason in verdict.warnings[0] and len(verdict.warnings[0]) <= MAX_WARNING_LENGTH
-
-
-def test_enforce_still_denies_an_annotated_object_that_cannot_have_ep() -> None:
-    verdict = mutate(isvc(command=SERVE, limits={"nvidia.com/gpu": "1"}), ENFORCE)
-    assert not verdict.allowed and "at least 2 GPUs" in verdict.message
-
-
-def test_enforce_opt_out_is_honoured_only_where_allowed() -> None:
-    obj = isvc(command=SERVE, enabled="false")
-    denied = mutate(copy.deepcopy(obj), ENFORCE)
-    assert not denied.allowed and "opting out is not allowed" in denied.message and "prod" in denied.message
-    allowed = mutate(copy.deepcopy(obj), ENFORCE_OPT_OUT)
-    assert allowed.allowed and allowed.patch == ()
-
-
-def test_enforce_keeps_ep_when_the_annotation_is_removed() -> None:
-    on, _ = run(isvc(command=SERVE), ENFORCE)
-    del on["metadata"]["annotations"]["ep.enabled"]
-    again = mutate(copy.deepcopy(on), ENFORCE)
-    assert again.allowed and again.patch == ()
 
 
 # -- enforce for some models only ------------------------------------------------------------------------
@@ -211,50 +190,10 @@ def test_an_object_enforced_earlier_whose_model_is_no_longer_covered_gets_its_co
     assert model(back)["command"] == SERVE
 
 
-@pytest.mark.parametrize(("globs", "covered"), [(("hf://qwen/*",), True), (("qwen3-moe",), True),
-                                               (("*llama*",), False)])
-def test_enforce_with_models_reads_an_llminferenceservices_model_uri_and_name(globs: tuple[str, ...],
-                                                                               covered: bool) -> None:
-    from tests.kserve.test_llminferenceservice import llmisvc
-
-    verdict = mutate(llmisvc(enabled=None), replace(ENFORCE, models=globs))
-    assert verdict.allowed and (verdict.patch != ()) == covered
-
-
 def test_policy_models_are_parsed_and_inherited_by_enforce_rules() -> None:
     policy = parse('defaults: {models: ["*DeepSeek*"]}\nrules: [{namespaces: [prod], mode: enforce}]\n')
     assert policy.options_for("prod", {}).models == ("*DeepSeek*",)
     assert policy.options_for("prod", {}).enforces(("hf://deepseek-ai/deepseek-v3",))  # any case
-
-
-def test_forbid_denies_the_annotation() -> None:
-    verdict = mutate(isvc(command=SERVE), FORBID)
-    assert not verdict.allowed and "forbidden" in verdict.message and "no-ep" in verdict.message
-
-
-@pytest.mark.parametrize(
-    "obj",
-    [
-        isvc(command=["vllm", "serve", "m", "--enable-expert-parallel"], enabled=None),
-        isvc(command=["vllm", "serve", "m"], args=["-ep"], enabled=None),
-        isvc(args=["--enable_expert_parallel"], enabled=None),
-        isvc(command=["bash", "-c", "GPU=8\nexec vllm serve m \\\n  -ep -tp 1 -dp $GPU"], enabled=None),
-        isvc(command=["vllm", "serve", "m", "-ep"], enabled="false"),
-    ],
-)
-def test_forbid_denies_hand_written_expert_parallel_flags(obj: dict[str, Any]) -> None:
-    verdict = mutate(copy.deepcopy(obj), FORBID)
-    assert not verdict.allowed and "forbidden" in verdict.message
-    assert "-ep" in verdict.message or "expert" in verdict.message
-
-
-def test_forbid_allows_plain_objects_and_undoes_an_earlier_change() -> None:
-    assert mutate(isvc(command=["vllm", "serve", "m"], enabled=None), FORBID).allowed
-    original = isvc(command=SERVE)
-    on, _ = run(original)
-    del on["metadata"]["annotations"]["ep.enabled"]
-    off, verdict = run(on, FORBID)
-    assert verdict.allowed and model(off)["command"] == SERVE
 
 
 # -- runtime awareness ------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""LLMInferenceService: every case is run the way the pod would run it.
+"""LLMInferenceService: what is its own (spec.parallelism, roles, workers, the presets' eval, its model
+fields); the rules it shares with every kind are in tests/admission/test_rules_every_kind.py.
+
+Every case is run the way the pod would run it.
 
 The mutated object is merged with KServe's preset for each role (from
 ../shared/kserve/llmisvcconfig), the preset's Go template is rendered, the
@@ -20,7 +23,6 @@ from tests.kserve_presets import container_argv, run
 from tests.vllm_grammar import parse_launch
 from webhook.admission.kinds import mutate
 from webhook.core.planner import HYBRID_LB_NOTE
-from webhook.core.annotations import UNDO_RECORD
 from webhook.core.options import Options
 
 
@@ -96,12 +98,10 @@ def test_a_single_node_role_runs_ep_with_dp_equal_to_its_gpus(version: str, tmp_
     assert "set spec.parallelism: tensor=1 expert=true data=8 dataLocal=8" in verdict.warnings
 
 
-def test_the_tensor_parallel_annotation_sets_tp_in_parallelism_and_dp_from_the_rest(tmp_path: Path) -> None:
+def test_the_tensor_parallel_annotation_goes_into_parallelism_not_args() -> None:
     out, _ = mutated(llmisvc(annotations={"ep.tensor-parallel-size": "2"}))
     assert out["spec"]["parallelism"] == {"tensor": 2, "expert": True, "data": 4, "dataLocal": 4}
     assert "--tensor-parallel-size" not in out["spec"]["template"]["containers"][0]["args"]  # the preset renders it
-    ns = vllm_of(out, tmp_path)
-    assert (ns.tensor_parallel_size, ns.data_parallel_size, ns.enable_expert_parallel) == (2, 4, True)
 
 
 def test_a_json_eplb_config_survives_the_presets_eval_byte_for_byte(tmp_path: Path) -> None:
@@ -124,19 +124,9 @@ def test_annotation_values_never_execute_under_the_presets_eval(hostile: str, tm
     assert not list(tmp_path.rglob("CANARY"))
 
 
-def test_hand_written_conflicting_args_are_fixed_where_they_are(tmp_path: Path) -> None:
-    out, verdict = mutated(llmisvc(args=["--max-model-len=8192", "--data-parallel-size=2", "-tp", "4"]))
-    args = out["spec"]["template"]["containers"][0]["args"]
-    assert args[:4] == ["--max-model-len=8192", "--data-parallel-size=8", "-tp", "1"]
-    ns = vllm_of(out, tmp_path)
-    assert (ns.tensor_parallel_size, ns.data_parallel_size, ns.max_model_len) == (1, 8, 8192)
-    assert any("replaced --data-parallel-size=2" in w for w in verdict.warnings)
-
-
-def test_reject_mode_denies_a_conflicting_parallelism_or_flag() -> None:
-    reject = Options(on_conflict="reject")
-    assert "spec.parallelism sets tensor: 4" in mutate(llmisvc(parallelism={"tensor": 4}), reject).message
-    assert "--data-parallel-size 2" in mutate(llmisvc(args=["--data-parallel-size", "2"]), reject).message
+def test_reject_mode_denies_a_conflicting_parallelism() -> None:
+    verdict = mutate(llmisvc(parallelism={"tensor": 4}), Options(on_conflict="reject"))
+    assert not verdict.allowed and "spec.parallelism sets tensor: 4" in verdict.message
 
 
 def test_args_that_the_shell_splits_are_left_alone_and_the_webhooks_flags_come_after(tmp_path: Path) -> None:
@@ -208,7 +198,8 @@ def test_hand_written_layout_flags_in_multi_node_args_are_corrected_not_added(tm
     assert vllm_of(out, tmp_path).data_parallel_size == 16
 
 
-# -- GPUs, undo, idempotence, policy ---------------------------------------------------------------
+# -- GPUs, undo and policy in an LLMInferenceService's own fields ---------------------------------
+# (undo, idempotence, re-planning, hand edits and the policy modes for every kind: tests/admission/test_rules_every_kind.py)
 
 
 def test_an_object_that_does_not_show_its_gpus_is_denied_saying_where_to_put_them() -> None:
@@ -220,47 +211,31 @@ def test_an_object_that_does_not_show_its_gpus_is_denied_saying_where_to_put_the
     assert not verdict.allowed and "container named main" in verdict.message and "baseRefs" in verdict.message
 
 
-def test_turning_ep_off_restores_parallelism_and_args_exactly() -> None:
-    original = with_prefill(llmisvc(args=["--max-model-len=4096"], parallelism={"tensor": 8}))
+def test_turning_ep_off_gives_back_a_hand_written_parallelism_and_roles_of_other_sizes() -> None:
+    original = with_prefill(llmisvc(args=["--max-model-len=4096"], parallelism={"tensor": 8}), gpus="4")
     on, _ = mutated(original)
-    assert UNDO_RECORD in on["metadata"]["annotations"]
-    on["metadata"]["annotations"]["ep.enabled"] = "false"
-    off, verdict = mutated(on)
-    del off["metadata"]["annotations"]["ep.enabled"], original["metadata"]["annotations"]["ep.enabled"]
-    assert off == original
-    assert any("restored parallelism" in w for w in verdict.warnings)
+    assert on["spec"]["parallelism"]["tensor"] == 1 and on["spec"]["prefill"]["parallelism"]["data"] == 4
+    off, _ = mutated(json.loads(json.dumps(ep_off(on), sort_keys=True)))  # Go serialises maps with sorted keys
+    assert off == ep_off(original)
 
 
-def test_undo_still_works_when_the_api_server_returns_keys_in_another_order() -> None:
-    original = llmisvc(parallelism={"tensor": 8})
-    on, _ = mutated(original)
-    stored = json.loads(json.dumps(on, sort_keys=True))  # Go serialises maps with sorted keys
-    stored["metadata"]["annotations"]["ep.enabled"] = "false"
-    off, _ = mutated(stored)
-    assert off["spec"]["parallelism"] == {"tensor": 8} and UNDO_RECORD not in off["metadata"]["annotations"]
-
-
-def test_a_second_review_of_the_mutated_object_changes_nothing() -> None:
-    quoted = {"ep.eplb-config": '{"window_size": 10, "policy": "a b"}'}  # written shell-quoted, read back as JSON
-    for obj in (llmisvc(), llmisvc(annotations=quoted), with_prefill(llmisvc()),
-                multi_node(llmisvc(annotations={"ep.nodes": "3", **quoted}))):
-        out, _ = mutated(obj)
-        again = mutate(copy.deepcopy(out))
-        assert again.allowed and not again.patch and not again.warnings
-
-
-def test_a_new_gpu_count_gives_a_new_layout_from_the_original(tmp_path: Path) -> None:
-    out, _ = mutated(llmisvc())
-    out["spec"]["template"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "4"
-    again, _ = mutated(out)
-    assert again["spec"]["parallelism"]["data"] == 4
-    assert vllm_of(again, tmp_path).data_parallel_size == 4
-    assert again["spec"]["template"]["containers"][0]["args"].count("--data-parallel-size") == 1
+def ep_off(obj: dict[str, Any]) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["annotations"]["ep.enabled"] = "false"
+    return obj
 
 
 def test_forbid_mode_denies_expert_parallelism_written_into_parallelism() -> None:
     verdict = mutate(llmisvc(enabled=None, parallelism={"expert": True}), Options(mode="forbid"))
     assert not verdict.allowed and "spec.parallelism.expert is true" in verdict.message
+
+
+@pytest.mark.parametrize(("globs", "covered"), [(("hf://qwen/*",), True), (("qwen3-moe",), True),
+                                               (("*llama*",), False)])
+def test_enforce_with_models_reads_an_llminferenceservices_model_uri_and_name(globs: tuple[str, ...],
+                                                                               covered: bool) -> None:
+    verdict = mutate(llmisvc(enabled=None), Options(mode="enforce", allow_opt_out=False, rule="prod", models=globs))
+    assert verdict.allowed and (verdict.patch != ()) == covered
 
 
 @pytest.mark.parametrize(
