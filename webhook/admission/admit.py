@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-from webhook.admission.kinds import KINDS, mutate
+from webhook.admission.kinds import KINDS, decide
 from webhook.kserve.api import GROUP
-from webhook.kserve.images import ReleaseOf
+from webhook.kserve.view import UNKNOWN, NamespaceView
 from webhook.core.policy import LabelsUnknown
 from webhook.admission.review import AdmissionRequest
-from webhook.kserve.selection import Runtimes
-from webhook.core.dra import Templates
 from webhook.core.options import Options
 from webhook.core.verdict import Verdict
 
@@ -21,17 +19,14 @@ DECIDED_OPERATIONS = frozenset({"CREATE", "UPDATE"})
 def admit(
     request: AdmissionRequest,
     options_for: Callable[[str], Options],
-    runtimes_for: Callable[[str], Runtimes] | None = None,
-    templates_for: Callable[[str], Templates] | None = None,
-    configs_for: Callable[[str], Mapping[str, Mapping[str, object]]] | None = None,
-    release_of: ReleaseOf | None = None,
+    view_for: Callable[[str], NamespaceView] | None = None,
 ) -> Verdict:
     """Run the engine on InferenceService and LLMInferenceService creates and updates; allow the rest.
 
-    `options_for(namespace)` applies the policy; `runtimes_for(namespace)` gives the
-    runtimes KServe could use there; `templates_for(namespace)` its ResourceClaimTemplates by name; `configs_for(namespace)` its LLMInferenceServiceConfigs;
-    `release_of` finds an image's vLLM release (the server's memo; None: read each time). Dry-run requests are treated like any other: the webhook has no
-    side effects.
+    `options_for(namespace)` applies the policy; `view_for(namespace)` gives what the adapters may read besides
+    the object (`NamespaceView`: the runtimes KServe could use there, its ResourceClaimTemplates and
+    LLMInferenceServiceConfigs, how an image's vLLM release is found); None: none of them is known. Dry-run
+    requests are treated like any other: the webhook has no side effects.
     """
     if request.kind.group != GROUP or request.kind.kind not in KINDS or request.operation not in DECIDED_OPERATIONS:
         return Verdict.allow()
@@ -42,9 +37,7 @@ def admit(
             f"the webhook's policy depends on the labels of namespace {request.namespace!r}, which it does not "
             f"know yet (it may not reach the API server); retry in a few seconds"
         )
-    return mutate(request.object, options, runtimes_for(request.namespace) if runtimes_for else None,
-                  templates_for(request.namespace) if templates_for else None,
-                  configs_for(request.namespace) if configs_for else None, release_of)
+    return decide(request.object, options, view_for(request.namespace) if view_for else UNKNOWN)
 
 
 def outcome(verdict: Verdict) -> str:

@@ -15,11 +15,10 @@ from webhook.core import engine
 from webhook.core.options import Options
 from webhook.core.verdict import Verdict
 from webhook.core.workload import Adapter
-from webhook.kserve import images, inferenceservice, llminferenceservice
-from webhook.kserve.images import ReleaseOf
+from webhook.kserve import inferenceservice, llminferenceservice
 from webhook.core.dra import Templates
 from webhook.kserve.selection import Runtimes
-from webhook.kserve.view import NamespaceView
+from webhook.kserve.view import UNKNOWN, NamespaceView
 
 ADAPTERS: dict[str, Adapter[NamespaceView]] = {
     inferenceservice.KIND: inferenceservice.read,
@@ -40,7 +39,6 @@ def mutate(
     obj: object, options: Options | None = None, runtimes: Runtimes | None = None,
     claim_templates: Templates | None = None,
     llm_configs: Mapping[str, Mapping[str, object]] | None = None,
-    release_of: ReleaseOf | None = None,
 ) -> Verdict:
     """Decide on one InferenceService or LLMInferenceService: allow, allow with a patch, or deny.
 
@@ -50,16 +48,18 @@ def mutate(
     `webhook.kserve.selection`). Without them (None) that runtime is not checked.
     `claim_templates` are the ResourceClaimTemplates of the object's namespace
     by name (None: unknown), which decide how many GPUs DRA claims give;
-    `llm_configs` its LLMInferenceServiceConfigs by name (None: unknown);
-    `release_of` finds an image's vLLM release (None: `images.release_of`; a server passes its memo).
+    `llm_configs` its LLMInferenceServiceConfigs by name (None: unknown).
     Never raises: a problem with the object is a denial.
     """
-    view = _EMPTY if runtimes is None and claim_templates is None and llm_configs is None and release_of is None \
-        else NamespaceView(runtimes, claim_templates, llm_configs, release_of or images.release_of)
-    return engine.mutate(obj, adapter_for(obj), options or Options(), view)
+    view = UNKNOWN if runtimes is None and claim_templates is None and llm_configs is None \
+        else NamespaceView(runtimes, claim_templates, llm_configs)
+    return decide(obj, options or Options(), view)
 
 
-_EMPTY = NamespaceView()
+def decide(obj: object, options: Options, view: NamespaceView) -> Verdict:
+    """`mutate` with the namespace's objects as one view (how the server calls it: see `admit`)."""
+    return engine.mutate(obj, adapter_for(obj), options, view)
+
 
 
 def running_ep(obj: object) -> bool:

@@ -27,3 +27,7 @@ class NamespaceView(NamedTuple):
     `baseRefs` cannot be read). Those of KServe's own namespace are the platform's and are not listed."""
     release_of: ReleaseOf = release_of
     """`images.release_of`, or a memo of it that the caller keeps (the server reads each image string once)."""
+
+
+UNKNOWN = NamespaceView()
+"""Nothing known besides the object: no runtimes, templates or configs; releases read from each image."""

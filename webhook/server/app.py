@@ -28,6 +28,7 @@ from webhook.server.metrics import Metrics
 from webhook.core.policy import DEFAULT, Policy
 from webhook.kserve import images
 from webhook.kserve.images import ReleaseOf
+from webhook.kserve.view import NamespaceView
 from webhook.tls.reloader import Reloading
 from webhook.admission.response import build_response, errored
 from webhook.admission.review import MAX_BODY, OPERATIONS, BadReview, decode
@@ -65,6 +66,19 @@ class ServerState:
         policy = self.policy.value if self.policy else DEFAULT
         labels = self.cluster.labels(namespace) if self.cluster else None
         return policy.options_for(namespace, labels)
+
+    def view_for(self, namespace: str) -> NamespaceView:
+        """What the adapters may read of `namespace` besides the object: the cluster view's runtimes, templates and
+        configs as last seen (unknown without a cluster view), and the memo of image releases."""
+        cluster = self.cluster
+        if cluster is None:
+            return self._alone
+        return NamespaceView(cluster.runtimes_for(namespace), cluster.claim_templates_for(namespace),
+                             cluster.llm_configs_for(namespace), self.release_of)
+
+    @functools.cached_property
+    def _alone(self) -> NamespaceView:
+        return NamespaceView(release_of=self.release_of)
 
     def ready(self) -> bool:
         """Serving certificates loaded and, with a cluster view, the caches admission needs listed once."""
@@ -149,10 +163,7 @@ class WebhookApp:
         req = review.request
         verdict: Verdict | None = None
         try:
-            cluster = state.cluster
-            verdict = admit(req, state.options_for, cluster.runtimes_for if cluster else None,
-                            cluster.claim_templates_for if cluster else None,
-                            cluster.llm_configs_for if cluster else None, state.release_of)
+            verdict = admit(req, state.options_for, state.view_for)
             answer = build_response(review.apiVersion, req.uid, verdict)
             result = outcome(verdict)
         except Exception:  # a bug must not become an HTTP 500 or take the server down
