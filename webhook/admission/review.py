@@ -81,6 +81,8 @@ class AdmissionReview:
 
 def _str(data: dict[str, object], key: str, where: str, required: bool = False) -> str:
     value = data.get(key)
+    if type(value) is str and (value or not required):  # the usual case, first
+        return value
     if value is None and not required:
         return ""
     if not isinstance(value, str) or (required and not value):

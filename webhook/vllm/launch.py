@@ -262,7 +262,7 @@ def server_of(items: Sequence[str]) -> Server:
     More than `MAX_LAUNCH_ARGUMENTS` items are not read (vLLM: rewriting then denies, naming the limit)."""
     if len(items) > MAX_LAUNCH_ARGUMENTS:
         return "vllm"
-    if not any(_HUGGINGFACESERVER in item for item in items):
+    if _HUGGINGFACESERVER not in "\0".join(items):  # the name has no NUL: a match is within one item
         return "vllm"  # the only other server: its module name must be written somewhere
     found = read(items)
     if isinstance(found, ListLaunch):
