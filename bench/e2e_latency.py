@@ -8,7 +8,10 @@ of bench/gohook (the same list edit; built with the machine's `go`), then
 times sequential creates of annotated InferenceServices in four cases: no
 webhook registered; ep-webhook; the Go webhook (`go`: the list edit only);
 the Go webhook writing an undo record like ep-webhook's (`go+undo`: the same
-answer, so the API server does the same work with it). The cases take turns
+answer, so the API server does the same work with it); and `floor`: ep-webhook's
+serving stack (uvicorn, httptools, uvloop, Python's TLS: `webhook.server.server.run`)
+with an app that only reads the uid and answers a constant one-operation patch,
+which says how much of ep-webhook's added time is the stack rather than the decision. The cases take turns
 in `--rounds` rounds (each round: every case, `creates / rounds` creates
 each), so that drift of the machine during the run falls on all alike. Every create is a different object: its name and a flag value
 (`--max-model-len N`) change each time, as real clients' objects do.
@@ -51,6 +54,40 @@ from webhook.core.annotations import UNDO_RECORD  # noqa: E402
 from webhook.tls import certs  # noqa: E402
 
 NAMESPACE = "bench"
+FLOOR = """
+import sys
+from pathlib import Path
+import orjson
+from webhook.server.server import run
+from webhook.tls.context import server_context
+
+PATCH = "W3sib3AiOiJhZGQiLCJwYXRoIjoiL21ldGFkYXRhL2xhYmVscyIsInZhbHVlIjp7ImZsb29yIjoiMSJ9fV0="  # add a label
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    review = orjson.loads(body)
+    answer = orjson.dumps({"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": {
+        "uid": review["request"]["uid"], "allowed": True, "patchType": "JSONPatch", "patch": PATCH}})
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
+    await send({"type": "http.response.body", "body": answer})
+
+cert_dir = Path(sys.argv[1])
+run(app, server_context(cert_dir / "tls.crt", cert_dir / "tls.key"), "127.0.0.1", int(sys.argv[2]))
+"""
+"""ep-webhook's serving stack answering a constant patch (the `floor` case)."""
 
 
 def new_object(name: str, i: int) -> dict[str, Any]:
@@ -73,15 +110,17 @@ def measure(api: client.ApiClient, n: int, prefix: str) -> list[float]:
 
 
 def who_answers(api: client.ApiClient) -> str:
-    """Which webhook the API server calls now: none, ep-webhook, go or go+undo.
+    """Which webhook the API server calls now: none, ep-webhook, floor, go or go+undo.
 
     ep-webhook replaces --tensor-parallel-size in place; the Go webhook drops it and appends its flags
     (so the command ends `--tensor-parallel-size 1 --data-parallel-size N`); go+undo also writes the
-    undo annotation.
+    undo annotation; the floor adds a label `floor`.
     """
     out = client.CustomObjectsApi(api).create_namespaced_custom_object(
         "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", new_object("probe", 0), dry_run="All")
     command = out["spec"]["predictor"]["model"]["command"]
+    if out["metadata"].get("labels", {}).get("floor") == "1":
+        return "floor"
     if "--data-parallel-size" not in command:
         return "none"
     if command[-4:-2] != ["--tensor-parallel-size", "1"]:
@@ -151,7 +190,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         gohook = build_go(base)
-        cases = ["none", "ep-webhook"] + (["go", "go+undo"] if gohook is not None else [])
+        cases = ["none", "ep-webhook", "floor"] + (["go", "go+undo"] if gohook is not None else [])
         if gohook is None:
             print("no `go` on this machine: the Go webhook is left out", file=sys.stderr)
         cluster = Cluster(base / "cluster", k8s_binaries())
@@ -169,7 +208,9 @@ def main() -> int:
             install_crds(api)
             client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
             with running_server(cert_dir, base / "webhook.log", ["--log-level", "info"]) as server:
-                ports = {"ep-webhook": server.port}
+                ports = {"ep-webhook": server.port, "floor": free_port()}
+                gos.append(subprocess.Popen([sys.executable, "-c", FLOOR, str(cert_dir), str(ports["floor"])],
+                                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 if gohook is not None:
                     for case, env in (("go", {}), ("go+undo", {"GOHOOK_UNDO": "1"})):
                         ports[case] = free_port()
@@ -220,6 +261,8 @@ def main() -> int:
     for go in ("go", "go+undo"):
         if go in times:
             print(f"ep-webhook's added p50 minus {go}'s: {pct(times['ep-webhook'], 50) - pct(times[go], 50):+.2f} ms")
+            print(f"  of which the serving stack (floor minus {go}): {pct(times['floor'], 50) - pct(times[go], 50):+.2f} ms,"
+                  f" the decision (ep-webhook minus floor): {pct(times['ep-webhook'], 50) - pct(times['floor'], 50):+.2f} ms")
     return 0
 
 

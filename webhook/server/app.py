@@ -171,14 +171,16 @@ class WebhookApp:
             answer = errored(review.apiVersion, req.uid, 500, "the EP webhook failed on this object; see its logs")
             result = "denied"
         elapsed = time.perf_counter() - started
-        operation = req.operation if req.operation in OPERATIONS else "unknown"  # metric labels stay few
-        state.metrics.observe(operation, result, elapsed)
-        review_log.write("review", "info", {
-            "uid": req.uid, "namespace": req.namespace, "name": req.name, "operation": operation,
-            "kind": req.kind.kind, "dryRun": req.dryRun, "outcome": result,
-            "warnings": len(verdict.warnings) if verdict else 0, "duration_ms": round(elapsed * 1000, 3),
-        })
-        await _respond(send, 200, orjson.dumps(answer))
+        try:  # the answer first: the API server (and the user's create) waits for it, not for the log and metrics
+            await _respond(send, 200, orjson.dumps(answer))
+        finally:
+            operation = req.operation if req.operation in OPERATIONS else "unknown"  # metric labels stay few
+            state.metrics.observe(operation, result, elapsed)
+            review_log.write("review", "info", {
+                "uid": req.uid, "namespace": req.namespace, "name": req.name, "operation": operation,
+                "kind": req.kind.kind, "dryRun": req.dryRun, "outcome": result,
+                "warnings": len(verdict.warnings) if verdict else 0, "duration_ms": round(elapsed * 1000, 3),
+            })
 
 
 def create_app(state: ServerState) -> WebhookApp:
