@@ -75,3 +75,11 @@ def test_huggingfaceserver_is_judged_by_the_vllm_its_image_bundles(checked: None
     with pytest.raises(Disagreement, match=r"vLLM 0\.24\.0 \(api_server, parse_known_args"):
         CROSS_CHECK(Launch("huggingfaceserver", tuple(argv), gpus=8), vllm_grammar.argparse.Namespace(
             **{**vars(ns), "tensor_parallel_size": 4}))
+
+
+def test_huggingfaceserver_reads_only_its_known_spellings_as_its_vllm_does(checked: None) -> None:
+    """parse_known_args: an underscore spelling of a vLLM flag is dropped, huggingfaceserver's own
+    `--max_model_len` is read, an unknown flag is ignored (the cross-check holds the grammar to 0.24.0)."""
+    ns = parse_huggingfaceserver(["--model_name=q", "--data_parallel_size=2", "--max_model_len=4096",
+                                  "--no-such-flag", "--enable-expert-parallel"], visible_gpus=8)
+    assert (ns.data_parallel_size, ns.max_model_len, ns.tensor_parallel_size) == (1, 4096, 8)

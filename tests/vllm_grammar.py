@@ -199,7 +199,8 @@ def parser(positional_model: bool, release: str | None = None) -> _Parser:
 def parse_launch(argv: Sequence[str], *, release: str | None = None, gpus: int | None = None,
                  env: Mapping[str, str] | None = None) -> argparse.Namespace:
     """Parse a whole launch (`vllm serve ...` or `python -m ...api_server ...`). `release`, `gpus` and `env`
-    only tell the checks (`CHECKS`) which vLLM runs it, on how many GPUs, with which env (see `Launch`)."""
+    only tell the checks (`CHECKS`) which vLLM runs it, on how many GPUs, with which env (see `Launch`);
+    except that huggingfaceserver sets its tensor parallel size to `gpus` (`parse_huggingfaceserver`)."""
     words = list(argv)
 
     def on(p: _Parser) -> _Parser:
@@ -213,7 +214,7 @@ def parse_launch(argv: Sequence[str], *, release: str | None = None, gpus: int |
         i = words.index("-m")
         module = words[i + 1]
         if module == "huggingfaceserver":
-            return parse_huggingfaceserver(words[i + 2 :], release=release, env=env)
+            return parse_huggingfaceserver(words[i + 2 :], gpus, release=release, env=env)
         if module == "vllm.entrypoints.openai.api_server":
             return on(parser(False, release)).parse_args(words[i + 2 :])
         if module == "vllm.entrypoints.cli.main" and words[i + 2] == "serve":
@@ -222,8 +223,9 @@ def parse_launch(argv: Sequence[str], *, release: str | None = None, gpus: int |
 
 
 # KServe's huggingfaceserver (python/huggingfaceserver/huggingfaceserver/__main__.py at v0.20): its own
-# flags next to vLLM's engine flags, `--backend` by enum name; with the vLLM backend,
-# vllm/vllm_model.py then sets tensor_parallel_size = torch.cuda.device_count().
+# flags next to vLLM's engine flags, `--backend` by enum name, read with `parse_known_args` (unknown words
+# are ignored, and `--long_name` spellings of vLLM's flags are unknown: only vLLM's own parse_args rewrites
+# them); with the vLLM backend, vllm/vllm_model.py then sets tensor_parallel_size = torch.cuda.device_count().
 BACKENDS = ["auto", "huggingface", "vllm"]
 
 
@@ -236,9 +238,12 @@ def parse_huggingfaceserver(argv: Sequence[str], visible_gpus: int | None = None
     p.add_argument("--model_dir", "--model-dir", default="/mnt/models")
     p.add_argument("--model_id", "--model-id")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
+    # its own spellings of two engine options, into vLLM's destinations
+    p.add_argument("--max_model_len", "--max_length", dest="max_model_len", type=int)
+    p.add_argument("--trust_remote_code", action="store_true")
 
     def parse() -> argparse.Namespace:
-        ns = p.read(list(argv))
+        ns, _ = argparse.ArgumentParser.parse_known_args(p, list(argv))
         ns.server = "huggingfaceserver"
         if visible_gpus is not None and ns.backend != "huggingface":
             ns.tensor_parallel_size = visible_gpus

@@ -55,19 +55,29 @@ python/kserve/kserve/model_server.py `--model_name`; python/huggingfaceserver/hu
 the others): vLLM's parser does not get them."""
 
 
+HUGGINGFACESERVER_SAME_DEST = {"--max_model_len": "--max-model-len", "--max_length": "--max-model-len",
+                               "--trust_remote_code": "--trust-remote-code"}
+"""huggingfaceserver's own options that fill a vLLM engine argument (KServe v0.20.0 huggingfaceserver/__main__.py),
+and vLLM's spelling of it."""
+
+
 def huggingfaceserver_vllm_argv(argv: Sequence[str], visible_gpus: int | None) -> list[str]:
     """What vLLM's parser reads of huggingfaceserver's argv (the words after `python -m huggingfaceserver`):
-    its own options (`HUGGINGFACESERVER_OWN`) removed; with `visible_gpus`, the tensor parallel size it sets to
-    the GPU count after parsing (KServe v0.20.0 huggingfaceserver/vllm/vllm_model.py) as a last flag. The
-    release parses the rest with `parse_known_args`, as huggingfaceserver's `__main__.py` does."""
+    its own options (`HUGGINGFACESERVER_OWN`) removed, those filling an engine argument in vLLM's spelling
+    (`HUGGINGFACESERVER_SAME_DEST`); with `visible_gpus`, the tensor parallel size it sets to the GPU count
+    after parsing (KServe v0.20.0 huggingfaceserver/vllm/vllm_model.py) as a last flag. The release parses the
+    rest with `parse_known_args`, as huggingfaceserver's `__main__.py` does."""
     words: list[str] = []
     skip = False
     for word in argv:
+        name, eq, value = word.partition("=")
         if skip:
             skip = False
         elif word in HUGGINGFACESERVER_OWN:
             skip = True
-        elif not word.startswith(tuple(f"{o}=" for o in HUGGINGFACESERVER_OWN)):
+        elif name in HUGGINGFACESERVER_SAME_DEST:
+            words.append(HUGGINGFACESERVER_SAME_DEST[name] + eq + value)
+        elif not (eq and name in HUGGINGFACESERVER_OWN):
             words.append(word)
     return words + (["--tensor-parallel-size", str(visible_gpus)] if visible_gpus is not None else [])
 
