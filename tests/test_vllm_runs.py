@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterator
 
@@ -73,7 +74,7 @@ def test_huggingfaceserver_is_judged_by_the_vllm_its_image_bundles(checked: None
     ns = parse_huggingfaceserver(argv, visible_gpus=8)
     assert (ns.tensor_parallel_size, ns.enable_expert_parallel) == (8, True)
     with pytest.raises(Disagreement, match=r"vLLM 0\.24\.0 \(api_server, parse_known_args"):
-        CROSS_CHECK(Launch("huggingfaceserver", tuple(argv), gpus=8), vllm_grammar.argparse.Namespace(
+        CROSS_CHECK(Launch("huggingfaceserver", tuple(argv), gpus=8), argparse.Namespace(
             **{**vars(ns), "tensor_parallel_size": 4}))
 
 
