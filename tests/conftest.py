@@ -15,7 +15,6 @@ the inner loop (`./dev test` and CI run with it on).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from pathlib import Path
@@ -25,6 +24,7 @@ from kubernetes import client
 
 from tests.e2e.cluster import Cluster, k8s_binaries
 from tests.e2e.conftest import install_crds, new_client
+from tests.vllm_runs import GRAMMAR_ONLY
 
 if TYPE_CHECKING:
     from tests.vllm_releases import Judge
@@ -58,10 +58,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def api(cluster: Cluster) -> client.ApiClient:
     return new_client(cluster.kubeconfig)
 
-
-
-GRAMMAR_ONLY = os.environ.get("EP_WEBHOOK_GRAMMAR_ONLY", "") not in ("", "0")
-"""EP_WEBHOOK_GRAMMAR_ONLY=1: the grammar's parses are not judged by the real releases (inner loop only)."""
 
 
 @pytest.fixture(scope="session", autouse=True)

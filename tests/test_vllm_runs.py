@@ -10,20 +10,19 @@ import pytest
 
 from tests import vllm_grammar
 from tests.vllm_grammar import GrammarError, Launch, parse_huggingfaceserver, parse_launch
-from tests.vllm_runs import CROSS_CHECK, HUGGINGFACESERVER_RELEASE, Disagreement, huggingfaceserver_vllm_argv
+from tests.vllm_runs import (
+    CROSS_CHECK, GRAMMAR_ONLY, HUGGINGFACESERVER_RELEASE, Disagreement, huggingfaceserver_vllm_argv,
+)
 
+pytestmark = pytest.mark.skipif(GRAMMAR_ONLY, reason="EP_WEBHOOK_GRAMMAR_ONLY: the cross-check is off")
 EP = ["vllm", "serve", "/mnt/models", "-dp", "8", "--enable-expert-parallel"]
 
 
 @pytest.fixture
 def checked() -> Iterator[None]:
-    """The cross-check on for this test, also under EP_WEBHOOK_GRAMMAR_ONLY."""
-    added = CROSS_CHECK not in vllm_grammar.CHECKS
-    if added:
-        vllm_grammar.CHECKS.append(CROSS_CHECK)
+    """The session's cross-check, on (tests/conftest.py)."""
+    assert CROSS_CHECK in vllm_grammar.CHECKS
     yield
-    if added:
-        vllm_grammar.CHECKS.remove(CROSS_CHECK)
 
 
 def test_a_launch_both_read_alike_passes(checked: None) -> None:
