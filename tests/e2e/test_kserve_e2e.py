@@ -66,7 +66,7 @@ CUSTOM_RUNTIME_SCRIPT = 'exec vllm serve /mnt/models --served-model-name "$MODEL
 
 def list_command(api: client.ApiClient, ns: str) -> dict[str, Any]:
     """`vllm serve` as a list in spec.predictor.model.command (the runtime's args still follow, with the model:
-    vLLM 0.15+ refuses a positional model beside `--model`)."""
+    vLLM 0.11.2+ refuses a positional model beside `--model`)."""
     return {"modelFormat": {"name": "vLLM"}, "command": ["vllm", "serve", "-tp", "8"]}
 
 
