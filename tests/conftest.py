@@ -7,6 +7,10 @@ defined in a sub-folder's conftest would start one per folder).
 Every test in tests/e2e and tests/chart is marked `e2e` here, by folder, so a
 new file there needs nothing to be left out of the fast loop
 (`-m "not slow and not e2e"`).
+
+Every launch the fast grammar (tests/vllm_grammar.py) parses is judged again by the real vLLM release
+that runs it (tests/vllm_runs.py), for the whole session; EP_WEBHOOK_GRAMMAR_ONLY=1 turns that off for
+the inner loop (`./dev test` and CI run with it on).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from kubernetes import client
 
 from tests.e2e.cluster import Cluster, k8s_binaries
 from tests.e2e.conftest import install_crds, new_client
+from tests.vllm_runs import GRAMMAR_ONLY
 
 if TYPE_CHECKING:
     from tests.vllm_releases import Judge
@@ -55,12 +60,39 @@ def api(cluster: Cluster) -> client.ApiClient:
 
 
 
-@pytest.fixture(scope="session")
-def vllm_judges() -> Iterator[dict[str, Judge]]:
-    """A judge per real vLLM release (tests/vllm_releases.py), by release number."""
-    from tests.vllm_releases import Judge, releases
+@pytest.fixture(scope="session", autouse=True)
+def vllm_cross_check() -> Iterator[None]:
+    """The real releases judge every parse of tests/vllm_grammar.py (tests/vllm_runs.py), unless
+    GRAMMAR_ONLY; the judges (shared with `vllm_judges`) stop at the end of the session."""
+    from tests import vllm_grammar
+    from tests.vllm_runs import CROSS_CHECK
 
-    judges = {release: Judge(release, python) for release, python in releases().items()}
-    yield judges
-    for judge in judges.values():
-        judge.close()
+    if not GRAMMAR_ONLY:
+        vllm_grammar.CHECKS.append(CROSS_CHECK)
+    try:
+        yield
+    finally:
+        if CROSS_CHECK in vllm_grammar.CHECKS:
+            vllm_grammar.CHECKS.remove(CROSS_CHECK)
+        CROSS_CHECK.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many of the grammar's parses the real releases judged."""
+    from tests.vllm_runs import CROSS_CHECK
+
+    if GRAMMAR_ONLY:
+        terminalreporter.write_line("vLLM cross-check off (EP_WEBHOOK_GRAMMAR_ONLY): the grammar alone judged")
+    elif CROSS_CHECK.judged or CROSS_CHECK.unjudged:
+        terminalreporter.write_line(
+            f"vLLM cross-check: {CROSS_CHECK.judged} parses judged by the real releases "
+            f"({len(CROSS_CHECK.verdicts)} distinct launches)"
+            + (f"; not judged (release not installed): {CROSS_CHECK.unjudged}" if CROSS_CHECK.unjudged else ""))
+
+
+@pytest.fixture(scope="session")
+def vllm_judges() -> dict[str, Judge]:
+    """A judge per real vLLM release (tests/vllm_releases.py), by release number (the cross-check's own)."""
+    from tests.vllm_runs import CROSS_CHECK
+
+    return CROSS_CHECK.judges()

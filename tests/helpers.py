@@ -139,6 +139,13 @@ def kserve_container(obj: dict[str, Any], runtime_doc: dict[str, Any]) -> tuple[
         command = IMAGE_ENTRYPOINTS[image.removesuffix("-gpu")]
     env = {e["name"]: e["value"] for e in rc.get("env", []) + m.get("env", []) if "value" in e}
     return command + args, env
+def json_after(argv: Sequence[str], flag: str) -> Any:
+    """The JSON word after the last `flag` in `argv`, read as words (for values vLLM itself refuses or ignores,
+    e.g. hostile strings in --eplb-config: no release reads them, so its parser cannot be the reader)."""
+    at = len(argv) - 1 - list(reversed(argv)).index(flag)
+    return json.loads(argv[at + 1])
+
+
 def huggingfaceserver_vllm_args(argv: Sequence[str], gpus: int) -> list[str]:
     """What vLLM's own parser gets in a huggingfaceserver pod that executed `argv` (`python -m huggingfaceserver
     ...`), on `gpus` GPUs (KServe v0.20.0, python/huggingfaceserver/): its parser is vLLM's `make_arg_parser`

@@ -3,8 +3,10 @@ then build its `ParallelConfig` as `vllm serve` would, and say what it got or wh
 
 Not imported by the tests: `tests/vllm_releases.py` starts it as `PYTHON tests/vllm_judge.py` and
 talks JSON lines over stdin/stdout. Each request is
-`{"argv": [...], "entry": "serve" | "api_server", "env": {...}, "gpus": N}`: `argv` is what follows
-`vllm serve` (or `python -m vllm.entrypoints.openai.api_server`). Each answer is
+`{"argv": [...], "entry": "serve" | "api_server", "env": {...}, "gpus": N, "known": false}`: `argv` is what
+follows `vllm serve` (or `python -m vllm.entrypoints.openai.api_server`); `known` parses with argparse's
+`parse_known_args` (unknown words ignored, no `--long_name` or `--config` rewriting), as KServe's
+huggingfaceserver does. Each answer is
 `{"ok": true, "parsed": {...}, "parallel": {...}, "envs": {...}}` (`envs`: see `ENVS_READ`) or `{"ok": false, "stage": "parse" | "config", "error": "..."}`.
 `{"facts": true}` asks instead what the release accepts: `{"options": [...], "all2all": [...] | null,
 "eplb_keys": [...] | null, "dbo_backends": [[...], ...] | null}` (the backend lists of the release's own
@@ -184,7 +186,10 @@ def judge(request: dict, gpus: dict, arg_utils: object, parsers: dict) -> dict:
         out, err = io.StringIO(), io.StringIO()
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                args = parser.parse_args(full)  # type: ignore[attr-defined]
+                if request.get("known"):  # as KServe's huggingfaceserver reads its argv: unknown words ignored
+                    args, _ = parser.parse_known_args(full)  # type: ignore[attr-defined]
+                else:
+                    args = parser.parse_args(full)  # type: ignore[attr-defined]
         except SystemExit:
             return {"ok": False, "stage": "parse", "error": (err.getvalue() or out.getvalue()).strip()[-600:]}
         except Exception as e:  # the parser itself crashes (e.g. IndexError on a trailing dotted flag): no start

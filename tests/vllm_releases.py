@@ -58,9 +58,10 @@ class Judge:
         self.proc: subprocess.Popen[str] | None = None
 
     def judge(self, argv: list[str], gpus: int, env: dict[str, str] | None = None,
-              entry: str = "serve") -> Verdict:
-        """What this release makes of `argv` (the words after `vllm serve`) on a pod with `gpus` GPUs."""
-        return Verdict(**self._ask({"argv": argv, "gpus": gpus, "env": env or {}, "entry": entry}))
+              entry: str = "serve", known: bool = False) -> Verdict:
+        """What this release makes of `argv` (the words after `vllm serve`) on a pod with `gpus` GPUs; `known`:
+        parsed with `parse_known_args` (see tests/vllm_judge.py)."""
+        return Verdict(**self._ask({"argv": argv, "gpus": gpus, "env": env or {}, "entry": entry, "known": known}))
 
     def facts(self) -> dict[str, Any]:
         """What this release's `vllm serve` accepts: `options` (every option string), `all2all` (the

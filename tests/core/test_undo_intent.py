@@ -248,7 +248,7 @@ def test_a_role_added_while_ep_is_on_is_undone_with_the_rest(readmitted: bool, t
 
 # -- any edit away from the webhook's words survives undo ----------------------------------------------
 
-PAIRS = (("--max-model-len", "4096"), ("--port", "8080"), ("--host", "0.0.0.0"), ("--dtype", "bfloat16"),
+PAIRS = (("--max-model-len", "4096"), ("--port", "8080"), ("--host", "0.0.0.0"), ("--gpu-memory-utilization", "0.9"),
          ("--shutdown-timeout", "30"), ("--api-server-count", "2"))
 
 

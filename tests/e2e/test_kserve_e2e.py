@@ -65,8 +65,9 @@ CUSTOM_RUNTIME_SCRIPT = 'exec vllm serve /mnt/models --served-model-name "$MODEL
 
 
 def list_command(api: client.ApiClient, ns: str) -> dict[str, Any]:
-    """`vllm serve` as a list in spec.predictor.model.command (the runtime's args still follow)."""
-    return {"modelFormat": {"name": "vLLM"}, "command": ["vllm", "serve", "/mnt/models", "-tp", "8"]}
+    """`vllm serve` as a list in spec.predictor.model.command (the runtime's args still follow, with the model:
+    vLLM 0.11.2+ refuses a positional model beside `--model`)."""
+    return {"modelFormat": {"name": "vLLM"}, "command": ["vllm", "serve", "-tp", "8"]}
 
 
 def bash_script(api: client.ApiClient, ns: str) -> dict[str, Any]:
@@ -279,8 +280,7 @@ def test_an_auto_selected_huggingfaceserver_runs_ep_over_the_tp_it_forces_to_the
     assert not container.get("command"), "kserve-huggingfaceserver runs its image's entrypoint"
     argv = run_container({**container, "command": HUGGINGFACESERVER_ENTRYPOINT}, stand_in_bin(tmp_path / "bin"),
                          tmp_path, {"metadata.name": f"{name}-predictor-0", "metadata.namespace": ns})
-    server = parse_launch(argv)
-    server.tensor_parallel_size = GPUS  # vllm_model.py: tensor_parallel_size = torch.cuda.device_count()
+    server = parse_launch(argv, gpus=GPUS)  # vllm_model.py: tensor_parallel_size = torch.cuda.device_count()
     assert (server.enable_expert_parallel, server.tensor_parallel_size, server.data_parallel_size) == (True, GPUS, 1)
     assert server.model_name == name and server.max_model_len == 4096
 

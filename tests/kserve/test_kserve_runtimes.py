@@ -341,7 +341,8 @@ def test_flags_in_the_runtimes_args_cannot_override_the_webhooks_when_the_object
 
 
 def test_runtime_args_that_set_none_of_the_flags_leave_the_edit_in_the_command(fake_bin: Path, tmp_path: Path) -> None:
-    obj = isvc(command=["vllm", "serve", "/mnt/models", "-tp", "8"])
+    # no positional model: the runtime's args give --model=/mnt/models, which vLLM 0.11.2+ refuses beside one
+    obj = isvc(command=["vllm", "serve", "-tp", "8"])
     model(obj)["modelFormat"] = {"name": "vLLM"}
     out = apply(obj, mutate(copy.deepcopy(obj), runtimes=shipped_runtimes()))  # kserve-vllmserver, auto-selected
     assert "args" not in model(out) and "--data-parallel-size" in model(out)["command"]
