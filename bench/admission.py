@@ -49,10 +49,13 @@ from webhook.tls import certs  # noqa: E402
 FLOOR = """
 import sys
 from pathlib import Path
+import orjson
 from webhook.server.server import run
 from webhook.tls.context import server_context
 
 BODY = b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"x","allowed":true}}'
+ECHO = sys.argv[3:] == ["echo"]
+PATCH = "W3sib3AiOiJhZGQiLCJwYXRoIjoiL21ldGFkYXRhL2xhYmVscyIsInZhbHVlIjp7ImZsb29yIjoiMSJ9fV0="  # adds label floor=1
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
@@ -63,17 +66,25 @@ async def app(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    more = True
+    body, more = b"", True
     while more:
         message = await receive()
+        body += message.get("body", b"") if ECHO else b""
         more = message.get("more_body", False)
+    answer = BODY
+    if ECHO:  # what an API server accepts: its uid back, in its version, with a one-operation patch
+        review = orjson.loads(body)
+        answer = orjson.dumps({"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": {
+            "uid": review["request"]["uid"], "allowed": True, "patchType": "JSONPatch", "patch": PATCH}})
     await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]})
-    await send({"type": "http.response.body", "body": BODY})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
+    await send({"type": "http.response.body", "body": answer})
 
 cert_dir = Path(sys.argv[1])
 run(app, server_context(cert_dir / "tls.crt", cert_dir / "tls.key"), "127.0.0.1", int(sys.argv[2]))
 """
+"""A bare ASGI app on the webhook's own serving stack: a constant answer (for wrk), or with `echo` the review's
+uid and a patch adding the label floor=1 (for a real API server, bench/e2e_latency.py)."""
 
 MARK = "@ID@"  # replaced by a number unique to each request of a run
 LUA = """

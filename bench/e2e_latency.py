@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from kubernetes import client  # noqa: E402
 
-from admission import build_go  # noqa: E402
+from admission import FLOOR, build_go  # noqa: E402
 from tests.e2e.cluster import Cluster, k8s_binaries  # noqa: E402
 from tests.e2e.conftest import WEBHOOK_CONFIG, install_crds, new_client, webhook_configuration  # noqa: E402
 from tests.helpers import isvc  # noqa: E402
@@ -54,40 +54,6 @@ from webhook.core.annotations import UNDO_RECORD  # noqa: E402
 from webhook.tls import certs  # noqa: E402
 
 NAMESPACE = "bench"
-FLOOR = """
-import sys
-from pathlib import Path
-import orjson
-from webhook.server.server import run
-from webhook.tls.context import server_context
-
-PATCH = "W3sib3AiOiJhZGQiLCJwYXRoIjoiL21ldGFkYXRhL2xhYmVscyIsInZhbHVlIjp7ImZsb29yIjoiMSJ9fV0="  # add a label
-
-async def app(scope, receive, send):
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    body, more = b"", True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
-    review = orjson.loads(body)
-    answer = orjson.dumps({"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": {
-        "uid": review["request"]["uid"], "allowed": True, "patchType": "JSONPatch", "patch": PATCH}})
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
-    await send({"type": "http.response.body", "body": answer})
-
-cert_dir = Path(sys.argv[1])
-run(app, server_context(cert_dir / "tls.crt", cert_dir / "tls.key"), "127.0.0.1", int(sys.argv[2]))
-"""
-"""ep-webhook's serving stack answering a constant patch (the `floor` case)."""
 
 
 def new_object(name: str, i: int) -> dict[str, Any]:
@@ -209,7 +175,7 @@ def main() -> int:
             client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
             with running_server(cert_dir, base / "webhook.log", ["--log-level", "info"]) as server:
                 ports = {"ep-webhook": server.port, "floor": free_port()}
-                gos.append(subprocess.Popen([sys.executable, "-c", FLOOR, str(cert_dir), str(ports["floor"])],
+                gos.append(subprocess.Popen([sys.executable, "-c", FLOOR, str(cert_dir), str(ports["floor"]), "echo"],
                                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 if gohook is not None:
                     for case, env in (("go", {}), ("go+undo", {"GOHOOK_UNDO": "1"})):

@@ -9,7 +9,8 @@ follows `vllm serve` (or `python -m vllm.entrypoints.openai.api_server`); `known
 huggingfaceserver does. Each answer is
 `{"ok": true, "parsed": {...}, "parallel": {...}, "envs": {...}}` (`envs`: see `ENVS_READ`) or `{"ok": false, "stage": "parse" | "config", "error": "..."}`.
 `{"facts": true}` asks instead what the release accepts: `{"options": [...], "all2all": [...] | null,
-"eplb_keys": [...] | null, "dbo_backends": [[...], ...] | null}` (the backend lists of the release's own
+"eplb_keys": [...] | null, "eplb_choices": {key: [...]} | null, "eplb_async_default": bool | null,
+"dbo_backends": [[...], ...] | null}` (the names each Literal-typed EPLB key takes; the backend lists of the release's own
 microbatching assertion, which `VllmConfig` makes and this judge does not construct).
 
 How it stands in for a GPU node on a machine without GPUs: vLLM's modules are imported on its CPU platform,
@@ -134,6 +135,19 @@ def _envs_read() -> dict:
     return {name: getattr(envs, name) for name in ENVS_READ if name in names}
 
 
+def _literals(config: type) -> dict:
+    """The names each `Literal`-typed field of a config dataclass takes (None left out), by field."""
+    import typing
+
+    found = {}
+    for name, hint in typing.get_type_hints(config).items():
+        args = [hint] if typing.get_origin(hint) is typing.Literal else list(typing.get_args(hint))
+        names = [str(v) for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+        if names:
+            found[name] = sorted(names)
+    return found
+
+
 def facts(parsers: dict) -> dict:
     """What the release's `vllm serve` accepts: its option strings, the all2all backend choices (None: no
     such flag), and the keys of its EPLB config (None: no EPLBConfig)."""
@@ -146,9 +160,12 @@ def facts(parsers: dict) -> dict:
         from vllm.config import EPLBConfig
 
         eplb_keys: list[str] | None = sorted(f.name for f in dataclasses.fields(EPLBConfig))
+        eplb_choices, eplb_async_default = _literals(EPLBConfig), next(
+            (f.default for f in dataclasses.fields(EPLBConfig) if f.name == "use_async"), None)
     except ImportError:
-        eplb_keys = None
+        eplb_keys, eplb_choices, eplb_async_default = None, None, None
     return {"ok": True, "options": options, "eplb_keys": eplb_keys, "dbo_backends": dbo_backends(),
+            "eplb_choices": eplb_choices, "eplb_async_default": eplb_async_default,
             "all2all": None if all2all is None else sorted(str(c) for c in all2all if c is not None)}
 
 

@@ -58,6 +58,9 @@ Obj = dict[str, Any]
 Make = Callable[[int, list[str] | None, dict[str, str] | None, str | None], Obj]
 """A builder of one layout: (GPUs per pod, the user's vLLM flags, annotations, ep.enabled) -> object."""
 SERVE = ["vllm", "serve", "/mnt/models"]
+SERVE_ON_RUNTIME = ["vllm", "serve"]
+"""A command on KServe's vLLM runtime names no model: the runtime's args pass `--model`, and vLLM 0.11.2 and later
+refuse a positional model beside it."""
 PYTHON = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 SCRIPT_HEAD = "GPU_COUNT=$(nvidia-smi -L | wc -l)\nexec vllm serve /mnt/models \\\n  "
 RECORD_PATH = "/metadata/annotations/vllm-ep-webhook.io~1original"
@@ -165,7 +168,8 @@ ISVC_RESTORED = "EP is off: restored the command and args"
 ISVC_REPLANNED = ("replaced --data-parallel-size 8 with 4",)
 
 ISVC_COMMAND = Layout(
-    "InferenceService", _isvc(lambda w: [*SERVE, *w], lambda w: None), _isvc_gpus, _command, tuple(SERVE),
+    "InferenceService", _isvc(lambda w: [*SERVE_ON_RUNTIME, *w], lambda w: None), _isvc_gpus, _command,
+    tuple(SERVE_ON_RUNTIME),
     _isvc_pods, _isvc_model, IN_COMMAND, ISVC_RESTORED, ISVC_REPLANNED)
 ISVC_PYTHON_ARGS = Layout(
     "InferenceService", _isvc(lambda w: list(PYTHON), lambda w: ["--model=/mnt/models", *w]), _isvc_gpus, _args,
@@ -501,7 +505,7 @@ def test_a_tampered_undo_record_is_denied_with_a_fix(layout: Layout, bad: str) -
 
 # -- idempotence --------------------------------------------------------------------------------------------
 
-QUOTED = {"ep.eplb-config": '{"window_size": 10, "policy": "a b"}'}  # written shell-quoted, read back as JSON
+QUOTED = {"ep.eplb-config": '{"window_size": 10, "communicator": "torch_gloo"}'}  # written shell-quoted, read back as JSON
 
 
 @pytest.mark.parametrize("annotations", [{}, QUOTED, {"ep.tensor-parallel-size": "2", "ep.eplb": "true"}],

@@ -110,20 +110,21 @@ def test_a_json_eplb_config_survives_the_presets_eval_byte_for_byte(tmp_path: Pa
     out, _ = mutated(llmisvc(annotations=ann))
     ns = vllm_of(out, tmp_path)
     assert ns.eplb_config == config and ns.enable_eplb is True and ns.all2all_backend == "deepep_low_latency"
-    hostile = {**config, "policy": "a b  'c' \"d\" $HOME"}
-    out, _ = mutated(llmisvc(annotations={**ann, "ep.eplb-config": json.dumps(hostile)}))
-    # vLLM refuses this policy (the webhook lets it pass): the words are checked, not vLLM's reading
+    # vLLM 0.15.1 ignores keys it does not know, so a value of any text reaches it: the words are checked
+    hostile = {**config, "note": "a b  'c' \"d\" $HOME"}
+    out, verdict = mutated(llmisvc(annotations={**ann, "ep.eplb-config": json.dumps(hostile), "ep.vllm-version": "0.15.1"}))
+    assert verdict.allowed, verdict.message
     assert json_after(run(container_argv(out, "decode", False), tmp_path), "--eplb-config") == hostile
 
 
 @pytest.mark.parametrize(
     "hostile",
-    ['{"policy": "$(touch CANARY)"}', '{"policy": "`touch CANARY`"}', '{"policy": "a; touch CANARY"}', '{"policy": "\'; touch CANARY; \'"}'],
+    ['{"note": "$(touch CANARY)"}', '{"note": "`touch CANARY`"}', '{"note": "a; touch CANARY"}', '{"note": "\'; touch CANARY; \'"}'],
 )
 def test_annotation_values_never_execute_under_the_presets_eval(hostile: str, tmp_path: Path) -> None:
-    out, verdict = mutated(llmisvc(annotations={"ep.eplb-config": hostile}))
-    assert verdict.allowed
-    # vLLM refuses these policies (the webhook lets them pass): the words are checked, not vLLM's reading
+    # vLLM 0.15.1 ignores an unknown key, so the webhook passes any text in it on: the words are checked
+    out, verdict = mutated(llmisvc(annotations={"ep.eplb-config": hostile, "ep.vllm-version": "0.15.1"}))
+    assert verdict.allowed, verdict.message
     assert json_after(run(container_argv(out, "decode", False), tmp_path), "--eplb-config") == json.loads(hostile)
     assert not list(tmp_path.rglob("CANARY"))
 

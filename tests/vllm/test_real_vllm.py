@@ -238,6 +238,9 @@ def test_the_release_table_says_what_each_release_accepts(vllm_judges: dict[str,
         assert sorted(p.all2all_backends) == [c for c in facts["all2all"] if c != "None"]
     if p.eplb_config:
         assert sorted(p.eplb_keys) == facts["eplb_keys"]
+        assert {k: sorted(v) for k, v in p.eplb_choices.items()} == facts["eplb_choices"]
+        if "use_async" in p.eplb_keys:
+            assert p.eplb_async_default == facts["eplb_async_default"]
 
 
 def test_the_webhook_accepts_exactly_the_backends_of_the_newest_release(vllm_judges: dict[str, Judge]) -> None:
@@ -267,6 +270,17 @@ RELEASE_CASES = {
     "eplb with an unknown key": {"ep.eplb": "true", "ep.eplb-config": '{"window_size": 500, "redundant": 4}'},
     "redundant experts without eplb": {"ep.eplb-config": '{"num_redundant_experts": 4}'},
     "redundant experts with eplb": {"ep.eplb": "true", "ep.eplb-config": '{"num_redundant_experts": 4}'},
+    "eplb policy not default": {"ep.eplb": "true", "ep.eplb-config": '{"policy": "x"}'},
+    "eplb communicator unknown": {"ep.eplb": "true", "ep.eplb-config": '{"communicator": "bogus"}'},
+    "eplb communicator nccl, async by default": {"ep.eplb": "true", "ep.eplb-config": '{"communicator": "torch_nccl"}'},
+    "eplb communicator nccl, not async": {"ep.eplb": "true",
+                                          "ep.eplb-config": '{"communicator": "torch_nccl", "use_async": false}'},
+    "eplb communicator pynccl, async": {"ep.eplb": "true",
+                                        "ep.eplb-config": '{"communicator": "pynccl", "use_async": true}'},
+    "eplb communicator gloo": {"ep.eplb": "true", "ep.eplb-config": '{"communicator": "torch_gloo"}'},
+    "eplb window of 0": {"ep.eplb": "true", "ep.eplb-config": '{"window_size": 0}'},
+    "eplb interval of 0": {"ep.eplb": "true",
+                           "ep.eplb-config": '{"log_balancedness": true, "log_balancedness_interval": 0}'},
 }
 
 

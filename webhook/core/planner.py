@@ -298,6 +298,42 @@ def _without_short_ep(request: EpRequest, role: Role, options: Options) -> bool:
     return found is None or not found.short_ep
 
 
+def _check_eplb_values(config: dict[str, object], found: releases.Profile, release: str) -> None:
+    """Deny `--eplb-config` values that the release's `EPLBConfig` refuses when vLLM starts (Denied, naming
+    `release` and the fix): a number or switch of the wrong JSON type (`releases.EPLB_TYPES`; the webhook asks
+    for JSON numbers and true/false even where vLLM would convert a string), a name outside the release's
+    choices, a size that must be positive, a negative count of redundant experts, a balancedness log every 0
+    steps (`_validate_eplb_config`, from 0.14.0 with its key), and a communicator that
+    async EPLB (the release's default unless `use_async` is false) refuses. Keys the release does not know are
+    checked by the caller."""
+    for key, value in config.items():
+        if key not in found.eplb_keys:
+            continue
+        kind = releases.EPLB_TYPES.get(key)
+        if kind is not None and (type(value) is not kind):
+            wanted = "true or false" if kind is bool else "a whole JSON number"
+            raise Denied(f"{EPLB_CONFIG} {key} is {json.dumps(value)[:40]}; {release} takes {wanted} there")
+        if kind is int and (value < 0 or (found.eplb_positive and key in releases.EPLB_POSITIVE  # type: ignore[operator]
+                                          and value == 0)):
+            bound = "above 0" if key in releases.EPLB_POSITIVE else "0 or more"
+            raise Denied(f"{EPLB_CONFIG} {key} is {value}; {release} needs it {bound}")
+        choices = found.eplb_choices.get(key)
+        if choices is not None and not (value is None and key == "communicator") and value not in choices:
+            raise Denied(f"{EPLB_CONFIG} {key} is {json.dumps(value)[:40]}; {release} accepts: "
+                         f"{', '.join(sorted(choices))}" + (" or null" if key == "communicator" else ""))
+    if config.get("log_balancedness") is True and "log_balancedness_interval" in found.eplb_keys \
+            and config.get("log_balancedness_interval", 1) <= 0:  # type: ignore[operator]  # an int, checked above
+        raise Denied(f"{EPLB_CONFIG} log_balancedness_interval must be above 0 with log_balancedness ({release})")
+    use_async = config.get("use_async", found.eplb_async_default)
+    communicator = config.get("communicator")
+    if use_async and communicator in found.eplb_async_refused:
+        raise Denied(
+            f"{EPLB_CONFIG} communicator {communicator} does not work with async EPLB, which {release} "
+            f"{'is asked for' if 'use_async' in config else 'uses by default'} (NCCL multi-stream conflicts): "
+            f"use torch_gloo or nixl, leave communicator out, or set use_async to false"
+        )
+
+
 def _check_release(request: EpRequest, role: Role, options: Options, notes: list[str]) -> EpRequest:
     """Refuse what the role's vLLM release would refuse at start-up; note the release when it matters.
 
@@ -347,6 +383,7 @@ def _check_release(request: EpRequest, role: Role, options: Options, notes: list
             )
         if unknown:
             notes.append(f"vLLM {shown} ignores {EPLB_CONFIG} keys it does not know: {', '.join(unknown)}")
+        _check_eplb_values(config, found, f"vLLM {shown} ({how})")
         redundant = config.get("num_redundant_experts")
         if isinstance(redundant, int) and redundant > 0 and request.eplb is not True:
             raise Denied(

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 Version = tuple[int, ...]
@@ -50,6 +52,17 @@ class Profile(NamedTuple):
     """The keys `--eplb-config` knows (empty before it exists)."""
     eplb_unknown_keys_refused: bool
     """An unknown `--eplb-config` key stops vLLM at start-up (0.16.0); before, it is ignored."""
+    eplb_choices: Mapping[str, frozenset[str]]
+    """`--eplb-config` keys whose value is one of a few names (`EPLBPolicyOption`, `EPLBCommunicatorBackend`:
+    `Literal`s in vllm/config/parallel.py; communicator may also be null)."""
+    eplb_positive: bool
+    """window_size, step_interval and log_balancedness_interval must be above 0 (`Field(gt=0)`: in 0.24.0, not in
+    0.15.1; placed at 0.16.0, the releases between are not checked)."""
+    eplb_async_default: bool
+    """`use_async` when the config does not say (True in 0.24.0, False in 0.15.1; placed at 0.20.0)."""
+    eplb_async_refused: frozenset[str]
+    """Communicators that `EPLBConfig` refuses with async EPLB ("incompatible with async EPLB due to NCCL
+    multi-stream conflicts": 0.24.0 and 0.33.0, `_validate_eplb_config`; placed at 0.20.0 with the key)."""
     external_lb_flag: bool
     """`--data-parallel-external-lb` / `-dpe` exists (0.11.1)."""
     dbo_backends: frozenset[str]
@@ -65,11 +78,16 @@ class Change(NamedTuple):
     changes: dict[str, object]
 
 
+def _choices(**keys: set[str]) -> Mapping[str, frozenset[str]]:
+    return MappingProxyType({k: frozenset(v) for k, v in keys.items()})
+
+
 _BASE = ("naive", "pplx", "deepep_high_throughput", "deepep_low_latency")
 CHANGES: tuple[Change, ...] = (
     Change((0, 9, 1), {  # the env knows the DeepEP backends from 0.9.1
         "all2all_by": "env", "all2all_backends": frozenset(_BASE), "short_ep": False, "disable_flags": False,
         "eplb_config": False, "eplb_keys": frozenset(), "eplb_unknown_keys_refused": False,
+        "eplb_choices": _choices(), "eplb_positive": False, "eplb_async_default": False, "eplb_async_refused": frozenset(),
         "external_lb_flag": False, "dbo_backends": frozenset(),
     }),
     Change((0, 10, 2), {
@@ -82,20 +100,24 @@ CHANGES: tuple[Change, ...] = (
     Change((0, 12, 0), {"eplb_keys": frozenset({"window_size", "step_interval", "num_redundant_experts",
                                                 "log_balancedness", "use_async"})}),
     Change((0, 13, 0), {"eplb_keys": frozenset({"window_size", "step_interval", "num_redundant_experts",
-                                                "log_balancedness", "use_async", "policy"})}),
+                                                "log_balancedness", "use_async", "policy"}),
+                        "eplb_choices": _choices(policy={"default"})}),
     Change((0, 14, 0), {"all2all_by": "env-over-flag", "short_ep": True,
                         "eplb_keys": frozenset({"window_size", "step_interval", "num_redundant_experts",
                                                 "log_balancedness", "use_async", "policy",
                                                 "log_balancedness_interval"})}),
     Change((0, 15, 0), {"all2all_backends": frozenset({*_BASE, "allgather_reducescatter", "flashinfer_all2allv",
                                                        "mori"})}),
-    Change((0, 16, 0), {"all2all_by": "flag", "eplb_unknown_keys_refused": True}),
+    Change((0, 16, 0), {"all2all_by": "flag", "eplb_unknown_keys_refused": True, "eplb_positive": True}),
     Change((0, 18, 0), {"all2all_backends": frozenset({*_BASE, "allgather_reducescatter", "flashinfer_all2allv",
                                                        "mori", "nixl_ep", "flashinfer_nvlink_two_sided",
                                                        "flashinfer_nvlink_one_sided"})}),
     Change((0, 20, 0), {"eplb_keys": frozenset({"window_size", "step_interval", "num_redundant_experts",
                                                 "log_balancedness", "use_async", "policy",
-                                                "log_balancedness_interval", "communicator"})}),
+                                                "log_balancedness_interval", "communicator"}),
+                        "eplb_choices": _choices(policy={"default"},
+                                                 communicator={"torch_nccl", "torch_gloo", "nixl", "pynccl"}),
+                        "eplb_async_default": True, "eplb_async_refused": frozenset({"torch_nccl", "pynccl"})}),
     Change((0, 23, 0), {"all2all_backends": frozenset({*_BASE, "allgather_reducescatter", "flashinfer_all2allv",
                                                        "mori_high_throughput", "mori_low_latency", "nixl_ep",
                                                        "flashinfer_nvlink_two_sided",
@@ -113,9 +135,21 @@ CHANGES: tuple[Change, ...] = (
                                                 "log_balancedness", "use_async", "policy",
                                                 "log_balancedness_interval", "communicator",
                                                 "enable_migration_batching"})}),
-    Change((0, 33, 0), {"disable_flags": True}),
+    Change((0, 33, 0), {"disable_flags": True,  # torch_xccl: in 0.33.0, not in 0.24.0 (the releases between unchecked)
+                        "eplb_choices": _choices(policy={"default"}, communicator={
+                            "torch_nccl", "torch_gloo", "torch_xccl", "nixl", "pynccl"})}),
 )
 """Every release that changed the EP command line since 0.9.1, oldest first."""
+
+
+EPLB_TYPES: dict[str, type] = {
+    "window_size": int, "step_interval": int, "num_redundant_experts": int, "log_balancedness": bool,
+    "log_balancedness_interval": int, "use_async": bool, "enable_migration_batching": bool,
+}
+"""The JSON type of each number and switch of `--eplb-config` (`EPLBConfig`'s fields, vllm/config/parallel.py,
+0.11.0-0.33.0); num_redundant_experts is at least 0 (`Field(ge=0)`, 0.11.2 and later)."""
+EPLB_POSITIVE = ("window_size", "step_interval", "log_balancedness_interval")
+"""The keys `Profile.eplb_positive` is about."""
 
 
 def _fold() -> tuple[tuple[Version, ...], tuple[Profile, ...]]:
