@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from tests.core.test_properties import list_isvcs
 from tests.helpers import (
     apply, huggingfaceserver_vllm_args, isvc, json_after, kserve_container, model, recorded_argv, run,
-    shipped_runtime_docs, stand_in_bin,
+    shipped_runtime_docs, shipped_runtimes, stand_in_bin,
 )
 from webhook.cli.main import main as cli_main
 from webhook.kserve import shipped
@@ -579,3 +579,30 @@ def test_an_abbreviated_negation_after_the_multi_node_presets_ep_flag_is_removed
     result = _on(vllm_judges, release, serve_argv(argv))
     assert result.ok and result.parallel["enable_expert_parallel"] is True, result.error or result.parallel
     assert "--no-enable-expert" not in out["spec"]["template"]["containers"][0].get("args", [])
+
+
+# -- the model named twice: in a `vllm serve` command and by the runtime's --model ---------------------------
+
+
+@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize("command", [["vllm", "serve", M, "--max-model-len", "4096"], ["vllm", "serve", "--max-model-len", "4096"]],
+                         ids=["model in the command", "model from the runtime only"])
+def test_a_model_in_the_command_beside_the_runtimes_model_flag_is_denied_exactly_where_vllm_refuses_it(
+    vllm_judges: dict[str, Judge], release: str, command: list[str], tmp_path: Path
+) -> None:
+    """KServe's kserve-vllmserver passes --model=/mnt/models after the object's command: the pod KServe builds
+    (its runtime's args merged in, as `kserve_container` does) starts on the release in the image exactly when
+    the webhook admits the object, and a denial says to remove the model from the command."""
+    obj = isvc(command=command)
+    model(obj)["modelFormat"] = {"name": "vLLM"}
+    model(obj)["image"] = f"vllm/vllm-openai:v{release}"
+    runtime = next(d for d in shipped_runtime_docs() if d["metadata"]["name"] == "kserve-vllmserver")
+    verdict = mutate(copy.deepcopy(obj), runtimes=shipped_runtimes())
+    mutated = apply(obj, verdict) if verdict.allowed else obj
+    argv, env = kserve_container(mutated, runtime)
+    started = _on(vllm_judges, release, serve_argv(argv), env={k: v for k, v in env.items() if k.startswith("VLLM_")})
+    if verdict.allowed:
+        assert started.ok, f"admitted, but vLLM {release} refuses it: {started.error}"
+    else:
+        assert not started.ok and "unrecognized arguments" in started.error
+        assert f"vLLM {release} (from the image tag)" in verdict.message and "remove the model" in verdict.message

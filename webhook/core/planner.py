@@ -20,7 +20,9 @@ from webhook.vllm.command import flag_value, rewrite, switched_on
 from webhook.base.errors import Denied, NotApplicable
 from webhook.core.gpus import Gpus, count_gpus, on_amd
 from webhook.base.jsonvalues import strings_or_none
-from webhook.vllm.launch import Server
+from webhook.vllm.launch import ListLaunch, Server
+from webhook.vllm.launch import read as launch_read
+from webhook.base.text import shorten
 from webhook.core.annotations import (
     ALL2ALL_BACKEND, EPLB, EPLB_CONFIG, NODES, TENSOR_PARALLEL_SIZE, VLLM_VERSION, EpRequest,
 )
@@ -120,6 +122,7 @@ def _plan_role(
             raise NotApplicable(launch.refusal)
         notes.extend(launch.notes)
     request = _check_release(request, role, options, notes)
+    _check_model_given_twice(request, role, options)
     if request.all2all_backend in flags.CUDA_ONLY_ALL2ALL_BACKENDS and on_amd(role.gpus):
         raise Denied(
             f"all2all backend {request.all2all_backend} runs CUDA-only kernels, which the stock ROCm images lack, "
@@ -296,6 +299,31 @@ def _without_short_ep(request: EpRequest, role: Role, options: Options) -> bool:
         return False
     found = releases.profile(known[0])
     return found is None or not found.short_ep
+
+
+def _check_model_given_twice(request: EpRequest, role: Role, options: Options) -> None:
+    """Deny a `vllm serve MODEL` command on a runtime whose args pass `--model` too (KServe's kserve-vllmserver
+    passes `--model=/mnt/models`; the runtime's args follow the object's command): vLLM 0.11.2 and later move
+    `--model` into the model position and refuse the extra word (`Profile.serve_model_flag_moves`). Only the
+    word right after `serve` is read as the model. Cheap when no runtime passes `--model`."""
+    for launch in role.launches:
+        if not launch.runtime_args or not any(a == "--model" or a.startswith("--model=") for a in launch.runtime_args):
+            continue
+        command = launch.command.value
+        found = launch_read(list(command)) if isinstance(command, (list, tuple)) and len(command) > 2 else None
+        if not isinstance(found, ListLaunch) or found.call is None or found.call.start >= len(found.words):
+            continue
+        model, before = found.words[found.call.start].literal, found.words[found.call.start - 1].literal
+        if before != "serve" or not model or model.startswith("-"):
+            continue
+        version, how = release_for(request, role, options)
+        profile = releases.profile(version)
+        if profile is not None and profile.serve_model_flag_moves:
+            raise Denied(
+                f"{launch.where}.command names the model {shorten(model, 40)} and the runtime's args pass --model "
+                f"too, which vLLM {releases.show(version)} ({how}) refuses (\"unrecognized arguments\"): remove "
+                f"the model from the command"
+            )
 
 
 def _check_eplb_values(config: dict[str, object], found: releases.Profile, release: str) -> None:

@@ -65,6 +65,9 @@ class Profile(NamedTuple):
     multi-stream conflicts": 0.24.0 and 0.33.0, `_validate_eplb_config`; placed at 0.20.0 with the key)."""
     external_lb_flag: bool
     """`--data-parallel-external-lb` / `-dpe` exists (0.11.1)."""
+    serve_model_flag_moves: bool
+    """`vllm serve` moves a `--model` into its model position, so a model given both ways is refused
+    ("unrecognized arguments"): in 0.11.2 and later, not in 0.11.0 (0.11.1 not checked; placed at 0.11.2)."""
     dbo_backends: frozenset[str]
     """The all2all backends `--enable-dbo` (0.11.0) starts with on CUDA; empty before the flag exists. Any other
     backend fails vLLM's start-up assertion "Microbatching currently only supports ..." (`VllmConfig.__post_init__`,
@@ -88,7 +91,7 @@ CHANGES: tuple[Change, ...] = (
         "all2all_by": "env", "all2all_backends": frozenset(_BASE), "short_ep": False, "disable_flags": False,
         "eplb_config": False, "eplb_keys": frozenset(), "eplb_unknown_keys_refused": False,
         "eplb_choices": _choices(), "eplb_positive": False, "eplb_async_default": False, "eplb_async_refused": frozenset(),
-        "external_lb_flag": False, "dbo_backends": frozenset(),
+        "external_lb_flag": False, "dbo_backends": frozenset(), "serve_model_flag_moves": False,
     }),
     Change((0, 10, 2), {
         "eplb_config": True,
@@ -97,6 +100,7 @@ CHANGES: tuple[Change, ...] = (
     Change((0, 11, 0), {"all2all_backends": frozenset({*_BASE, "allgather_reducescatter", "flashinfer_all2allv"}),
                         "dbo_backends": frozenset({"deepep_low_latency", "deepep_high_throughput"})}),
     Change((0, 11, 1), {"all2all_by": "flag-else-env", "external_lb_flag": True}),
+    Change((0, 11, 2), {"serve_model_flag_moves": True}),
     Change((0, 12, 0), {"eplb_keys": frozenset({"window_size", "step_interval", "num_redundant_experts",
                                                 "log_balancedness", "use_async"})}),
     Change((0, 13, 0), {"eplb_keys": frozenset({"window_size", "step_interval", "num_redundant_experts",
