@@ -10,7 +10,7 @@ from typing import Any
 
 from tests.helpers import isvc
 from tests.server_harness import review_for
-from webhook.server.app import RELEASE_MEMO_SIZE, ServerState, create_app
+from webhook.server.app import RELEASE_MEMO_LENGTH, RELEASE_MEMO_SIZE, ServerState, create_app
 
 
 def _answer(state: ServerState, obj: dict[str, Any]) -> dict[str, Any]:
@@ -58,3 +58,10 @@ def test_the_memo_keeps_at_most_its_size_of_distinct_images() -> None:
     for i in range(RELEASE_MEMO_SIZE + 50):
         state.release_of(f"registry.example/vllm-{i}:v0.11.{i}")
     assert state.release_of.cache_info().currsize == RELEASE_MEMO_SIZE  # type: ignore[attr-defined]
+
+
+def test_image_strings_longer_than_a_reference_are_read_but_not_kept() -> None:
+    state = ServerState()
+    long = "registry.example/" + "x" * RELEASE_MEMO_LENGTH + ":v0.11.2"
+    assert state.release_of(long) == state.release_of(long)  # answered all the same
+    assert state.release_of.cache_info().currsize == 0  # type: ignore[attr-defined]

@@ -279,6 +279,12 @@ RELEASE_CASES = {
                                         "ep.eplb-config": '{"communicator": "pynccl", "use_async": true}'},
     "eplb communicator gloo": {"ep.eplb": "true", "ep.eplb-config": '{"communicator": "torch_gloo"}'},
     "eplb window of 0": {"ep.eplb": "true", "ep.eplb-config": '{"window_size": 0}'},
+    "eplb policy a list": {"ep.eplb": "true", "ep.eplb-config": '{"policy": []}'},
+    "eplb communicator an object, async": {"ep.eplb": "true", "ep.eplb-config": '{"use_async": true, "communicator": {}}'},
+    "eplb window written 1000.0": {"ep.eplb": "true", "ep.eplb-config": '{"window_size": 1000.0}'},
+    "eplb window written true": {"ep.eplb": "true", "ep.eplb-config": '{"window_size": true}'},
+    "eplb window of 2.5": {"ep.eplb": "true", "ep.eplb-config": '{"window_size": 2.5}'},
+    "eplb switch written 1": {"ep.eplb": "true", "ep.eplb-config": '{"log_balancedness": 1}'},
     "eplb interval of 0": {"ep.eplb": "true",
                            "ep.eplb-config": '{"log_balancedness": true, "log_balancedness_interval": 0}'},
 }
@@ -585,15 +591,21 @@ def test_an_abbreviated_negation_after_the_multi_node_presets_ep_flag_is_removed
 
 
 @pytest.mark.parametrize("release", RELEASES)
-@pytest.mark.parametrize("command", [["vllm", "serve", M, "--max-model-len", "4096"], ["vllm", "serve", "--max-model-len", "4096"]],
-                         ids=["model in the command", "model from the runtime only"])
+@pytest.mark.parametrize(("command", "args"), [
+    (["vllm", "serve", M, "--max-model-len", "4096"], None),
+    (["vllm", "serve", "", "--max-model-len", "4096"], None),
+    (["vllm", "serve"], [M, "--max-model-len", "4096"]),
+    (["vllm", "serve", "--max-model-len", "4096"], None),
+    (["vllm", "serve"], ["--max-model-len", "4096"]),
+], ids=["model in the command", "empty model in the command", "model in the args", "model from the runtime only",
+        "flags in the args"])
 def test_a_model_in_the_command_beside_the_runtimes_model_flag_is_denied_exactly_where_vllm_refuses_it(
-    vllm_judges: dict[str, Judge], release: str, command: list[str], tmp_path: Path
+    vllm_judges: dict[str, Judge], release: str, command: list[str], args: list[str] | None
 ) -> None:
     """KServe's kserve-vllmserver passes --model=/mnt/models after the object's command: the pod KServe builds
     (its runtime's args merged in, as `kserve_container` does) starts on the release in the image exactly when
     the webhook admits the object, and a denial says to remove the model from the command."""
-    obj = isvc(command=command)
+    obj = isvc(command=command, args=args)
     model(obj)["modelFormat"] = {"name": "vLLM"}
     model(obj)["image"] = f"vllm/vllm-openai:v{release}"
     runtime = next(d for d in shipped_runtime_docs() if d["metadata"]["name"] == "kserve-vllmserver")
@@ -605,4 +617,4 @@ def test_a_model_in_the_command_beside_the_runtimes_model_flag_is_denied_exactly
         assert started.ok, f"admitted, but vLLM {release} refuses it: {started.error}"
     else:
         assert not started.ok and "unrecognized arguments" in started.error
-        assert f"vLLM {release} (from the image tag)" in verdict.message and "remove the model" in verdict.message
+        assert f"vLLM {release} (from the image tag)" in verdict.message and "remove the model from" in verdict.message

@@ -303,63 +303,88 @@ def _without_short_ep(request: EpRequest, role: Role, options: Options) -> bool:
 
 def _check_model_given_twice(request: EpRequest, role: Role, options: Options) -> None:
     """Deny a `vllm serve MODEL` command on a runtime whose args pass `--model` too (KServe's kserve-vllmserver
-    passes `--model=/mnt/models`; the runtime's args follow the object's command): vLLM 0.11.2 and later move
-    `--model` into the model position and refuse the extra word (`Profile.serve_model_flag_moves`). Only the
-    word right after `serve` is read as the model. Cheap when no runtime passes `--model`."""
+    passes `--model=/mnt/models`; the runtime's args follow the object's command, the object's args follow
+    theirs): vLLM 0.11.2 and later move `--model` into the model position and refuse the extra word
+    (`Profile.serve_model_flag_moves`). Read as a model: the word right after `serve` in the command, and the
+    first of the object's args after a command that ends at `serve` when the runtime's last arg carries its value
+    (`--x=V`); a model after other flags, or in a script, is not looked for. Cheap when no runtime passes
+    `--model`."""
     for launch in role.launches:
-        if not launch.runtime_args or not any(a == "--model" or a.startswith("--model=") for a in launch.runtime_args):
+        runtime_args = launch.runtime_args
+        if not runtime_args or not any(a == "--model" or a.startswith("--model=") for a in runtime_args):
             continue
-        command = launch.command.value
-        found = launch_read(list(command)) if isinstance(command, (list, tuple)) and len(command) > 2 else None
-        if not isinstance(found, ListLaunch) or found.call is None or found.call.start >= len(found.words):
+        command, args = launch.command.value, launch.args.value
+        found = launch_read(list(command)) if isinstance(command, (list, tuple)) and len(command) > 1 else None
+        if not isinstance(found, ListLaunch) or found.call is None or found.words[found.call.start - 1].literal != "serve":
             continue
-        model, before = found.words[found.call.start].literal, found.words[found.call.start - 1].literal
-        if before != "serve" or not model or model.startswith("-"):
+        if found.call.start < len(found.words):
+            model, where = found.words[found.call.start].literal, f"{launch.where}.command"
+        elif isinstance(args, (list, tuple)) and args and runtime_args[-1].startswith("--") and "=" in runtime_args[-1]:
+            model, where = args[0], f"{launch.where}.args"
+        else:
+            continue
+        if not isinstance(model, str) or model.startswith("-"):
             continue
         version, how = release_for(request, role, options)
         profile = releases.profile(version)
         if profile is not None and profile.serve_model_flag_moves:
             raise Denied(
-                f"{launch.where}.command names the model {shorten(model, 40)} and the runtime's args pass --model "
+                f"{where} names the model {json.dumps(shorten(model, 40))} and the runtime's args pass --model "
                 f"too, which vLLM {releases.show(version)} ({how}) refuses (\"unrecognized arguments\"): remove "
-                f"the model from the command"
+                f"the model from {where.rpartition('.')[2]}"
             )
 
 
 def _check_eplb_values(config: dict[str, object], found: releases.Profile, release: str) -> None:
     """Deny `--eplb-config` values that the release's `EPLBConfig` refuses when vLLM starts (Denied, naming
-    `release` and the fix): a number or switch of the wrong JSON type (`releases.EPLB_TYPES`; the webhook asks
-    for JSON numbers and true/false even where vLLM would convert a string), a name outside the release's
-    choices, a size that must be positive, a negative count of redundant experts, a balancedness log every 0
-    steps (`_validate_eplb_config`, from 0.14.0 with its key), and a communicator that
-    async EPLB (the release's default unless `use_async` is false) refuses. Keys the release does not know are
-    checked by the caller."""
+    `release` and the fix): a number or switch vLLM cannot read as one (`_eplb_value`), a name outside the
+    release's choices, a size that must be positive, a negative count, a balancedness log every 0 steps
+    (`_validate_eplb_config`, from 0.14.0 with its key), and a communicator that async EPLB (the release's default
+    unless `use_async` is false) refuses. Keys the release does not know are checked by the caller; the values of
+    known ones are read as the release reads them, never compared or hashed as they came (a list is no name)."""
+    read: dict[str, object] = {}
     for key, value in config.items():
         if key not in found.eplb_keys:
             continue
         kind = releases.EPLB_TYPES.get(key)
-        if kind is not None and (type(value) is not kind):
-            wanted = "true or false" if kind is bool else "a whole JSON number"
-            raise Denied(f"{EPLB_CONFIG} {key} is {json.dumps(value)[:40]}; {release} takes {wanted} there")
-        if kind is int and (value < 0 or (found.eplb_positive and key in releases.EPLB_POSITIVE  # type: ignore[operator]
-                                          and value == 0)):
-            bound = "above 0" if key in releases.EPLB_POSITIVE else "0 or more"
-            raise Denied(f"{EPLB_CONFIG} {key} is {value}; {release} needs it {bound}")
+        if kind is not None:
+            number = read[key] = _eplb_value(key, value, kind, release)
+            positive = found.eplb_positive and key in releases.EPLB_POSITIVE
+            if kind is int and (number < 0 or (positive and number == 0)):
+                raise Denied(f"{EPLB_CONFIG} {key} is {number}; {release} needs it {'above 0' if positive else '0 or more'}")
         choices = found.eplb_choices.get(key)
-        if choices is not None and not (value is None and key == "communicator") and value not in choices:
+        if choices is not None and not (value is None and key == "communicator") \
+                and not (isinstance(value, str) and value in choices):
             raise Denied(f"{EPLB_CONFIG} {key} is {json.dumps(value)[:40]}; {release} accepts: "
                          f"{', '.join(sorted(choices))}" + (" or null" if key == "communicator" else ""))
-    if config.get("log_balancedness") is True and "log_balancedness_interval" in found.eplb_keys \
-            and config.get("log_balancedness_interval", 1) <= 0:  # type: ignore[operator]  # an int, checked above
+    if read.get("log_balancedness") is True and read.get("log_balancedness_interval", 1) == 0:
         raise Denied(f"{EPLB_CONFIG} log_balancedness_interval must be above 0 with log_balancedness ({release})")
-    use_async = config.get("use_async", found.eplb_async_default)
-    communicator = config.get("communicator")
-    if use_async and communicator in found.eplb_async_refused:
+    use_async = read.get("use_async", found.eplb_async_default)
+    communicator = config.get("communicator") if "communicator" in found.eplb_keys else None
+    if use_async and isinstance(communicator, str) and communicator in found.eplb_async_refused:
         raise Denied(
             f"{EPLB_CONFIG} communicator {communicator} does not work with async EPLB, which {release} "
-            f"{'is asked for' if 'use_async' in config else 'uses by default'} (NCCL multi-stream conflicts): "
+            f"{'is asked for' if 'use_async' in read else 'uses by default'} (NCCL multi-stream conflicts): "
             f"use torch_gloo or nixl, leave communicator out, or set use_async to false"
         )
+
+
+def _eplb_value(key: str, value: object, kind: type, release: str) -> int | bool:
+    """A number or switch of `--eplb-config` as vLLM's pydantic `EPLBConfig` reads it (lax mode): a whole number
+    from an int, a bool or a float without a fraction; a switch from true/false or 0/1. Denied otherwise,
+    strings included, which pydantic would convert but the webhook asks to write as JSON numbers and switches."""
+    if kind is int:
+        if isinstance(value, int):  # bool too: pydantic reads true as 1
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise Denied(f"{EPLB_CONFIG} {key} is {json.dumps(value)[:40]}; {release} takes a whole number there: "
+                     f"write it as a JSON number (1000, not \"1000\")")
+    if isinstance(value, bool):
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    raise Denied(f"{EPLB_CONFIG} {key} is {json.dumps(value)[:40]}; {release} takes true or false there")
 
 
 def _check_release(request: EpRequest, role: Role, options: Options, notes: list[str]) -> EpRequest:

@@ -28,6 +28,7 @@ from webhook.server.metrics import Metrics
 from webhook.core.policy import DEFAULT, Policy
 from webhook.kserve import images
 from webhook.kserve.images import ReleaseOf
+from webhook.vllm.releases import Version
 from webhook.kserve.view import NamespaceView
 from webhook.tls.reloader import Reloading
 from webhook.admission.response import build_response, errored
@@ -46,6 +47,23 @@ RELEASE_MEMO_SIZE = 1024
 a few dozen images, and a client sending endless new ones cannot grow the memo."""
 
 
+RELEASE_MEMO_LENGTH = 512
+"""The longest image string the memo keeps, in characters: a reference is a registry, a repository path, a tag
+and a digest, far below this; a client cannot fill the memo with megabyte-long strings."""
+
+
+def _memo(lookup: ReleaseOf) -> ReleaseOf:
+    """`lookup`, remembering its answers for up to `RELEASE_MEMO_SIZE` image strings of at most
+    `RELEASE_MEMO_LENGTH` characters (an LRU: `functools.lru_cache`, whose `cache_info` the result keeps)."""
+    remembered = functools.lru_cache(RELEASE_MEMO_SIZE)(lookup)
+
+    def release_of(image: str) -> Version | None:
+        return remembered(image) if len(image) <= RELEASE_MEMO_LENGTH else lookup(image)
+
+    release_of.cache_info = remembered.cache_info  # type: ignore[attr-defined]
+    return release_of
+
+
 @dataclass
 class ServerState:
     """What the app needs from the outside: policy, cluster caches, certificates."""
@@ -58,8 +76,9 @@ class ServerState:
     audit_interval: float = 0.0  # seconds between audits of the watched objects; 0: no audit
     reports: ReportWriter | None = None  # writes each audit's policy reports; None: no reports
     audit_target: tuple[int, ...] | None = None  # upgrade readiness: also audit as if every object ran this vLLM
-    release_of: ReleaseOf = field(default_factory=lambda: functools.lru_cache(RELEASE_MEMO_SIZE)(images.release_of))
-    """The vLLM release of an image, read once per distinct image string (the latest `RELEASE_MEMO_SIZE`)."""
+    release_of: ReleaseOf = field(default_factory=lambda: _memo(images.release_of))
+    """The vLLM release of an image, read once per distinct image string (the latest `RELEASE_MEMO_SIZE`, each
+    at most `RELEASE_MEMO_LENGTH` characters; longer ones are read every time)."""
 
     def options_for(self, namespace: str) -> Options:
         """The policy's options for a namespace (LabelsUnknown when its labels are needed but not known)."""
