@@ -117,12 +117,15 @@ def _plan_role(
                 f"{role.gpus.where} gets {gpus} GPUs but {worker.where} gets {worker_gpus}; every pod "
                 f"of a data-parallel group needs the same GPUs: make them equal"
             )
+    runtime_args = False
     for launch in role.launches:
         if launch.refusal:
             raise NotApplicable(launch.refusal)
         notes.extend(launch.notes)
+        runtime_args = runtime_args or bool(launch.runtime_args)
     request = _check_release(request, role, options, notes)
-    _check_model_given_twice(request, role, options)
+    if runtime_args:
+        _check_model_given_twice(request, role, options)
     if request.all2all_backend in flags.CUDA_ONLY_ALL2ALL_BACKENDS and on_amd(role.gpus):
         raise Denied(
             f"all2all backend {request.all2all_backend} runs CUDA-only kernels, which the stock ROCm images lack, "

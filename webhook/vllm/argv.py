@@ -118,7 +118,11 @@ def scan(args: Sequence[Arg]) -> list[Occurrence]:
     n = len(args)
     while k < n:
         a = args[k]
-        flag = None if a.opaque else flags.read_flag(a.literal, a.prefix)
+        literal = a.literal
+        if literal is not None and literal[:1] != "-":  # most words: values and paths (`read_flag` says None)
+            k += 1
+            continue
+        flag = None if a.opaque else flags.read_flag(literal, a.prefix)
         if flag is None:
             if a.literal == END_OF_OPTIONS:
                 found.append(Occurrence(END_OF_OPTIONS, END_OF_OPTIONS, k, None, None, True, False, END_OF_OPTIONS))
