@@ -9,25 +9,15 @@ import json
 from typing import Any
 
 from tests.helpers import isvc
-from tests.server_harness import review_for
+from tests.server_harness import mutate_in_process, review_for
 from webhook.server.app import RELEASE_MEMO_LENGTH, RELEASE_MEMO_SIZE, ServerState, create_app
 
 
 def _answer(state: ServerState, obj: dict[str, Any]) -> dict[str, Any]:
-    app = create_app(state)
-    body = json.dumps(review_for(obj)).encode()
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    asyncio.run(app({"type": "http", "path": "/mutate", "method": "POST", "headers": headers}, receive, send))
-    answer: dict[str, Any] = json.loads(sent[-1]["body"])
-    return answer["response"]
+    status, payload = asyncio.run(mutate_in_process(create_app(state), json.dumps(review_for(obj)).encode()))
+    assert status == 200
+    answer: dict[str, Any] = json.loads(payload)
+    return answer["response"]  # type: ignore[no-any-return]
 
 
 def _with_image(image: str, backend: str = "deepep_high_throughput") -> dict[str, Any]:
@@ -37,7 +27,7 @@ def _with_image(image: str, backend: str = "deepep_high_throughput") -> dict[str
 
 
 def _lookups(state: ServerState) -> tuple[int, int]:
-    info = state.release_of.cache_info()  # type: ignore[attr-defined]
+    info = state.release_of.cache_info()
     return info.hits, info.misses
 
 
@@ -57,11 +47,11 @@ def test_the_memo_keeps_at_most_its_size_of_distinct_images() -> None:
     state = ServerState()
     for i in range(RELEASE_MEMO_SIZE + 50):
         state.release_of(f"registry.example/vllm-{i}:v0.11.{i}")
-    assert state.release_of.cache_info().currsize == RELEASE_MEMO_SIZE  # type: ignore[attr-defined]
+    assert state.release_of.cache_info().currsize == RELEASE_MEMO_SIZE
 
 
 def test_image_strings_longer_than_a_reference_are_read_but_not_kept() -> None:
     state = ServerState()
     long = "registry.example/" + "x" * RELEASE_MEMO_LENGTH + ":v0.11.2"
     assert state.release_of(long) == state.release_of(long)  # answered all the same
-    assert state.release_of.cache_info().currsize == 0  # type: ignore[attr-defined]
+    assert state.release_of.cache_info().currsize == 0

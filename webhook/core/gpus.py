@@ -170,16 +170,10 @@ def _gpu_entries(
     found = {}
     for k in [k for k in keys if k in section]:  # usually one: the comprehension tests the keys fastest
         raw = section[k]
-        q = parse_quantity(raw, f"{where}.resources.{name}[{k}]") if _needs_parsing(raw) else int(raw)
+        q = parse_quantity(raw, f"{where}.resources.{name}[{k}]")
         if q != 0:
             found[k] = (raw, q)
     return found
-
-
-def _needs_parsing(raw: object) -> bool:
-    """Whether a quantity is anything but the usual short run of digits ("8"), which `parse_quantity` turns into
-    an int without a message."""
-    return not (isinstance(raw, str) and len(raw) <= 18 and raw.isascii() and raw.isdigit())
 
 
 def count_gpus(

@@ -52,16 +52,19 @@ RELEASE_MEMO_LENGTH = 512
 and a digest, far below this; a client cannot fill the memo with megabyte-long strings."""
 
 
-def _memo(lookup: ReleaseOf) -> ReleaseOf:
-    """`lookup`, remembering its answers for up to `RELEASE_MEMO_SIZE` image strings of at most
-    `RELEASE_MEMO_LENGTH` characters (an LRU: `functools.lru_cache`, whose `cache_info` the result keeps)."""
-    remembered = functools.lru_cache(RELEASE_MEMO_SIZE)(lookup)
+class ReleaseMemo:
+    """`lookup` (an image's vLLM release), remembering its answers for up to `RELEASE_MEMO_SIZE` image strings of
+    at most `RELEASE_MEMO_LENGTH` characters, least recently used first (`functools.lru_cache`); longer strings
+    are looked up every time. Called like the lookup (`ReleaseOf`)."""
 
-    def release_of(image: str) -> Version | None:
-        return remembered(image) if len(image) <= RELEASE_MEMO_LENGTH else lookup(image)
+    def __init__(self, lookup: ReleaseOf) -> None:
+        self._lookup = lookup
+        self._remembered = functools.lru_cache(RELEASE_MEMO_SIZE)(lookup)
+        self.cache_info = self._remembered.cache_info
+        """Hits, misses and size of the memo (`functools.lru_cache`'s)."""
 
-    release_of.cache_info = remembered.cache_info  # type: ignore[attr-defined]
-    return release_of
+    def __call__(self, image: str) -> Version | None:
+        return self._remembered(image) if len(image) <= RELEASE_MEMO_LENGTH else self._lookup(image)
 
 
 @dataclass
@@ -76,7 +79,7 @@ class ServerState:
     audit_interval: float = 0.0  # seconds between audits of the watched objects; 0: no audit
     reports: ReportWriter | None = None  # writes each audit's policy reports; None: no reports
     audit_target: tuple[int, ...] | None = None  # upgrade readiness: also audit as if every object ran this vLLM
-    release_of: ReleaseOf = field(default_factory=lambda: _memo(images.release_of))
+    release_of: ReleaseMemo = field(default_factory=lambda: ReleaseMemo(images.release_of))
     """The vLLM release of an image, read once per distinct image string (the latest `RELEASE_MEMO_SIZE`, each
     at most `RELEASE_MEMO_LENGTH` characters; longer ones are read every time)."""
 
