@@ -145,3 +145,32 @@ def server_with_new_certs(base: Path, extra: list[str] | None = None, port: int 
     certs.write_bundle(cert_dir, certs.generate(["localhost", "127.0.0.1"]))
     with running_server(cert_dir, base / "log", extra, port) as server:
         yield server
+
+
+async def mutate_in_process(app: Any, body: bytes, content_type: bytes | None = b"application/json") -> tuple[int, bytes]:
+    """POST `body` to the ASGI `app`'s /mutate in this process, as uvicorn hands a request over (in 64 KiB chunks):
+    the HTTP status and the response body."""
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        headers.append((b"content-type", content_type))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "https",
+        "path": "/mutate", "raw_path": b"/mutate", "query_string": b"", "root_path": "", "headers": headers,
+        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8443),
+    }
+    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)] or [b""]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, payload

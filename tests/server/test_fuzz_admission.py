@@ -22,42 +22,15 @@ from hypothesis import strategies as st
 
 from tests.core.test_bounds import hostile_objects
 from tests.helpers import isvc
-from tests.server_harness import review_for
+from tests.server_harness import mutate_in_process, review_for
 from webhook.server.app import ServerState, create_app
 from webhook.server.logs import JsonFormatter
 
 APP = create_app(ServerState())
 
 
-async def _call(body: bytes, content_type: bytes | None) -> tuple[int, bytes]:
-    headers = [(b"content-length", str(len(body)).encode())]
-    if content_type is not None:
-        headers.append((b"content-type", content_type))
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "https",
-        "path": "/mutate", "raw_path": b"/mutate", "query_string": b"", "root_path": "", "headers": headers,
-        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8443),
-    }
-    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)] or [b""]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if chunks:
-            chunk = chunks.pop(0)
-            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await APP(scope, receive, send)
-    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
-    payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return status, payload
-
-
 def call(body: bytes, content_type: bytes | None = b"application/json") -> tuple[int, bytes]:
-    return asyncio.run(_call(body, content_type))
+    return asyncio.run(mutate_in_process(APP, body, content_type))
 
 
 def check(status: int, payload: bytes, uid: object = None) -> None:
@@ -145,7 +118,7 @@ def distinct_body(i: int) -> bytes:
 def test_memory_does_not_grow_with_the_number_of_distinct_reviews() -> None:
     async def many(start: int, n: int) -> None:
         for i in range(start, start + n):
-            status, _ = await _call(distinct_body(i), b"application/json")
+            status, _ = await mutate_in_process(APP, distinct_body(i), b"application/json")
             assert status in (200, 400)
 
     # log as in production (JSON lines to a stream), not into pytest's record-keeping capture

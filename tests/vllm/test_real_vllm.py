@@ -263,30 +263,32 @@ def test_a_hand_written_negation_of_ep_in_either_spelling_is_removed(
 
 # -- writing for the release that runs --------------------------------------------------------------------
 
+def _eplb(config: str) -> dict[str, str]:
+    """Annotations turning EPLB on with this `--eplb-config`."""
+    return {"ep.eplb": "true", "ep.eplb-config": config}
+
+
 RELEASE_CASES = {
     "all2all deepep_high_throughput": {"ep.all2all-backend": "deepep_high_throughput"},
     "all2all deepep_v2": {"ep.all2all-backend": "deepep_v2"},
     "all2all allgather_reducescatter": {"ep.all2all-backend": "allgather_reducescatter"},
-    "eplb with an unknown key": {"ep.eplb": "true", "ep.eplb-config": '{"window_size": 500, "redundant": 4}'},
+    "eplb with an unknown key": _eplb('{"window_size": 500, "redundant": 4}'),
     "redundant experts without eplb": {"ep.eplb-config": '{"num_redundant_experts": 4}'},
-    "redundant experts with eplb": {"ep.eplb": "true", "ep.eplb-config": '{"num_redundant_experts": 4}'},
-    "eplb policy not default": {"ep.eplb": "true", "ep.eplb-config": '{"policy": "x"}'},
-    "eplb communicator unknown": {"ep.eplb": "true", "ep.eplb-config": '{"communicator": "bogus"}'},
-    "eplb communicator nccl, async by default": {"ep.eplb": "true", "ep.eplb-config": '{"communicator": "torch_nccl"}'},
-    "eplb communicator nccl, not async": {"ep.eplb": "true",
-                                          "ep.eplb-config": '{"communicator": "torch_nccl", "use_async": false}'},
-    "eplb communicator pynccl, async": {"ep.eplb": "true",
-                                        "ep.eplb-config": '{"communicator": "pynccl", "use_async": true}'},
-    "eplb communicator gloo": {"ep.eplb": "true", "ep.eplb-config": '{"communicator": "torch_gloo"}'},
-    "eplb window of 0": {"ep.eplb": "true", "ep.eplb-config": '{"window_size": 0}'},
-    "eplb policy a list": {"ep.eplb": "true", "ep.eplb-config": '{"policy": []}'},
-    "eplb communicator an object, async": {"ep.eplb": "true", "ep.eplb-config": '{"use_async": true, "communicator": {}}'},
-    "eplb window written 1000.0": {"ep.eplb": "true", "ep.eplb-config": '{"window_size": 1000.0}'},
-    "eplb window written true": {"ep.eplb": "true", "ep.eplb-config": '{"window_size": true}'},
-    "eplb window of 2.5": {"ep.eplb": "true", "ep.eplb-config": '{"window_size": 2.5}'},
-    "eplb switch written 1": {"ep.eplb": "true", "ep.eplb-config": '{"log_balancedness": 1}'},
-    "eplb interval of 0": {"ep.eplb": "true",
-                           "ep.eplb-config": '{"log_balancedness": true, "log_balancedness_interval": 0}'},
+    "redundant experts with eplb": _eplb('{"num_redundant_experts": 4}'),
+    "eplb policy not default": _eplb('{"policy": "x"}'),
+    "eplb communicator unknown": _eplb('{"communicator": "bogus"}'),
+    "eplb communicator nccl, async by default": _eplb('{"communicator": "torch_nccl"}'),
+    "eplb communicator nccl, not async": _eplb('{"communicator": "torch_nccl", "use_async": false}'),
+    "eplb communicator pynccl, async": _eplb('{"communicator": "pynccl", "use_async": true}'),
+    "eplb communicator gloo": _eplb('{"communicator": "torch_gloo"}'),
+    "eplb window of 0": _eplb('{"window_size": 0}'),
+    "eplb policy a list": _eplb('{"policy": []}'),
+    "eplb communicator an object, async": _eplb('{"use_async": true, "communicator": {}}'),
+    "eplb window written 1000.0": _eplb('{"window_size": 1000.0}'),
+    "eplb window written true": _eplb('{"window_size": true}'),
+    "eplb window of 2.5": _eplb('{"window_size": 2.5}'),
+    "eplb switch written 1": _eplb('{"log_balancedness": 1}'),
+    "eplb interval of 0": _eplb('{"log_balancedness": true, "log_balancedness_interval": 0}'),
 }
 
 
